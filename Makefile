@@ -1,0 +1,44 @@
+# One tooling path for a laptop and CI: `make test` is exactly what .ci/run runs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Debian packages the test suite starts as real servers (command:package). Installed when root.
+TEST_DEBS :=
+
+.PHONY: venv system-deps lint format typecheck unit test demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh $(TEST_DEBS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv system-deps lint
+	$(BIN)/python -m pytest
+
+demo: venv
+	$(BIN)/boltwatch demo
+
+bench: venv
+	$(BIN)/python bench/decode.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,5 @@
+"""``python -m boltwatch``."""
+
+from boltwatch.cli import main
+
+main()

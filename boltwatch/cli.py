@@ -1,0 +1,267 @@
+"""The ``boltwatch`` command line.
+
+Only commands that work are listed. Heavy modules load inside the commands so that ``--help``
+stays instant. Every expected failure (bad config, bad registry, bad payload) prints one line
+naming the key or field and exits with status 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from boltwatch import __version__
+
+if TYPE_CHECKING:
+    from sensors.codec import DecodedBatch
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="boltwatch",
+    help="Monitoring for connected bolts and fablab machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
+registry_app = typer.Typer(
+    help="Check the device registry and look devices up.", no_args_is_help=True
+)
+contract_app = typer.Typer(
+    help="The telemetry contract: fields, units, ranges; check a message.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+app.add_typer(registry_app, name="registry")
+app.add_typer(contract_app, name="contract")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML config file (default: $BOLTWATCH_CONFIG, else built-in defaults).",
+        envvar="BOLTWATCH_CONFIG",
+    ),
+]
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the project's typed errors into one clear line and exit status 2."""
+    from boltwatch.config import ConfigError
+    from sensors.errors import SensorsError
+
+    try:
+        yield
+    except (ConfigError, SensorsError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", markup=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def version() -> None:
+    """Print the boltwatch version."""
+    out.print(f"boltwatch {__version__}")
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the config file and environment overrides; say what is wrong, by key."""
+    from boltwatch.config import load_config
+
+    with _user_errors():
+        load_config(config)
+    out.print(f"config ok ({config if config else 'built-in defaults'})")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective configuration as JSON (file + environment), secrets redacted."""
+    from boltwatch.config import load_config, redacted
+
+    with _user_errors():
+        cfg = load_config(config)
+    out.print_json(json.dumps(redacted(cfg)))
+
+
+@registry_app.command("check")
+def registry_check(
+    path: Annotated[Path, typer.Argument(help="Registry TOML file.")],
+) -> None:
+    """Validate a registry file and summarise it: sites, joints, bolts, machines."""
+    from sensors.registry import load_registry
+
+    with _user_errors():
+        reg = load_registry(path)
+    table = Table(title=f"registry {path}")
+    table.add_column("site")
+    table.add_column("structures", justify="right")
+    table.add_column("joints", justify="right")
+    table.add_column("bolts", justify="right")
+    table.add_column("machines", justify="right")
+    for site in reg.sites:
+        structures = [s for s in reg.structures if s.site == site.id]
+        sids = {s.id for s in structures}
+        joints = [j for j in reg.joints if j.structure in sids]
+        table.add_row(
+            site.id,
+            str(len(structures)),
+            str(len(joints)),
+            str(sum(len(j.bolts) for j in joints)),
+            str(sum(1 for m in reg.machines if m.site == site.id)),
+        )
+    out.print(table)
+    out.print("registry ok")
+
+
+@registry_app.command("locate")
+def registry_locate(
+    path: Annotated[Path, typer.Argument(help="Registry TOML file.")],
+    device_id: Annotated[str, typer.Argument(help="Device id to place.")],
+) -> None:
+    """Where a device sits: site → structure → joint → bolt position, and its history."""
+    from sensors.registry import load_registry
+
+    with _user_errors():
+        reg = load_registry(path)
+    loc = reg.locate(device_id)
+    if loc is None:
+        err.print(f"error: {device_id!r} is not in the registry {path}")
+        raise typer.Exit(1)
+    out.print(
+        " → ".join(
+            str(x)
+            for x in (
+                loc.site,
+                loc.structure,
+                loc.joint,
+                loc.position and f"position {loc.position}",
+            )
+            if x
+        )
+        + f"  ({loc.kind.value})"
+    )
+    for rec in reg.history(device_id):
+        k = reg.nut_factor(rec)
+        out.print(
+            f"  {rec.ts.isoformat()}  pass {rec.tightening_pass}  {rec.torque_nm:g} N·m  "
+            f"{rec.preload_kn:g} kN  K={k:.3f}  {rec.tool} by {rec.operator}"
+        )
+
+
+@contract_app.command("fields")
+def contract_fields(
+    kind: Annotated[
+        str | None, typer.Option(help="Only this device kind (cbolt, printer3d, ...).")
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="All kinds as Markdown tables (for docs).")
+    ] = False,
+) -> None:
+    """Reading fields of every device kind with unit, valid range and whether required."""
+    from sensors.schema import FIELD_INFO, DeviceKind, fields_markdown
+
+    if markdown:
+        sys.stdout.write(fields_markdown())
+        return
+
+    kinds = list(DeviceKind)
+    if kind is not None:
+        try:
+            kinds = [DeviceKind(kind)]
+        except ValueError:
+            err.print(f"error: --kind: unknown kind {kind!r}; known: {', '.join(kinds)}")
+            raise typer.Exit(2) from None
+    for k in kinds:
+        table = Table(title=f"{k.value} telemetry")
+        table.add_column("field")
+        table.add_column("unit")
+        table.add_column("min", justify="right")
+        table.add_column("max", justify="right")
+        table.add_column("required")
+        for f in FIELD_INFO[k]:
+            table.add_row(f.name, f.unit, f"{f.lo:g}", f"{f.hi:g}", "yes" if f.required else "")
+        out.print(table)
+
+
+@contract_app.command("check")
+def contract_check(
+    topic: Annotated[str, typer.Argument(help="MQTT topic the message is published on.")],
+    payload: Annotated[
+        Path | None, typer.Argument(help="Payload file; '-' or nothing reads standard input.")
+    ] = None,
+) -> None:
+    """Check one message against the contract, as ingest would: print what it decodes to, or why
+    it would be dead-lettered (exit status 2)."""
+    from sensors.codec import TelemetryDecoder
+
+    data = (
+        sys.stdin.buffer.read() if payload is None or str(payload) == "-" else payload.read_bytes()
+    )
+    if topic.startswith("spBv1.0/"):
+        from sensors.sparkplug import SparkplugDecoder
+
+        with _user_errors():
+            batch = SparkplugDecoder().decode(topic, data)
+    else:
+        with _user_errors():
+            batch = TelemetryDecoder().decode(topic, data)
+    _print_batch(batch)
+
+
+def _print_batch(batch: DecodedBatch) -> None:
+    for kind, cols in batch.telemetry.items():
+        for i in range(len(cols)):
+            fields: dict[str, object] = {
+                name: float(v[i]) for name, v in cols.values.items() if not math.isnan(v[i])
+            }
+            for name, arrays in cols.arrays.items():
+                wave = arrays[i]
+                if wave is not None:
+                    fields[name] = f"<{len(wave)} samples>"
+            out.print(
+                f"reading  {cols.site[i]}/{kind.value}/{cols.device_id[i]}  "
+                f"ts={int(cols.ts_ms[i])} seq={int(cols.seq[i])}  "
+                + " ".join(f"{k}={v}" for k, v in fields.items())
+            )
+    for ev in batch.events:
+        out.print(
+            f"event    {ev.site}/{ev.kind.value}/{ev.device_id}  ts={ev.ts_ms}  "
+            f"{type(ev.event).__struct_config__.tag}"
+        )
+    for st in batch.statuses:
+        out.print(f"status   {st.site}/{st.kind.value}/{st.device_id}  {st.status.state}")
+    if batch.commands:
+        out.print("command  (boltwatch's own channel; ingest ignores it)")
+
+
+@app.command()
+def demo() -> None:
+    """Tour what boltwatch does so far: every kind's messages through the real decoders.
+
+    Example messages of every device kind, valid and broken, go through the decoders ingest
+    uses (JSON and Sparkplug B); the sample registry places each bolt in its joint. The full
+    demo (broker, simulated fleet, detection, alerts) grows with each release.
+    """
+    from boltwatch.tour import run_tour
+
+    with _user_errors():
+        run_tour(out)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,297 @@
+"""Configuration: one TOML file, overridden by ``BOLTWATCH_<SECTION>_<KEY>`` environment variables.
+
+Every error names the offending key (``broker.port``) and, when the value came from the
+environment, the variable (``BOLTWATCH_BROKER_PORT``). Unknown sections and keys are errors, so a
+typo never silently falls back to a default. Secrets (``password``, ``token``) may be given as
+``*_file`` paths and are redacted by :func:`redacted`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "ENV_PREFIX",
+    "BrokerConfig",
+    "Config",
+    "ConfigError",
+    "IngestConfig",
+    "LogConfig",
+    "RegistryConfig",
+    "StoreConfig",
+    "load_config",
+    "parse_config",
+    "redacted",
+]
+
+ENV_PREFIX: Final = "BOLTWATCH_"
+# Environment variables with our prefix that are not config keys.
+_RESERVED_ENV: Final = frozenset({"BOLTWATCH_CONFIG"})
+_SECRET_KEYS: Final = frozenset({"password", "token"})
+
+Port = Annotated[int, Meta(ge=1, le=65_535)]
+PositiveS = Annotated[float, Meta(gt=0.0, le=86_400.0 * 365)]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid.
+
+    Attributes:
+        key: The offending key as ``section.key`` (or the file, for a syntax error).
+        reason: What is wrong and, where useful, what is allowed.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class BrokerConfig(_Section, frozen=True):
+    """``[broker]``: the MQTT broker ingest subscribes to.
+
+    Attributes:
+        url: ``mqtt://host:port`` or ``mqtts://host:port`` (TLS).
+        client_id: MQTT client id; stable, so the broker keeps the persistent session.
+        username: Optional user name.
+        password: Optional password (prefer ``password_file`` or the environment).
+        password_file: File whose first line is the password.
+        tls_ca_file: CA bundle that signed the broker's certificate.
+        tls_cert_file: Client certificate (mutual TLS).
+        tls_key_file: Client private key (mutual TLS).
+        topics: Topic filters to subscribe to (``$share/GROUP/...`` splits work between workers).
+        keepalive_s: MQTT keep-alive.
+        session_expiry_s: How long the broker keeps our session (and queued QoS 1 messages).
+        receive_maximum: In-flight QoS 1 messages at once: the backpressure bound.
+    """
+
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: Annotated[str, Meta(min_length=1, max_length=128)] = "boltwatch-ingest"
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    topics: list[str] = msgspec.field(default_factory=lambda: ["boltwatch/v1/+/+/+/+"])
+    keepalive_s: Annotated[int, Meta(ge=5, le=3_600)] = 60
+    session_expiry_s: Annotated[int, Meta(ge=0, le=2**32 - 1)] = 86_400
+    receive_maximum: Annotated[int, Meta(ge=1, le=65_535)] = 1_000
+
+
+class IngestConfig(_Section, frozen=True):
+    """``[ingest]``: decoding and batching.
+
+    Attributes:
+        max_payload_bytes: Larger payloads are dead-lettered unread.
+        batch_max_messages: Group commit: at most this many messages per transaction.
+        batch_max_ms: Group commit: at most this long between first message and commit.
+        strict_registry: Dead-letter readings of devices that are not in the registry.
+    """
+
+    max_payload_bytes: Annotated[int, Meta(ge=1_024, le=16 * 1024 * 1024)] = 256 * 1024
+    batch_max_messages: Annotated[int, Meta(ge=1, le=100_000)] = 1_000
+    batch_max_ms: Annotated[int, Meta(ge=1, le=60_000)] = 50
+    strict_registry: bool = False
+
+
+class StoreConfig(_Section, frozen=True):
+    """``[store]``: the embedded time-series store.
+
+    Attributes:
+        path: Folder of the SQLite store.
+        retention_days: Raw readings older than this are dropped (rollups are kept).
+    """
+
+    path: str = "./boltwatch-data"
+    retention_days: Annotated[int, Meta(ge=1, le=36_500)] = 400
+
+
+class RegistryConfig(_Section, frozen=True):
+    """``[registry]``: the device registry (sites, joints, bolts, machines).
+
+    Attributes:
+        path: TOML file of the registry; none means every device is unknown but accepted.
+    """
+
+    path: str | None = None
+
+
+class LogConfig(_Section, frozen=True):
+    """``[log]``.
+
+    Attributes:
+        level: Log level.
+        json: One JSON object per line instead of text.
+    """
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json: bool = False
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The whole configuration; every section has working defaults (the embedded setup)."""
+
+    broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
+    ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+
+
+_SECTIONS: Final[dict[str, type[_Section]]] = {
+    f.name: f.type for f in msgspec.structs.fields(Config)
+}
+
+
+def _fields(section: str) -> dict[str, Any]:
+    return {f.name: f.type for f in msgspec.structs.fields(_SECTIONS[section])}
+
+
+def _env_overrides(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Parse ``BOLTWATCH_<SECTION>_<KEY>`` variables into ``{section: {key: value}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    origin: dict[str, str] = {}
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var in _RESERVED_ENV:
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(
+                var, f"no config section matches; sections are {', '.join(sorted(_SECTIONS))}"
+            )
+        key = rest[len(section) + 1 :]
+        fields = _fields(section)
+        if key not in fields:
+            raise ConfigError(
+                f"{section}.{key}",
+                f"unknown key (from {var}); keys of [{section}] are {', '.join(sorted(fields))}",
+            )
+        raw = environ[var]
+        value: Any = raw
+        if "list[" in str(fields[key]):
+            value = [part.strip() for part in raw.split(",") if part.strip()]
+        out.setdefault(section, {})[key] = value
+        origin[f"{section}.{key}"] = var
+    return out, origin
+
+
+def _translate(exc: msgspec.ValidationError, origin: Mapping[str, str]) -> ConfigError:
+    text = str(exc)
+    key = "config"
+    if " - at `$." in text:
+        text, _, rest = text.partition(" - at `$.")
+        key = rest.rstrip("`")
+    elif text.startswith("Object contains unknown field `"):
+        # Unknown top-level section: msgspec puts no path on it.
+        name = text.split("`")[1]
+        return ConfigError(name, f"unknown section; sections are {', '.join(sorted(_SECTIONS))}")
+    if text.startswith("Object contains unknown field `"):
+        name = text.split("`")[1]
+        section = key
+        fields = ", ".join(sorted(_fields(section))) if section in _SECTIONS else ""
+        return ConfigError(f"{section}.{name}", f"unknown key; keys of [{section}] are {fields}")
+    if key in origin:
+        text = f"{text} (from {origin[key]})"
+    return ConfigError(key, text)
+
+
+def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a config mapping (a parsed TOML document) with environment overrides applied.
+
+    Args:
+        data: The TOML document as a dict.
+        environ: Environment to read overrides from (default: ``os.environ``).
+
+    Raises:
+        ConfigError: Naming the offending key.
+    """
+    env = os.environ if environ is None else environ
+    overrides, origin = _env_overrides(env)
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for section, values in overrides.items():
+        current = merged.get(section)
+        if current is not None and not isinstance(current, dict):
+            raise ConfigError(section, "must be a table ([section])")
+        merged.setdefault(section, {}).update(values)
+    try:
+        # strict=False lets environment strings become ints, floats and booleans.
+        config = msgspec.convert(merged, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _translate(exc, origin) from exc
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    """Checks that span keys or need more than a type."""
+    url = config.broker.url
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(
+            "broker.url", f"{url!r} must look like mqtt://host:port or mqtts://host:port"
+        )
+    host, _, port = rest.rstrip("/").rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65_535:
+        raise ConfigError("broker.url", f"{url!r} needs a host and a port from 1 to 65535")
+    if config.broker.password is not None and config.broker.password_file is not None:
+        raise ConfigError("broker.password_file", "give password or password_file, not both")
+    if (config.broker.tls_cert_file is None) != (config.broker.tls_key_file is None):
+        raise ConfigError("broker.tls_key_file", "a client certificate needs its key, and back")
+    for key in ("password_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
+        path = getattr(config.broker, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"broker.{key}", f"no such file: {path}")
+    if not config.broker.topics:
+        raise ConfigError("broker.topics", "subscribe to at least one topic filter")
+    if config.registry.path is not None and not Path(config.registry.path).is_file():
+        raise ConfigError("registry.path", f"no such file: {config.registry.path}")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load the config file (or only defaults and environment when ``path`` is None).
+
+    Raises:
+        ConfigError: The file is missing or unreadable, is not valid TOML (names the line), or a
+            key is invalid (names the key).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(str(p), "no such config file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(p), f"not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(str(p), f"cannot read: {exc.strerror}") from exc
+    return parse_config(data, environ)
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as a dict with secrets replaced by ``"***"`` (safe to print or log)."""
+    out: dict[str, Any] = msgspec.to_builtins(config)
+    for section in out.values():
+        if isinstance(section, dict):
+            for key in section:
+                if key in _SECRET_KEYS and section[key] is not None:
+                    section[key] = "***"
+    return out

@@ -1,0 +1,6 @@
+"""MQTT ingest, dead-letter, dedup, batching and storage.
+
+Not built yet: see the ingest issue.
+"""
+
+__all__: list[str] = []
