@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from boltwatch import __version__
@@ -67,7 +68,8 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except (ConfigError, SensorsError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True)
+        # escape(): paths such as metrics[preload_kn] or $.readings[3] are not rich markup.
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         raise typer.Exit(2) from exc
 
 

@@ -9,7 +9,6 @@ would carry; the sample registry then places each bolt at site → structure →
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from importlib.resources import files
 
 import numpy as np
 from rich.console import Console
@@ -17,7 +16,7 @@ from rich.table import Table
 
 from sensors.codec import DecodedBatch, TelemetryDecoder
 from sensors.examples import EXAMPLES
-from sensors.registry import load_registry
+from sensors.registry import SAMPLE_REGISTRY_PATH, load_registry
 from sensors.schema import DeviceKind
 from sensors.sparkplug import SparkplugDecoder, encode_dbirth, encode_ddata
 
@@ -32,7 +31,7 @@ def _utc(ts_ms: int) -> str:
 
 def sample_registry_path() -> str:
     """Path of the registry shipped with the package (``sensors/samples/registry.toml``)."""
-    return str(files("sensors").joinpath("samples", "registry.toml"))
+    return str(SAMPLE_REGISTRY_PATH)
 
 
 def run_tour(out: Console) -> DecodedBatch:

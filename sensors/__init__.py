@@ -18,6 +18,14 @@ from sensors.codec import (
     to_epoch_ms,
 )
 from sensors.errors import PayloadError, RegistryError, SensorsError, TopicError
+from sensors.registry import (
+    SAMPLE_REGISTRY_PATH,
+    BoltInfo,
+    Location,
+    Registry,
+    load_registry,
+    parse_registry,
+)
 from sensors.schema import (
     FIELD_INFO,
     READING_TYPES,
@@ -42,6 +50,7 @@ from sensors.schema import (
     TightenedEvent,
     VinylCutterReading,
 )
+from sensors.sparkplug import SparkplugDecoder, encode_dbirth, encode_ddata
 from sensors.topics import PREFIX, Topic, parse_topic, subscription
 
 __all__ = [
@@ -51,9 +60,11 @@ __all__ = [
     "PREFIX",
     "READING_TYPES",
     "REQUIRED_FIELDS",
+    "SAMPLE_REGISTRY_PATH",
     "AnyEvent",
     "AnyReading",
     "BatterySwapEvent",
+    "BoltInfo",
     "CboltReading",
     "Channel",
     "CncMillReading",
@@ -66,23 +77,30 @@ __all__ = [
     "FieldInfo",
     "GatewayReading",
     "LaserCutterReading",
+    "Location",
     "PayloadError",
     "Printer3dReading",
     "Reading",
     "ReadingColumns",
+    "Registry",
     "RegistryError",
     "RequestTighteningRecord",
     "SensorsError",
     "SetInterval",
+    "SparkplugDecoder",
     "Status",
     "TelemetryDecoder",
     "TightenedEvent",
     "Topic",
     "TopicError",
     "VinylCutterReading",
+    "encode_dbirth",
+    "encode_ddata",
     "encode_event",
     "encode_reading",
     "encode_readings",
+    "load_registry",
+    "parse_registry",
     "parse_topic",
     "subscription",
     "to_epoch_ms",

@@ -46,6 +46,7 @@ __all__ = [
     "DeviceEvent",
     "DeviceStatus",
     "ReadingColumns",
+    "Rows",
     "TelemetryDecoder",
     "encode_event",
     "encode_reading",
@@ -65,6 +66,7 @@ Int64 = npt.NDArray[np.int64]
 Objects = npt.NDArray[np.object_]
 
 _BATCH_KEY: Final = b'"readings"'
+_BATCH_HEAD: Final = b'{"readings"'
 _KIND_KEY: Final = b'"kind"'
 _KIND_OF: Final[dict[type[Reading], DeviceKind]] = {cls: k for k, cls in READING_TYPES.items()}
 _TOPIC_CACHE_MAX: Final = 65_536
@@ -287,6 +289,7 @@ class TelemetryDecoder:
         self._event_batch: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_batch_type(AnyEvent))
         self._status: msgspec.json.Decoder[Status] = msgspec.json.Decoder(Status)
         self._topics: dict[str, Topic | TopicError] = {}
+        self._fast_topics: dict[str, Topic] = {}
         self._valid_ids: set[str] = set()
 
     # -- topics ---------------------------------------------------------------------------------
@@ -301,7 +304,15 @@ class TelemetryDecoder:
                 hit = exc
             if len(self._topics) >= _TOPIC_CACHE_MAX:
                 self._topics.clear()
+                self._fast_topics.clear()
             self._topics[name] = hit
+            if (
+                isinstance(hit, Topic)
+                and hit.channel is Channel.TELEMETRY
+                and hit.kind is not DeviceKind.GATEWAY
+            ):
+                # One-reading telemetry of a device on its own topic: the hot path.
+                self._fast_topics[name] = hit
         if isinstance(hit, TopicError):
             raise TopicError(hit.reason)
         return hit
@@ -330,36 +341,26 @@ class TelemetryDecoder:
             ``(index, PayloadError)`` for each rejected message. Never raises for any input bytes.
         """
         out = DecodedBatch()
-        rows: dict[DeviceKind, _Rows] = {}
+        rows: dict[DeviceKind, Rows] = {}
         # Single-reading telemetry on a device's own topic (the common case) is collected per
         # kind and decoded in one call per kind; everything else goes message by message.
-        singles: dict[DeviceKind, _Singles] = {}
+        singles = _Singles([], [], [])
         errors = out.errors
         max_bytes = self.max_payload_bytes
-        topics = self._topics
-        telemetry = Channel.TELEMETRY
+        fast = self._fast_topics
         n = 0
         for i, (topic_name, payload) in enumerate(messages):
             n = i + 1
-            topic = topics.get(topic_name)
-            if topic is None or topic.__class__ is not Topic:
-                try:
-                    topic = self.topic(topic_name)
-                except TopicError as exc:
-                    errors.append((i, exc))
-                    continue
-            if (
-                topic.channel is telemetry
-                and topic.kind is not _GATEWAY
-                and len(payload) <= max_bytes
-                and _BATCH_KEY not in payload
-            ):
-                group = singles.get(topic.kind)
-                if group is None:
-                    group = singles[topic.kind] = _Singles([], [], [])
-                group.payloads.append(payload)
-                group.msg.append(i)
-                group.topics.append(topic)
+            topic = fast.get(topic_name)
+            if topic is not None and len(payload) <= max_bytes and payload[:11] != _BATCH_HEAD:
+                singles.payloads.append(payload)
+                singles.msg.append(i)
+                singles.topics.append(topic)
+                continue
+            try:
+                topic = self.topic(topic_name)
+            except TopicError as exc:
+                errors.append((i, exc))
                 continue
             try:
                 self._one(i, topic, payload, out, rows)
@@ -367,16 +368,17 @@ class TelemetryDecoder:
                 errors.append((i, exc))
             except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
                 errors.append((i, _decode_failure(exc)))
-        for kind, group in singles.items():
-            self._singles(kind, group, rows, errors)
+        if singles.payloads:
+            for kind, group in _by_kind(singles):
+                self._singles(kind, group, rows, errors)
         out.count = n
         if errors:
             errors.sort(key=_first)
-        self._columns(rows, out)
+        self.build_columns(rows, out)
         return out
 
     def _one(
-        self, i: int, topic: Topic, payload: bytes, out: DecodedBatch, rows: dict[DeviceKind, _Rows]
+        self, i: int, topic: Topic, payload: bytes, out: DecodedBatch, rows: dict[DeviceKind, Rows]
     ) -> None:
         """Decode a message that is not a one-reading telemetry message (or is oversize)."""
         if len(payload) > self.max_payload_bytes:
@@ -398,7 +400,7 @@ class TelemetryDecoder:
         self,
         kind: DeviceKind,
         group: _Singles,
-        rows: dict[DeviceKind, _Rows],
+        rows: dict[DeviceKind, Rows],
         errors: list[tuple[int, PayloadError]],
     ) -> None:
         """Decode one-reading messages of one kind together (one msgspec call when all are good)."""
@@ -423,8 +425,13 @@ class TelemetryDecoder:
             keep: list[int] = []
             for j, payload in enumerate(payloads):
                 try:
+                    if _is_batch(payload):  # a batch with white space before its key
+                        self._telemetry(index[j], topics[j], payload, rows)
+                        continue
                     good.append(codec.single.decode(payload))
                     keep.append(j)
+                except PayloadError as exc:
+                    errors.append((index[j], exc))
                 except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
                     errors.append((index[j], _decode_failure(exc)))
             if len(keep) != count:
@@ -447,7 +454,7 @@ class TelemetryDecoder:
                 topics = [topics[j] for j in keep]
         bucket = rows.get(kind)
         if bucket is None:
-            bucket = rows[kind] = _Rows([], [], [], [])
+            bucket = rows[kind] = Rows([], [], [], [])
         bucket.readings.extend(readings)
         bucket.sites.extend(map(_SITE, topics))
         bucket.devices.extend(map(_DEVICE, topics))
@@ -458,10 +465,10 @@ class TelemetryDecoder:
         i: int,
         topic: Topic,
         payload: bytes,
-        rows: dict[DeviceKind, _Rows],
+        rows: dict[DeviceKind, Rows],
     ) -> None:
         kind = topic.kind
-        is_batch = _BATCH_KEY in payload
+        is_batch = _is_batch(payload)
         # On a gateway's topic, readings without any `kind` are the gateway's own health.
         if kind is _GATEWAY and _KIND_KEY in payload:
             readings: list[Any] = (
@@ -534,7 +541,7 @@ class TelemetryDecoder:
         bucket.msg.extend([i] * k)
 
     def _events(self, i: int, topic: Topic, payload: bytes, sink: list[DeviceEvent]) -> None:
-        is_batch = _BATCH_KEY in payload
+        is_batch = _is_batch(payload)
         events: list[Any] = (
             self._event_batch.decode(payload).readings
             if is_batch
@@ -596,8 +603,12 @@ class TelemetryDecoder:
 
     # -- columns --------------------------------------------------------------------------------
 
-    def _columns(self, rows: dict[DeviceKind, _Rows], out: DecodedBatch) -> None:
-        """Build the columns, then reject messages whose timestamps are implausible."""
+    def build_columns(self, rows: dict[DeviceKind, Rows], out: DecodedBatch) -> None:
+        """Turn decoded readings into ``out.telemetry`` columns (rows in message order), then
+        reject the messages whose timestamps are implausible (into ``out.errors``).
+
+        Shared with the Sparkplug B decoder, so both codecs give one layout and one set of checks.
+        """
         if not rows:
             return
         now_ms = int(self._clock() * 1000)
@@ -658,8 +669,10 @@ def _bad_ts(cols: ReadingColumns, r: int, hi: int) -> PayloadError:
     return PayloadError(where, f"{ts} is before 2000-01-01{hint}")
 
 
-class _Rows(NamedTuple):
-    """Decoded readings of one kind and, per reading, its site, device and message index."""
+class Rows(NamedTuple):
+    """Decoded readings of one kind waiting to become columns: per reading its struct, site,
+    device and the index of its message in the batch (see :meth:`TelemetryDecoder.build_columns`).
+    """
 
     readings: list[Any]
     sites: list[str]
@@ -675,10 +688,38 @@ class _Singles(NamedTuple):
     topics: list[Topic]
 
 
-def _bucket(rows: dict[DeviceKind, _Rows], kind: DeviceKind) -> _Rows:
+def _is_batch(payload: bytes) -> bool:
+    """Whether a payload is ``{"readings": [...]}``.
+
+    ``readings`` is the only key a batch may have, so a valid batch starts with it (after white
+    space); a reading that merely contains the word is invalid anyway. Cheaper than a search.
+    """
+    if payload[:11] == _BATCH_HEAD:
+        return True
+    text = payload.lstrip()
+    return text[:1] == b"{" and text[1:].lstrip().startswith(_BATCH_KEY)
+
+
+def _by_kind(singles: _Singles) -> list[tuple[DeviceKind, _Singles]]:
+    """Split one-reading messages by device kind (one group in the usual case)."""
+    kinds = set(map(_KIND, singles.topics))
+    if len(kinds) == 1:
+        return [(kinds.pop(), singles)]
+    groups: dict[DeviceKind, _Singles] = {}
+    for payload, i, topic in zip(singles.payloads, singles.msg, singles.topics, strict=True):
+        group = groups.get(topic.kind)
+        if group is None:
+            group = groups[topic.kind] = _Singles([], [], [])
+        group.payloads.append(payload)
+        group.msg.append(i)
+        group.topics.append(topic)
+    return list(groups.items())
+
+
+def _bucket(rows: dict[DeviceKind, Rows], kind: DeviceKind) -> Rows:
     bucket = rows.get(kind)
     if bucket is None:
-        bucket = rows[kind] = _Rows([], [], [], [])
+        bucket = rows[kind] = Rows([], [], [], [])
     return bucket
 
 
@@ -686,6 +727,7 @@ _GATEWAY: Final = DeviceKind.GATEWAY
 _ID_RE: Final = re.compile(DEVICE_ID_PATTERN)
 _DEVICE_ID: Final = attrgetter("device_id")
 _SITE: Final = attrgetter("site")
+_KIND: Final = attrgetter("kind")
 _DEVICE: Final = attrgetter("device_id")
 _first: Final = itemgetter(0)
 

@@ -76,6 +76,10 @@ class DeviceKind(StrEnum):
     VINYL_CUTTER = "vinyl_cutter"
     EMBROIDERY = "embroidery"
 
+    # Hash as the string it equals (Enum's own hash is Python code, hashes the name instead of
+    # the value, and is on the hot path of every per-kind dict lookup).
+    __hash__ = str.__hash__
+
 
 class Channel(StrEnum):
     """The last topic segment: what the message is."""

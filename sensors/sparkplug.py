@@ -62,8 +62,8 @@ from typing import Any, Final, NamedTuple, TypeVar
 import msgspec
 import pysparkplug as psp
 
-# protobuf ships no type information (and no stubs are installed); only its DecodeError is used.
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+# protobuf ships no type information (see pyproject's mypy overrides); only DecodeError is used.
+from google.protobuf.message import DecodeError
 
 from sensors.codec import (
     MAX_FUTURE_MS,
@@ -71,8 +71,8 @@ from sensors.codec import (
     MIN_TS_MS,
     DecodedBatch,
     DeviceStatus,
+    Rows,
     TelemetryDecoder,
-    _Rows,  # the bucket shape TelemetryDecoder._columns takes (readings, sites, devices, index)
 )
 from sensors.errors import PayloadError, TopicError
 from sensors.schema import (
@@ -104,6 +104,8 @@ _MT = psp.MessageType
 _ID: Final = re.compile(DEVICE_ID_PATTERN)
 _MAX_TOPIC_LEN: Final = 256
 _KINDS: Final = {k.value: k for k in DeviceKind}
+# The message types of a group's topics (STATE is a host application's: spBv1.0/STATE/{host}).
+_MESSAGE_TYPES: Final = {m.value: m for m in _MT if m is not _MT.STATE}
 _NODE_TYPES: Final = frozenset({_MT.NBIRTH, _MT.NDATA, _MT.NDEATH, _MT.NCMD})
 _NOT_TELEMETRY: Final = frozenset({_MT.STATE, _MT.NCMD, _MT.DCMD})
 # Conventional Sparkplug folders of control and descriptive metrics (e.g. the `Node Control/Rebirth`
@@ -136,7 +138,7 @@ _DECODE_ERRORS: Final = (
 _P = TypeVar("_P", psp.NBirth, psp.DBirth, psp.NData, psp.DData, psp.NDeath, psp.DDeath)
 
 # Per kind: decoded readings and, per reading, its site, device and message index.
-_Buckets = dict[DeviceKind, _Rows]
+_Buckets = dict[DeviceKind, Rows]
 
 
 class _Topic(NamedTuple):
@@ -166,13 +168,9 @@ def _parse_topic(topic: str) -> _Topic:
         if len(parts) != 3:
             raise TopicError(f"{topic!r} is not of the form {NAMESPACE}/STATE/{{host_id}}")
         return _Topic(_MT.STATE, "", parts[2], None)
-    try:
-        message_type = _MT(parts[2])
-    except ValueError:
-        message_type = _MT.STATE
-    if message_type is _MT.STATE:
-        known = ", ".join(m.value for m in _MT if m is not _MT.STATE)
-        raise TopicError(f"unknown message type {parts[2]!r}; known: {known}")
+    message_type = _MESSAGE_TYPES.get(parts[2])
+    if message_type is None:
+        raise TopicError(f"unknown message type {parts[2]!r}; known: {', '.join(_MESSAGE_TYPES)}")
     wanted = 4 if message_type in _NODE_TYPES else 5
     if len(parts) != wanted:
         shape = "{edge_node}" if wanted == 4 else "{edge_node}/{device}"
@@ -195,6 +193,8 @@ class SparkplugDecoder:
         max_payload_bytes: Larger payloads are rejected without being parsed.
         max_future_ms: Readings further ahead of ``clock`` than this are rejected.
         clock: Seconds since the epoch (injected for tests).
+        max_births: Bound of the birth state: edge nodes and devices remembered at once. A flood
+            of births with made-up ids cannot grow memory past it.
     """
 
     def __init__(
@@ -203,12 +203,14 @@ class SparkplugDecoder:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         max_future_ms: int = MAX_FUTURE_MS,
         clock: Callable[[], float] = time.time,
+        max_births: int = 1_000_000,
     ) -> None:
         self.max_payload_bytes = max_payload_bytes
+        self.max_births = max_births
         self.max_future_ms = max_future_ms
         self._clock = clock
         # The JSON decoder builds the columns (one layout, one timestamp check for both codecs).
-        self._columns = TelemetryDecoder(
+        self._json = TelemetryDecoder(
             max_payload_bytes=max_payload_bytes, max_future_ms=max_future_ms, clock=clock
         )
         # (group, edge node, device or None for the edge node itself) -> its birth.
@@ -253,7 +255,7 @@ class SparkplugDecoder:
             except PayloadError as exc:
                 out.errors.append((i, exc))
         out.count = n
-        self._columns._columns(rows, out)  # the JSON codec's column builder (same layout)
+        self._json.build_columns(rows, out)  # one layout and timestamp check for both codecs
         return out
 
     # -- one message ----------------------------------------------------------------------------
@@ -300,6 +302,13 @@ class SparkplugDecoder:
             ts=birth.timestamp,
             boot_id=None if bd_seq is None or device is not None else str(bd_seq),
         )
+        key = (site, edge, device)
+        if key not in self._born and len(self._born) >= self.max_births:
+            raise PayloadError(
+                "topic",
+                f"more than {self.max_births} edge nodes and devices are born; this birth is "
+                "refused (raise max_births if the installation really is that large)",
+            )
         # Everything is valid: commit. A new session of the edge node forgets its devices' births.
         if device is None:
             for key in [k for k in self._born if k[0] == site and k[1] == edge]:
@@ -465,7 +474,7 @@ def _decode(
     except _DECODE_ERRORS as exc:
         reason = f"not a valid Sparkplug B {mt} payload: {exc}"
         if isinstance(exc, TypeError) and "'seq'" in str(exc):  # pysparkplug's payload classes
-            reason = f"a {mt} payload must carry its Sparkplug seq"
+            reason = f"the {mt} payload has no Sparkplug seq (required)"
         raise PayloadError("payload", reason) from exc
 
 
@@ -524,7 +533,7 @@ def _add_rows(
         return
     bucket = rows.get(kind)
     if bucket is None:
-        bucket = rows[kind] = _Rows([], [], [], [])
+        bucket = rows[kind] = Rows([], [], [], [])
     k = len(readings)
     bucket[0].extend(readings)
     bucket[1].extend([site] * k)

@@ -162,3 +162,14 @@ def test_python_dash_m() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("boltwatch ")
+
+
+def test_error_paths_with_brackets_are_printed_whole() -> None:
+    result = runner.invoke(
+        app,
+        ["contract", "check", "boltwatch/v1/s/gateway/gw/telemetry"],
+        input='{"readings": [{"kind": "cbolt", "ts": 1772323500000, "seq": 1, "preload_kn": 5}]}',
+        env={"COLUMNS": "300"},
+    )
+    assert result.exit_code == 2
+    assert "$.readings[0].device_id" in result.output

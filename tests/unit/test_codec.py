@@ -452,3 +452,24 @@ def test_gateway_relayed_device_ids_are_checked(dec: TelemetryDecoder, bad_id: s
     )
     with pytest.raises(PayloadError, match="device_id"):
         dec.decode(topic("gateway", "gw", "event"), event.encode())
+
+
+def test_batches_with_white_space_and_mixed_kinds_keep_arrival_order(dec: TelemetryDecoder) -> None:
+    one = b'{"ts": %d, "seq": %d, "preload_kn": 1}'
+    msgs = [
+        (topic("cbolt", "b1"), one % (T0, 1)),
+        (topic("printer3d", "p1"), b'{"ts": %d, "seq": 7, "hotend_c": 20}' % T0),
+        # A batch whose key does not start right after the brace: found on the careful path.
+        (topic("cbolt", "b2"), b' {\n  "readings": [%s, %s]}' % (one % (T0, 2), one % (T0, 3))),
+        (topic("cbolt", "b3"), one % (T0, 4)),
+        (topic("cbolt", "b4"), b'{"readings": [%s]}' % (one % (T0, 5))),
+        (topic("cbolt", "b5"), b'{"ts": %d, "seq": 6, "readings_kn": 1}' % T0),
+    ]
+    out = dec.decode_batch(msgs)
+    cbolt = out.telemetry[DeviceKind.CBOLT]
+    assert cbolt.seq.tolist() == [1, 2, 3, 4, 5]
+    assert cbolt.device_id.tolist() == ["b1", "b2", "b2", "b3", "b4"]
+    assert cbolt.message.tolist() == [0, 2, 2, 3, 4]
+    assert out.telemetry[DeviceKind.PRINTER3D].seq.tolist() == [7]
+    assert [(i, e.field) for i, e in out.errors] == [(5, "payload")]
+    assert "readings_kn" in out.errors[0][1].reason

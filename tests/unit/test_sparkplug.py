@@ -591,3 +591,14 @@ def test_any_bytes_decode_or_raise_payload_error_only(t: str, payload: bytes) ->
     assert error is None or (error.field and error.reason)
     out = dec.decode_batch([(t, payload), (topic(MT.DDATA), payload)])
     assert out.count == 2
+
+
+def test_birth_state_is_bounded() -> None:
+    dec = SparkplugDecoder(clock=lambda: NOW_S, max_births=3)
+    dec.decode(topic(MT.NBIRTH, None), encode_nbirth({}, T0, bd_seq=1))
+    for dev in ("a", "b"):
+        dec.decode(topic(MT.DBIRTH, dev), encode_dbirth(DeviceKind.PRINTER3D, {}, T0))
+    with pytest.raises(PayloadError, match="more than 3"):
+        dec.decode(topic(MT.DBIRTH, "c"), encode_dbirth(DeviceKind.PRINTER3D, {}, T0))
+    # A device born again (a rebirth) is not a new entry and is still accepted.
+    dec.decode(topic(MT.DBIRTH, "a"), encode_dbirth(DeviceKind.PRINTER3D, {"bed_c": 20.0}, T0))
