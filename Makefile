@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the test suite starts as real servers (command:package). Installed when root.
-TEST_DEBS :=
+TEST_DEBS := mosquitto:mosquitto
 
 .PHONY: venv system-deps lint format typecheck unit test demo bench clean
 

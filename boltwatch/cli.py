@@ -251,6 +251,74 @@ def _print_batch(batch: DecodedBatch) -> None:
 
 
 @app.command()
+def simulate(
+    scenario: Annotated[
+        str | None,
+        typer.Option("--scenario", "-s", help="Library scenario name or a scenario TOML file."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same run.")] = 1,
+    duration: Annotated[
+        str | None, typer.Option(help="Override the scenario's duration (30d, 12h, 90m).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Offline: write CSVs and ground truth here.")
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(help="Online: publish to this broker (mqtt://HOST:PORT) instead of CSV."),
+    ] = None,
+    devices: Annotated[
+        int | None,
+        typer.Option(min=1, help="Online: this many bolts (the scenario's, multiplied)."),
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(min=0.001, help="Online: simulated seconds per real second.")
+    ] = 60.0,
+    gateway_size: Annotated[
+        int, typer.Option(min=1, help="Online: bolts behind each gateway.")
+    ] = 100,
+    sparkplug: Annotated[
+        bool, typer.Option(help="Online: machines speak Sparkplug B instead of JSON.")
+    ] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List the scenario library.")] = False,
+) -> None:
+    """Simulate smart bolts and fablab machines with labelled faults: offline to CSV files with
+    ground truth (--out), or online to an MQTT broker (--broker) with the firmware's behaviour."""
+    from boltwatch.simulate import print_library, run_offline, run_online
+    from firmware_sim.firmware import FirmwareConfigError
+    from firmware_sim.scenario import ScenarioError
+
+    if list_:
+        print_library(out)
+        return
+    if scenario is None:
+        err.print("error: --scenario: give a library name or a file (see --list)")
+        raise typer.Exit(2)
+    if (out_dir is None) == (broker is None):
+        err.print("error: give --out DIR (offline, CSV) or --broker URL (online), one of them")
+        raise typer.Exit(2)
+    try:
+        if broker is not None:
+            run_online(
+                scenario,
+                seed,
+                duration,
+                broker,
+                devices=devices,
+                speed=speed,
+                gateway_size=gateway_size,
+                sparkplug=sparkplug,
+                out=out,
+            )
+        else:
+            assert out_dir is not None  # noqa: S101 - checked above
+            run_offline(scenario, seed, duration, out_dir, out)
+    except (ScenarioError, FirmwareConfigError) as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
 def demo() -> None:
     """Tour what boltwatch does so far: every kind's messages through the real decoders.
 
