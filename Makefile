@@ -37,8 +37,9 @@ test: venv system-deps lint
 demo: venv
 	$(BIN)/boltwatch demo
 
-bench: venv
+bench: venv system-deps
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/simulate.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

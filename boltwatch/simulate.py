@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import signal
@@ -236,6 +237,8 @@ def run_online(
     Stops at the end of the simulated duration, or on Ctrl-C / SIGTERM (cleanly: buffers are
     flushed and every connection sends DISCONNECT, so no last will is published).
     """
+    # gmqtt logs every lost connection with a traceback; the fleet counts them (reconnects).
+    logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
     scenario = load_scenario(scenario_name)
     duration_s = parse_duration(scenario.duration if duration is None else duration, "--duration")
     out.print(f"simulating {scenario.name} physics for {duration_s / 86_400:g} days ...")

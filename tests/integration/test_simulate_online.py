@@ -100,3 +100,37 @@ async def test_devices_multiplies_the_fleet(mosquitto: MosquittoServer) -> None:
     stats = await fleet.run(duration_s=3_600)
     assert stats.sampled >= 25 * 3_600 / 300 * 0.9
     Console(record=True).print(stats)
+
+
+async def test_cli_online_stops_cleanly_on_sigterm_without_last_will(
+    mosquitto: MosquittoServer,
+) -> None:
+    import asyncio
+    import signal
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "boltwatch"
+    async with Collector(mosquitto.url, ["boltwatch/#"]) as sub:
+        proc = await asyncio.create_subprocess_exec(
+            str(exe),
+            "simulate",
+            "--scenario",
+            "sudden-loss",
+            "--broker",
+            mosquitto.url,
+            "--speed",
+            "600",
+            "--gateway-size",
+            "5",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await sub.wait_for(lambda m: len(sub.on("/telemetry")) >= 5, timeout=30, what="telemetry")
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        await asyncio.sleep(0.5)
+    assert proc.returncode == 0, err.decode()
+    assert "published" in out.decode()
+    wills = [m for m in sub.on("/status") if b"offline" in m.payload]
+    assert wills == [], "a clean stop must not fire the last will"
