@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the test suite starts as real servers (command:package). Installed when root.
 TEST_DEBS := mosquitto:mosquitto
+# ... and those the benchmarks use as references.
+BENCH_DEBS := $(TEST_DEBS) mosquitto_pub:mosquitto-clients
 
 .PHONY: venv system-deps lint format typecheck unit test demo bench clean
 
@@ -37,7 +39,8 @@ test: venv system-deps lint
 demo: venv
 	$(BIN)/boltwatch demo
 
-bench: venv system-deps
+bench: venv
+	@bash scripts/system-deps.sh $(BENCH_DEBS)
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/simulate.py
 
