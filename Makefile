@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the test suite starts as real servers (command:package). Installed when root.
-TEST_DEBS := mosquitto:mosquitto
+TEST_DEBS := mosquitto:mosquitto victoria-metrics:victoria-metrics
 # ... and those the benchmarks use as references.
 BENCH_DEBS := $(TEST_DEBS) mosquitto_pub:mosquitto-clients
 
@@ -43,6 +43,7 @@ bench: venv
 	@bash scripts/system-deps.sh $(BENCH_DEBS)
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

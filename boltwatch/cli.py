@@ -23,6 +23,7 @@ from rich.table import Table
 from boltwatch import __version__
 
 if TYPE_CHECKING:
+    from ingest.store import Store
     from sensors.codec import DecodedBatch
 
 __all__ = ["app", "main"]
@@ -316,6 +317,184 @@ def simulate(
     except (ScenarioError, FirmwareConfigError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         raise typer.Exit(2) from exc
+
+
+def _parse_time(value: str | None, option: str) -> int | None:
+    """Epoch ms of an RFC 3339 time or of epoch seconds; None stays None."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        return int(float(value) * 1000)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        err.print(f"error: {option}: {value!r} is neither RFC 3339 nor epoch seconds")
+        raise typer.Exit(2) from None
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+StoreOption = Annotated[Path, typer.Option("--store", help="Folder of the embedded store.")]
+
+
+def _open_store(path: Path) -> Store:
+    from ingest.store import Store, StoreError
+
+    if not path.is_dir():
+        err.print(f"error: --store: {path} is not a boltwatch store (no such folder)")
+        raise typer.Exit(2)
+    try:
+        return Store(path)
+    except StoreError as exc:
+        err.print(f"error: --store: {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    broker: Annotated[
+        str | None, typer.Option(help="Broker URL (mqtt://HOST:PORT); overrides the config.")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Store folder; overrides the config.")
+    ] = None,
+    mqtt311: Annotated[
+        bool,
+        typer.Option("--mqtt311", help="Speak MQTT 3.1.1 (no ack-after-store: see the docs)."),
+    ] = False,
+) -> None:
+    """Run the ingest service against a broker: store every reading, dead-letter bad messages,
+    acknowledge after the commit (MQTT 5). SIGTERM or Ctrl-C flushes and stops."""
+    import asyncio
+
+    import msgspec
+
+    from boltwatch.config import load_config
+    from boltwatch.run import run_service, setup_logging
+
+    with _user_errors():
+        cfg = load_config(config)
+        if broker is not None:
+            cfg = msgspec.structs.replace(
+                cfg, broker=msgspec.structs.replace(cfg.broker, url=broker)
+            )
+        if store is not None:
+            cfg = msgspec.structs.replace(
+                cfg, store=msgspec.structs.replace(cfg.store, path=str(store))
+            )
+        from boltwatch.config import parse_config
+
+        cfg = parse_config(msgspec.to_builtins(cfg), environ={})
+    setup_logging(cfg)
+    with _user_errors():
+        asyncio.run(run_service(cfg, out, mqtt_version=4 if mqtt311 else 5))
+
+
+@app.command()
+def stats(
+    store: StoreOption = Path("./boltwatch-data"),
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+) -> None:
+    """Readings stored, devices, dead letters by reason."""
+    with _open_store(store) as db:
+        s = db.stats()
+    data = {
+        "readings": s.readings,
+        "readings_by_kind": dict(s.readings_by_kind),
+        "devices": s.devices,
+        "events": s.events,
+        "dead_letters": dict(s.dead_letters_by_reason),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+        return
+    out.print(f"readings {s.readings:,}  devices {s.devices}  events {s.events:,}")
+    for kind, n in sorted(s.readings_by_kind.items()):
+        out.print(f"  {kind:<14} {n:>12,}")
+    total = sum(s.dead_letters_by_reason.values())
+    out.print(f"dead letters {total:,}")
+    for reason, n in sorted(s.dead_letters_by_reason.items(), key=lambda kv: -kv[1]):
+        out.print(f"  {n:>8,}  {reason}")
+
+
+@app.command()
+def export(
+    out_file: Annotated[Path, typer.Option("--out", help="CSV file to write ('-' = stdout).")],
+    store: StoreOption = Path("./boltwatch-data"),
+    kind: Annotated[str, typer.Option(help="Device kind to export.")] = "cbolt",
+    device: Annotated[str | None, typer.Option(help="Only this device.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this time (RFC 3339 or epoch s).")] = None,
+    until: Annotated[str | None, typer.Option(help="Until this time (exclusive).")] = None,
+) -> None:
+    """Stored readings as CSV in the `boltwatch replay` input format."""
+    from sensors.schema import DeviceKind
+
+    try:
+        k = DeviceKind(kind)
+    except ValueError:
+        err.print(f"error: --kind: unknown kind {kind!r}")
+        raise typer.Exit(2) from None
+    since_ms, until_ms = _parse_time(since, "--since"), _parse_time(until, "--until")
+    with _open_store(store) as db:
+        if str(out_file) == "-":
+            n = db.export_csv(sys.stdout, k, device_id=device, since_ms=since_ms, until_ms=until_ms)
+        else:
+            with out_file.open("w", newline="", encoding="utf-8") as fh:
+                n = db.export_csv(fh, k, device_id=device, since_ms=since_ms, until_ms=until_ms)
+    err.print(f"{n:,} rows exported")
+
+
+deadletters_app = typer.Typer(help="List and re-process rejected messages.", no_args_is_help=True)
+app.add_typer(deadletters_app, name="deadletters")
+
+
+@deadletters_app.command("list")
+def deadletters_list(
+    store: StoreOption = Path("./boltwatch-data"),
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,
+    reason: Annotated[str | None, typer.Option(help="Only those whose field starts so.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include replayed ones.")] = False,
+) -> None:
+    """The newest dead letters: when, topic, field, reason, payload size."""
+    from firmware_sim.offline import iso
+
+    with _open_store(store) as db:
+        letters = db.dead_letters(limit=limit, reason=reason, include_replayed=all_)
+    table = Table(title=f"dead letters ({len(letters)})")
+    for col in ("id", "received", "topic", "field", "reason", "bytes"):
+        table.add_column(col, overflow="fold")
+    for d in letters:
+        table.add_row(
+            str(d.id), iso(d.received_ms), d.topic, d.field, d.reason, str(len(d.payload))
+        )
+    out.print(table)
+
+
+@deadletters_app.command("replay")
+def deadletters_replay(store: StoreOption = Path("./boltwatch-data")) -> None:
+    """Decode every dead letter again (after a fix of the contract or the registry): those that
+    are valid now are stored and marked replayed; the others stay."""
+    import time
+
+    from sensors.codec import TelemetryDecoder
+
+    decoder = TelemetryDecoder()
+    with _open_store(store) as db:
+        letters = db.dead_letters(limit=1_000_000)
+        batch = decoder.decode_batch((d.topic, d.payload) for d in letters)
+        still_bad = {i for i, _ in batch.errors}
+        now_ms = int(time.time() * 1000)
+        result = db.write(batch, (), received_ms=now_ms)
+        fixed = [d.id for i, d in enumerate(letters) if i not in still_bad and d.id is not None]
+        db.mark_replayed(fixed, at_ms=now_ms)
+    out.print(
+        f"{len(letters)} dead letters: {len(fixed)} now valid ({result.stored} readings stored, "
+        f"{result.duplicates} already there), {len(still_bad)} still rejected"
+    )
 
 
 @app.command()

@@ -22,6 +22,7 @@ __all__ = [
     "BrokerConfig",
     "Config",
     "ConfigError",
+    "InfluxConfig",
     "IngestConfig",
     "LogConfig",
     "RegistryConfig",
@@ -98,12 +99,14 @@ class IngestConfig(_Section, frozen=True):
         batch_max_messages: Group commit: at most this many messages per transaction.
         batch_max_ms: Group commit: at most this long between first message and commit.
         strict_registry: Dead-letter readings of devices that are not in the registry.
+        metrics_listen: ``host:port`` of the Prometheus ``/metrics`` endpoint; empty turns it off.
     """
 
     max_payload_bytes: Annotated[int, Meta(ge=1_024, le=16 * 1024 * 1024)] = 256 * 1024
     batch_max_messages: Annotated[int, Meta(ge=1, le=100_000)] = 1_000
     batch_max_ms: Annotated[int, Meta(ge=1, le=60_000)] = 50
     strict_registry: bool = False
+    metrics_listen: str = "127.0.0.1:9108"
 
 
 class StoreConfig(_Section, frozen=True):
@@ -116,6 +119,29 @@ class StoreConfig(_Section, frozen=True):
 
     path: str = "./boltwatch-data"
     retention_days: Annotated[int, Meta(ge=1, le=36_500)] = 400
+
+
+class InfluxConfig(_Section, frozen=True):
+    """``[influx]``: also write every reading to InfluxDB 2.x/3.x (or VictoriaMetrics).
+
+    Attributes:
+        url: ``http://host:8086`` (VictoriaMetrics: ``http://host:8428``); empty turns it off.
+        org: Organisation.
+        bucket: Bucket.
+        token: API token (prefer ``token_file`` or ``BOLTWATCH_INFLUX_TOKEN``).
+        token_file: File whose first line is the token.
+        spool_dir: Durable spool while InfluxDB is unreachable (default
+            ``{store.path}/influx-spool``).
+        batch_points: Points per request.
+    """
+
+    url: str = ""
+    org: str = "boltwatch"
+    bucket: str = "boltwatch"
+    token: str | None = None
+    token_file: str | None = None
+    spool_dir: str = ""
+    batch_points: Annotated[int, Meta(ge=1, le=1_000_000)] = 5_000
 
 
 class RegistryConfig(_Section, frozen=True):
@@ -146,6 +172,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    influx: InfluxConfig = msgspec.field(default_factory=InfluxConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
 
@@ -256,10 +283,26 @@ def _check(config: Config) -> None:
         path = getattr(config.broker, key)
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"broker.{key}", f"no such file: {path}")
+    listen = config.ingest.metrics_listen
+    if listen:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+            raise ConfigError("ingest.metrics_listen", f"{listen!r} must be host:port (or empty)")
     if not config.broker.topics:
         raise ConfigError("broker.topics", "subscribe to at least one topic filter")
+    _check_influx(config)
     if config.registry.path is not None and not Path(config.registry.path).is_file():
         raise ConfigError("registry.path", f"no such file: {config.registry.path}")
+
+
+def _check_influx(config: Config) -> None:
+    influx = config.influx
+    if influx.url and not influx.url.startswith(("http://", "https://")):
+        raise ConfigError("influx.url", f"{influx.url!r} must start with http:// or https://")
+    if influx.token is not None and influx.token_file is not None:
+        raise ConfigError("influx.token_file", "give token or token_file, not both")
+    if influx.token_file is not None and not Path(influx.token_file).is_file():
+        raise ConfigError("influx.token_file", f"no such file: {influx.token_file}")
 
 
 def load_config(

@@ -1,6 +1,26 @@
-"""MQTT ingest, dead-letter, dedup, batching and storage.
+"""MQTT ingest, dead-letter, dedup, group commit, storage (embedded store, InfluxDB writer).
 
-Not built yet: see the ingest issue.
+Decides nothing about what is anomalous: it stores, acknowledges, and hands committed batches
+to a consumer (the detection engine).
 """
 
-__all__: list[str] = []
+from ingest.influx import InfluxWriter, RejectedBatch, WriteOutcome, line_protocol
+from ingest.service import BatchConsumer, IngestMetrics, IngestService, NoDataEvent
+from ingest.store import DeadLetter, DeviceRecord, Store, StoreError, StoreStats, WriteResult
+
+__all__ = [
+    "BatchConsumer",
+    "DeadLetter",
+    "DeviceRecord",
+    "InfluxWriter",
+    "IngestMetrics",
+    "IngestService",
+    "NoDataEvent",
+    "RejectedBatch",
+    "Store",
+    "StoreError",
+    "StoreStats",
+    "WriteOutcome",
+    "WriteResult",
+    "line_protocol",
+]

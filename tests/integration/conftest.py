@@ -60,7 +60,7 @@ class MosquittoServer:
             f"persistence_location {workdir}/\n"
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-            "max_queued_messages 100000\n"
+            "max_queued_messages 1000000\n"
             f"user {user}\n"
         )
         self._proc: subprocess.Popen[bytes] | None = None
@@ -266,3 +266,7 @@ class Collector:
                     f"({len(self.messages)} messages received)"
                 )
             await asyncio.sleep(0.02)
+
+
+# The VictoriaMetrics fixture lives with its server class; registered here for every test module.
+from tests.integration.vm import victoria  # noqa: E402, F401

@@ -1,0 +1,101 @@
+"""``boltwatch run``: the service against real servers, wired from the config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from prometheus_client import start_http_server
+from rich.console import Console
+
+from boltwatch.config import Config
+from ingest.influx import InfluxWriter
+from ingest.service import IngestMetrics, IngestService, NoDataEvent
+from ingest.store import Store
+from sensors.registry import Registry, load_registry
+
+__all__ = ["run_service", "setup_logging"]
+
+_log = logging.getLogger("boltwatch")
+
+
+def setup_logging(config: Config) -> None:
+    """Log lines to stderr at the configured level (JSON lines with ``log.json``)."""
+    fmt = (
+        '{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
+        if config.log.json
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.basicConfig(level=config.log.level.upper(), format=fmt)
+    # gmqtt logs every lost connection with a traceback; ingest logs its own line instead.
+    logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
+
+
+def _influx_writer(config: Config) -> InfluxWriter | None:
+    """The InfluxDB writer of ``[influx]``, or None when it is off."""
+    if not config.influx.url:
+        return None
+    token = config.influx.token
+    if config.influx.token_file is not None:
+        lines = Path(config.influx.token_file).read_text(encoding="utf-8").splitlines()
+        token = lines[0] if lines else None
+    _log.info("also writing to InfluxDB at %s (bucket %s)", config.influx.url, config.influx.bucket)
+    return InfluxWriter(
+        config.influx.url,
+        org=config.influx.org,
+        bucket=config.influx.bucket,
+        token=token,
+        spool_dir=config.influx.spool_dir or str(Path(config.store.path) / "influx-spool"),
+        batch_points=config.influx.batch_points,
+    )
+
+
+async def run_service(config: Config, out: Console, *, mqtt_version: int = 5) -> None:
+    """Ingest until SIGTERM or Ctrl-C, then flush and stop cleanly."""
+    registry: Registry | None = None
+    if config.registry.path is not None:
+        registry = load_registry(config.registry.path)
+    metrics = IngestMetrics()
+    if config.ingest.metrics_listen:
+        host, _, port = config.ingest.metrics_listen.rpartition(":")
+        start_http_server(int(port), addr=host, registry=metrics.registry)
+        _log.info("metrics on http://%s/metrics", config.ingest.metrics_listen)
+
+    def silent(event: NoDataEvent) -> None:
+        _log.warning(
+            "no_data: %s %s silent since %d", event.kind.value, event.device_id, event.last_seen_ms
+        )
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    influx = _influx_writer(config)
+    with Store(config.store.path, retention_days=config.store.retention_days) as store:
+        service = IngestService(
+            config,
+            store,
+            influx=influx,
+            registry=registry,
+            on_no_data=silent,
+            metrics=metrics,
+            mqtt_version=mqtt_version,
+        )
+        async with service:
+            await service.wait_subscribed(timeout=30)
+            out.print(
+                f"ingesting {', '.join(config.broker.topics)} from {config.broker.url} "
+                f"into {config.store.path} (Ctrl-C stops)"
+            )
+            await stop.wait()
+            out.print("stopping: committing what was received ...")
+        stats = store.stats()
+    if influx is not None:
+        influx.close()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+    out.print(f"stopped; the store holds {stats.readings:,} readings of {stats.devices} devices")

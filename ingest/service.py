@@ -1,0 +1,506 @@
+"""The ingest service: MQTT in, decode, validate, dead-letter, group commit, acknowledge.
+
+At-least-once, end to end: a QoS 1 message's PUBACK is sent only after the transaction that
+stores its readings (or its dead letter) has committed — gmqtt's
+``optimistic_acknowledgement=False`` sends the PUBACK when the async ``on_message`` returns, and
+ours returns when the commit of its batch is done. A message in flight when the process dies is
+never acknowledged, so the broker (persistent session, MQTT 5) delivers it again; the store's
+key (device, ts, seq) makes the second copy a no-op.
+
+With an MQTT 3.1.1 broker (the embedded amqtt) the client cannot delay its PUBACK: ingest works
+there the same, but a crash can lose what was in flight. It says so in its log at start.
+
+Messages are committed in groups (up to ``batch_max_messages`` or ``batch_max_ms``, whichever
+comes first): one transaction, one fsync, for every message of the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
+
+import gmqtt
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from boltwatch.config import Config
+from ingest.influx import InfluxWriter, RejectedBatch
+from ingest.store import DeadLetter, Store, WriteResult
+from sensors.codec import DecodedBatch, TelemetryDecoder
+from sensors.errors import PayloadError, TopicError
+from sensors.registry import Registry
+from sensors.schema import DeviceKind
+
+__all__ = [
+    "BatchConsumer",
+    "IngestMetrics",
+    "IngestService",
+    "NoDataEvent",
+    "reason_category",
+]
+
+_log = logging.getLogger("boltwatch.ingest")
+_MQTT_V5: Final = 5
+_MQTT_V311: Final = 4
+
+# How long a device may stay silent before it is reported as no_data (per kind, seconds).
+NO_DATA_AFTER_S: Final[dict[DeviceKind, float]] = {
+    DeviceKind.CBOLT: 3 * 3_600.0,
+    DeviceKind.GATEWAY: 15 * 60.0,
+    DeviceKind.PRINTER3D: 10 * 60.0,
+    DeviceKind.LASER_CUTTER: 10 * 60.0,
+    DeviceKind.CNC_MILL: 10 * 60.0,
+    DeviceKind.VINYL_CUTTER: 30 * 60.0,
+    DeviceKind.EMBROIDERY: 30 * 60.0,
+}
+
+
+class BatchConsumer(Protocol):
+    """What ingest hands each committed batch to (the detection engine; a no-op until then)."""
+
+    def __call__(self, batch: DecodedBatch, result: WriteResult) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NoDataEvent:
+    """A device was silent longer than its kind's timeout (a dead battery is not a loose bolt)."""
+
+    device_id: str
+    kind: DeviceKind
+    site: str
+    last_seen_ms: int
+    at_ms: int
+
+
+_CATEGORIES: Final = (
+    ("-byte limit", "oversize"),
+    ("not valid JSON", "json"),
+    ("not UTF-8", "json"),
+    ("spoofed", "spoofed"),
+    ("unknown device", "unknown_device"),
+)
+
+
+def reason_category(error: PayloadError) -> str:
+    """A bounded label for ``rejected_total{reason=...}`` (field paths are unbounded)."""
+    if isinstance(error, TopicError):
+        return "topic"
+    text = error.reason
+    category = next((label for words, label in _CATEGORIES if words in text), None)
+    if category is not None:
+        return category
+    if error.field.endswith(".ts") and ("future" in text or "before 2000" in text):
+        return "timestamp"
+    return "schema"
+
+
+class IngestMetrics:
+    """The counters ingest exports on ``/metrics`` (one registry per service)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages = Counter("boltwatch_ingest_messages", "MQTT messages received", registry=r)
+        self.readings = Counter(
+            "boltwatch_ingest_readings_stored", "Readings stored", ["kind"], registry=r
+        )
+        self.duplicates = Counter(
+            "boltwatch_ingest_duplicates", "Readings already stored (redeliveries)", registry=r
+        )
+        self.rejected = Counter(
+            "boltwatch_ingest_rejected", "Messages dead-lettered", ["reason"], registry=r
+        )
+        self.commits = Counter("boltwatch_ingest_commits", "Group commits", registry=r)
+        self.commit_seconds = Histogram(
+            "boltwatch_ingest_commit_seconds",
+            "Time to commit one group",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "boltwatch_ingest_queue_depth", "Messages waiting for their commit", registry=r
+        )
+        self.no_data = Counter(
+            "boltwatch_ingest_no_data",
+            "Devices found silent past their timeout",
+            ["kind"],
+            registry=r,
+        )
+        self.influx_backlog = Gauge(
+            "boltwatch_ingest_influx_backlog_points",
+            "Points waiting in the InfluxDB spool",
+            registry=r,
+        )
+        self.connected = Gauge(
+            "boltwatch_ingest_connected", "1 while connected to the broker", registry=r
+        )
+
+
+@dataclass(slots=True)
+class _Pending:
+    topic: str
+    payload: bytes
+    received_ms: int
+    done: asyncio.Future[int]
+
+
+@dataclass(slots=True)
+class _State:
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    reconnects: int = 0
+
+
+class IngestService:
+    """Subscribes to the broker, stores what arrives, acknowledges after the commit.
+
+    Use ``async with IngestService(...) as svc: await svc.wait()`` (or :meth:`run`).
+    Cancelling flushes: messages already received are committed and acknowledged, the
+    connection is closed cleanly.
+
+    Args:
+        config: Validated configuration (``[broker]`` and ``[ingest]`` are used).
+        store: Where readings, events, device states and dead letters go.
+        consumer: Receives each committed batch (detection).
+        influx: Also writes every committed reading to InfluxDB (in its own thread, after the
+            acknowledgement: InfluxDB being slow or down never holds up ingest; its spool is
+            durable).
+        registry: Known devices; with ``ingest.strict_registry`` unknown ones are dead-lettered.
+        on_no_data: Called with each device that fell silent.
+        metrics: Counters (a fresh registry by default).
+        clock: Seconds since the epoch (injected for tests).
+        mqtt_version: 5 (default; ack after store) or 4 (MQTT 3.1.1, for amqtt).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        consumer: BatchConsumer | None = None,
+        influx: InfluxWriter | None = None,
+        registry: Registry | None = None,
+        on_no_data: Callable[[NoDataEvent], None] | None = None,
+        metrics: IngestMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+        mqtt_version: int = _MQTT_V5,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.consumer = consumer
+        self.influx = influx
+        self._influx_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-influx")
+        self.registry = registry
+        self.on_no_data = on_no_data
+        self.metrics = metrics or IngestMetrics()
+        self.clock = clock
+        self.mqtt_version = mqtt_version
+        self.decoder = TelemetryDecoder(
+            max_payload_bytes=config.ingest.max_payload_bytes, clock=clock
+        )
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._state = _State()
+        self._client: Any = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._silence: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        # The store is used from one thread only: every call goes through this executor.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-store")
+        self._stopping = False
+        self._silent_reported: set[str] = set()
+        self.committed_batches = 0
+        # Read once, here: secrets files are small, and the event loop must not block on I/O.
+        self._password = config.broker.password
+        if config.broker.password_file is not None:
+            lines = Path(config.broker.password_file).read_text(encoding="utf-8").splitlines()
+            self._password = lines[0] if lines else ""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> IngestService:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._tasks.create_task(self._committer(), name="ingest-committer")
+        self._silence = self._tasks.create_task(self._watch_silence(), name="ingest-no-data")
+        self._drainer = (
+            self._tasks.create_task(self._drain_influx(), name="ingest-influx-drain")
+            if self.influx is not None
+            else None
+        )
+        await self._connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stopping = True
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # a broker already gone is fine here
+                await self._client.disconnect()
+        self._wake.set()
+        for task in (self._silence, self._drainer):
+            if task is not None:
+                task.cancel()
+        assert self._tasks is not None  # noqa: S101 - set in __aenter__
+        await self._tasks.__aexit__(None, None, None)
+        self._influx_pool.shutdown(wait=True)
+        self._db.shutdown(wait=True)
+
+    async def run(self) -> None:
+        """Run until cancelled (SIGTERM in ``boltwatch run``)."""
+        async with self:
+            await asyncio.Event().wait()
+
+    async def wait_subscribed(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a bound
+        """Wait until the subscription is in place (tests, start-up logs)."""
+        await asyncio.wait_for(self._state.subscribed.wait(), timeout)
+
+    # -- MQTT -----------------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        b = self.config.broker
+        url = urlsplit(b.url)
+        host = url.hostname or "127.0.0.1"
+        port = url.port or (8883 if url.scheme == "mqtts" else 1883)
+        properties: dict[str, Any] = {}
+        if self.mqtt_version == _MQTT_V5:
+            properties = {
+                "session_expiry_interval": b.session_expiry_s,
+                "receive_maximum": b.receive_maximum,
+            }
+        client = gmqtt.Client(
+            b.client_id,
+            clean_session=False,
+            optimistic_acknowledgement=False,
+            **properties,
+        )
+        if b.username is not None:
+            client.set_auth_credentials(b.username, self._password)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.reconnect_retries = -1  # forever; the delay backs off with jitter (on_disconnect)
+        client.reconnect_delay = 1
+        self._client = client
+        context: ssl.SSLContext | bool = False
+        if url.scheme == "mqtts":
+            context = ssl.create_default_context(cafile=b.tls_ca_file)
+            if b.tls_cert_file is not None:
+                context.load_cert_chain(b.tls_cert_file, b.tls_key_file)
+        if self.mqtt_version != _MQTT_V5:
+            _log.warning(
+                "MQTT 3.1.1: acknowledgements cannot wait for the store; a crash may lose the "
+                "messages in flight (use an MQTT 5 broker for at-least-once)"
+            )
+        await client.connect(
+            host, port, ssl=context, keepalive=b.keepalive_s, version=self.mqtt_version
+        )
+        _log.info("connected to %s:%s as %s", host, port, b.client_id)
+
+    def _on_connect(self, client: gmqtt.Client, flags: int, rc: int, properties: object) -> None:
+        del flags, rc, properties
+        self._state.connected.set()
+        self.metrics.connected.set(1)
+        client.reconnect_delay = 1
+        client.subscribe([gmqtt.Subscription(t, qos=1) for t in self.config.broker.topics])
+
+    def _on_subscribe(self, client: object, mid: int, qos: object, properties: object) -> None:
+        del client, mid, qos, properties
+        self._state.subscribed.set()
+
+    def _on_disconnect(self, client: gmqtt.Client, packet: object, exc: object = None) -> None:
+        del packet, exc
+        self._state.connected.clear()
+        self.metrics.connected.set(0)
+        if not self._stopping:
+            self._state.reconnects += 1
+            # Exponential backoff with jitter, so a fleet of ingest workers does not reconnect
+            # in lock-step after a broker restart.
+            delay = min(2 ** min(self._state.reconnects, 6), 60)
+            client.reconnect_delay = delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+            _log.warning("broker connection lost; retrying in %.1f s", client.reconnect_delay)
+
+    async def _on_message(
+        self, client: object, topic: str, payload: bytes, qos: int, properties: object
+    ) -> int:
+        """Queue the message and return (PUBACK) only once its commit is done."""
+        del client, qos, properties
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(topic, bytes(payload), int(self.clock() * 1000), done))
+        self.metrics.messages.inc()
+        self.metrics.queue_depth.set(len(self._queue))
+        if len(self._queue) >= self.config.ingest.batch_max_messages or len(self._queue) == 1:
+            self._wake.set()
+        return await done
+
+    # -- group commit ---------------------------------------------------------------------------
+
+    async def _committer(self) -> None:
+        window_s = self.config.ingest.batch_max_ms / 1000.0
+        limit = self.config.ingest.batch_max_messages
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            # The first message of a group waits at most the window for company.
+            if len(self._queue) < limit and not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full(limit), window_s)
+            group, self._queue = self._queue[:limit], self._queue[limit:]
+            await self.commit(group)
+
+    async def _full(self, limit: int) -> None:
+        while len(self._queue) < limit:
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def commit(self, group: Sequence[_Pending]) -> WriteResult:
+        """Decode, store (one transaction, in a worker thread) and acknowledge a group."""
+        now_ms = int(self.clock() * 1000)
+        batch = self.decoder.decode_batch((p.topic, p.payload) for p in group)
+        self._check_registry(batch)
+        dead = [
+            DeadLetter(
+                topic=group[i].topic,
+                payload=group[i].payload,
+                field=error.field,
+                reason=error.reason,
+                received_ms=group[i].received_ms,
+            )
+            for i, error in batch.errors
+        ]
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self._db, functools.partial(self.store.write, batch, dead, received_ms=now_ms)
+        )
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self.metrics.commits.inc()
+        for kind, n in result.by_kind.items():
+            self.metrics.readings.labels(kind=kind).inc(n)
+        self.metrics.duplicates.inc(result.duplicates)
+        for _, error in batch.errors:
+            self.metrics.rejected.labels(reason=reason_category(error)).inc()
+        for p in group:
+            if not p.done.done():
+                p.done.set_result(0)  # PUBACK, success
+        self.metrics.queue_depth.set(len(self._queue))
+        self.committed_batches += 1
+        if self.consumer is not None:
+            self.consumer(batch, result)
+        if self.influx is not None and batch.telemetry:
+            columns = list(batch.telemetry.values())
+            self._influx_pool.submit(self._to_influx, columns, asyncio.get_running_loop())
+        for cols in batch.telemetry.values():
+            self._silent_reported.difference_update(cols.device_id.tolist())
+        return result
+
+    def _check_registry(self, batch: DecodedBatch) -> None:
+        """With a strict registry, messages naming unknown devices are dead-lettered."""
+        if self.registry is None or not self.config.ingest.strict_registry:
+            return
+        known = set(self.registry.devices())
+        bad: dict[int, PayloadError] = {}
+        for cols in batch.telemetry.values():
+            for dev, msg in zip(cols.device_id.tolist(), cols.message.tolist(), strict=True):
+                if dev not in known and msg not in bad:
+                    bad[msg] = PayloadError(
+                        "device_id", f"unknown device {dev!r} (strict registry)"
+                    )
+        for ev in batch.events:
+            if ev.device_id not in known and ev.message not in bad:
+                bad[ev.message] = PayloadError(
+                    "device_id", f"unknown device {ev.device_id!r} (strict registry)"
+                )
+        if not bad:
+            return
+        rejected = np.fromiter(bad, np.int64, len(bad))
+        for kind, cols in list(batch.telemetry.items()):
+            keep = ~np.isin(cols.message, rejected)
+            if not keep.all():
+                batch.telemetry[kind] = cols.select(keep)
+        batch.telemetry = {k: c for k, c in batch.telemetry.items() if len(c)}
+        batch.events = [e for e in batch.events if e.message not in bad]
+        batch.statuses = [s for s in batch.statuses if s.message not in bad]
+        batch.errors = sorted([*batch.errors, *bad.items()], key=lambda e: e[0])
+
+    # -- InfluxDB -------------------------------------------------------------------------------
+
+    def _to_influx(self, columns: list[Any], loop: asyncio.AbstractEventLoop) -> None:
+        """In the InfluxDB thread: write; a batch InfluxDB refuses (4xx) becomes a dead letter."""
+        assert self.influx is not None  # noqa: S101 - only scheduled with a writer
+        outcome = self.influx.write(columns)
+        self.metrics.influx_backlog.set(self.influx.backlog())
+        self._dead_letter_influx(outcome.rejected)
+        del loop
+
+    def _dead_letter_influx(self, rejected: Sequence[RejectedBatch]) -> None:
+        """Batches InfluxDB refused (4xx) become dead letters with the server's answer."""
+        if not rejected:
+            return
+        now_ms = int(self.clock() * 1000)
+        dead = [
+            DeadLetter(
+                topic=f"influx:{self.config.influx.bucket}",
+                payload=r.lines,
+                field="influx",
+                reason=f"InfluxDB refused the batch ({r.status}): {r.body[:500]}",
+                received_ms=now_ms,
+            )
+            for r in rejected
+        ]
+        for r in rejected:
+            self.metrics.rejected.labels(reason="influx").inc(r.points)
+        self._db.submit(self.store.write, DecodedBatch(), dead, received_ms=now_ms)
+
+    async def _drain_influx(self, period_s: float = 5.0) -> None:
+        assert self.influx is not None  # noqa: S101 - only started with a writer
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(asyncio.CancelledError):
+            while not self._stopping:
+                await asyncio.sleep(period_s)
+                if self.influx.backlog():
+                    await loop.run_in_executor(self._influx_pool, self.influx.drain_once)
+                    self.metrics.influx_backlog.set(self.influx.backlog())
+                    # Spooled batches the server refused when they were finally sent.
+                    self._dead_letter_influx(self.influx.take_rejected())
+
+    # -- device state ---------------------------------------------------------------------------
+
+    async def _watch_silence(self, period_s: float = 30.0) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            while not self._stopping:
+                await asyncio.sleep(period_s)
+                await asyncio.get_running_loop().run_in_executor(self._db, self.check_silence)
+
+    def check_silence(self) -> list[NoDataEvent]:
+        """Report devices silent past their kind's timeout (once each until they speak again)."""
+        now_ms = int(self.clock() * 1000)
+        found: list[NoDataEvent] = []
+        for dev in self.store.devices():
+            kind = DeviceKind(dev.kind)
+            limit_ms = int(NO_DATA_AFTER_S[kind] * 1000)
+            if dev.last_seen_ms is None or dev.device_id in self._silent_reported:
+                continue
+            if now_ms - dev.last_seen_ms > limit_ms:
+                event = NoDataEvent(dev.device_id, kind, dev.site, dev.last_seen_ms, now_ms)
+                self._silent_reported.add(dev.device_id)
+                self.metrics.no_data.labels(kind=kind.value).inc()
+                found.append(event)
+                if self.on_no_data is not None:
+                    self.on_no_data(event)
+        return found
