@@ -216,6 +216,7 @@ class IngestService:
         self._tasks: asyncio.TaskGroup | None = None
         self._silence: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
+        self._upkeep: asyncio.Task[None] | None = None
         # The store is used from one thread only: every call goes through this executor.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-store")
         self._stopping = False
@@ -234,6 +235,7 @@ class IngestService:
         await self._tasks.__aenter__()
         self._tasks.create_task(self._committer(), name="ingest-committer")
         self._silence = self._tasks.create_task(self._watch_silence(), name="ingest-no-data")
+        self._upkeep = self._tasks.create_task(self._maintain(), name="ingest-rollup-retention")
         self._drainer = (
             self._tasks.create_task(self._drain_influx(), name="ingest-influx-drain")
             if self.influx is not None
@@ -248,7 +250,7 @@ class IngestService:
             with contextlib.suppress(Exception):  # a broker already gone is fine here
                 await self._client.disconnect()
         self._wake.set()
-        for task in (self._silence, self._drainer):
+        for task in (self._silence, self._drainer, self._upkeep):
             if task is not None:
                 task.cancel()
         assert self._tasks is not None  # noqa: S101 - set in __aenter__
@@ -478,6 +480,29 @@ class IngestService:
                     self.metrics.influx_backlog.set(self.influx.backlog())
                     # Spooled batches the server refused when they were finally sent.
                     self._dead_letter_influx(self.influx.take_rejected())
+
+    # -- upkeep: rollups and retention ----------------------------------------------------------
+
+    async def _maintain(self, period_s: float = 60.0) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(asyncio.CancelledError):
+            while not self._stopping:
+                await asyncio.sleep(period_s)
+                await loop.run_in_executor(self._db, self.maintain)
+
+    def maintain(self) -> tuple[int, int]:
+        """Recompute the 1-minute / 1-hour rollups touched since last time and drop raw readings
+        past retention (in the store's thread). Returns (buckets written, rows deleted)."""
+        now_ms = int(self.clock() * 1000)
+        buckets = self.store.rollup(now_ms=now_ms)
+        deleted = self.store.enforce_retention(now_ms=now_ms)
+        if deleted:
+            _log.info(
+                "retention: %d raw readings older than %d days dropped",
+                deleted,
+                self.store.retention_days,
+            )
+        return buckets, deleted
 
     # -- device state ---------------------------------------------------------------------------
 

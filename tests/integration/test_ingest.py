@@ -18,6 +18,7 @@ from boltwatch.config import Config, parse_config
 from ingest.influx import InfluxWriter
 from ingest.service import IngestService
 from ingest.store import Store
+from sensors.schema import DeviceKind
 from tests.integration.conftest import Collector, MosquittoServer
 from tests.integration.vm import VictoriaMetrics
 
@@ -228,3 +229,120 @@ async def test_influx_outage_spools_then_drains_nothing_lost(
                 await wait_until(lambda: points() == 400, 20, "all 400 points in VictoriaMetrics")
     writer.close()
     assert svc.metrics.influx_backlog._value.get() == 0
+
+
+async def test_a_flood_of_bad_messages_is_all_dead_lettered_and_good_ones_still_flow(
+    mosquitto: MosquittoServer, tmp_path: Path
+) -> None:
+    store_dir = tmp_path / "store"
+    cfg = config_for(mosquitto, store_dir, client_id="ingest-flood")
+    bad_kinds = [
+        ("boltwatch/v1/s/cbolt/b/telemetry", b"\xff\xfe garbage"),
+        ("boltwatch/v1/s/cbolt/b/telemetry", b"x" * (260 * 1024)),
+        ("boltwatch/v1/s/cbolt/b/telemetry", b'{"ts": 1, "seq": -1, "preload_kn": "a"}'),
+        (
+            "boltwatch/v1/s/cbolt/b/telemetry",
+            json.dumps({"ts": T0, "seq": 1, "device_id": "x", "preload_kn": 1}).encode(),
+        ),
+        ("boltwatch/v1/s/../b/telemetry", b"{}"),
+        (
+            "boltwatch/v1/s/cbolt/b/telemetry",
+            json.dumps({"ts": T0 + 10 * 86_400_000, "seq": 2, "preload_kn": 1}).encode(),
+        ),
+    ]
+    flood = [bad_kinds[i % len(bad_kinds)] for i in range(1_200)]
+    good = [reading(d, s) for d in range(4) for s in range(100)]
+    mixed = [m for pair in zip(flood[:400], good, strict=True) for m in pair] + flood[400:]
+    with Store(store_dir) as store:
+        async with IngestService(cfg, store) as svc:
+            await svc.wait_subscribed()
+            async with Collector(mosquitto.url, ["unused/#"]) as pub:
+                for topic, payload in mixed:
+                    pub.publish(topic, payload)
+                await wait_until(
+                    lambda: svc.metrics.messages._value.get() >= len(mixed) and not svc._queue,
+                    60,
+                    "the flood",
+                )
+            await asyncio.sleep(0.3)
+            # The service is unharmed: it still stores what comes next.
+            async with Collector(mosquitto.url, ["unused/#"]) as pub:
+                topic, payload = reading(9, 1)
+                pub.publish(topic, payload)
+                await wait_until(lambda: count(store_dir) == 401, 20, "a reading after the flood")
+        stats = store.stats()
+    assert stats.readings == 401
+    assert stats.dead_letters == len(flood)
+    rejected = {
+        s.labels["reason"]: s.value
+        for m in svc.metrics.registry.collect()
+        if m.name == "boltwatch_ingest_rejected"
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+    assert rejected == {
+        "json": 200,
+        "oversize": 200,
+        "schema": 200,
+        "spoofed": 200,
+        "topic": 200,
+        "timestamp": 200,
+    }
+
+
+async def test_two_workers_split_a_shared_subscription(
+    mosquitto: MosquittoServer, tmp_path: Path
+) -> None:
+    shared = "$share/ingest/boltwatch/v1/+/+/+/+"
+    cfgs = [
+        parse_config(
+            {
+                "broker": {"url": mosquitto.url, "client_id": f"worker-{w}", "topics": [shared]},
+                "ingest": {"metrics_listen": "", "batch_max_ms": 20},
+                "store": {"path": str(tmp_path / f"store-{w}")},
+            },
+            environ={},
+        )
+        for w in (1, 2)
+    ]
+    with Store(tmp_path / "store-1") as s1, Store(tmp_path / "store-2") as s2:
+        async with IngestService(cfgs[0], s1) as w1, IngestService(cfgs[1], s2) as w2:
+            await w1.wait_subscribed()
+            await w2.wait_subscribed()
+            async with Collector(mosquitto.url, ["unused/#"]) as pub:
+                for topic, payload in (reading(d, s) for d in range(10) for s in range(100)):
+                    pub.publish(topic, payload)
+                await wait_until(
+                    lambda: count(tmp_path / "store-1") + count(tmp_path / "store-2") == 1_000,
+                    30,
+                    "1,000 readings between the two workers",
+                )
+    a, b = count(tmp_path / "store-1"), count(tmp_path / "store-2")
+    assert a + b == 1_000
+    assert a > 0
+    assert b > 0, "each worker takes a share"
+
+
+async def test_upkeep_rolls_up_and_enforces_retention(
+    mosquitto: MosquittoServer, tmp_path: Path
+) -> None:
+    store_dir = tmp_path / "store"
+    cfg = config_for(mosquitto, store_dir, client_id="ingest-upkeep")
+    now = [time.time()]
+    with Store(store_dir, retention_days=2) as store:  # readings are a day old
+        svc = IngestService(cfg, store, clock=lambda: now[0])
+        async with svc:
+            await svc.wait_subscribed()
+            async with Collector(mosquitto.url, ["unused/#"]) as pub:
+                for topic, payload in (reading(1, s) for s in range(120)):
+                    pub.publish(topic, payload)
+                await wait_until(lambda: count(store_dir) == 120, 20, "120 stored")
+            loop = asyncio.get_running_loop()
+            buckets, deleted = await loop.run_in_executor(svc._db, svc.maintain)
+            assert buckets > 0
+            assert deleted == 0
+            now[0] += 3 * 86_400  # three days later: past the two-day retention
+            buckets, deleted = await loop.run_in_executor(svc._db, svc.maintain)
+            assert deleted == 120
+        assert store.stats().readings == 0
+        assert store.rollups(DeviceKind.CBOLT, resolution="1h"), "rollups outlive the raw rows"
