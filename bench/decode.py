@@ -93,13 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per case; the best is reported")
     args = ap.parse_args(argv)
     rng = random.Random(7)
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     console.print(f"building {args.readings:,} readings per case ...")
     cases = {
         "single-reading messages": _single_messages(args.readings, rng),
         "100-reading gateway batches": _gateway_batches(args.readings, rng),
     }
-    decoder = TelemetryDecoder(clock=lambda: T0_MS / 1000 + 3600)
+    # The receiver's clock: an hour after the last reading (readings are 100 ms apart).
+    decoder = TelemetryDecoder(clock=lambda: T0_MS / 1000 + args.readings / 10 + 3600)
     table = Table(
         title=f"decode {args.readings:,} cbolt readings into columns (best of {args.repeat})"
     )
