@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from detection.base import Detector, DetectionError
+from detection.base import DetectionError, Detector
 
 __all__ = ["DETECTORS", "detector_class", "make_detector"]
 
@@ -60,6 +60,6 @@ def detector_class(name: str) -> type[Detector[Any]]:
         raise DetectionError("kind", f"no detector {name!r}; known: {known}") from None
 
 
-def make_detector(name: str, params: Any = None) -> Detector[Any]:
+def make_detector(name: str, params: object = None) -> Detector[Any]:
     """A new detector by registry name, with default or given hyper-parameters."""
     return detector_class(name)(params)
