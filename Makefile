@@ -44,6 +44,7 @@ bench: venv
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/simulate.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/detect.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

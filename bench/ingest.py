@@ -9,7 +9,14 @@ Messages are published by ``mosquitto_pub -l`` from a file (C), so the publisher
 bottleneck. Prints msg/s, readings/s, the ratio to the reference, and the peak RSS.
 Targets (2-core machine): (b) >= 50k msg/s, (c) >= 500k readings/s, (d) >= 500k points/s.
 
-Usage: python bench/ingest.py [--messages N] [--soak SECONDS]
+``--soak SECONDS`` runs only the soak instead: ingest as in (b), fed at a steady
+``--soak-rate`` (default 5,000 msg/s) of single-reading JSON messages from a simulated fleet of
+``--soak-devices`` bolts (a separate publisher process, gmqtt, QoS 1). The RSS of the ingest
+process is sampled every ``--soak-sample`` seconds (default 10) and printed as a table (time,
+messages stored, RSS), then a summary: RSS at 1 min vs at the end, slope after the first minute
+(MiB/min), and the verdict: flat when the RSS grew less than 5 % from 1 min to the end.
+
+Usage: python bench/ingest.py [--messages N] [--soak SECONDS [--soak-rate MSG_PER_S]]
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import resource
 import shutil
 import signal
@@ -27,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 # This file is bench/ingest.py: with bench/ first on sys.path, `import ingest` would find this
@@ -259,13 +268,238 @@ def influx_bench(tmp: Path, points: int) -> tuple[float, float] | None:
         vm.wait(30)
 
 
+# -- soak: RSS over a long run at a steady rate ------------------------------------------------
+
+SOAK_WARMUP_S = 60.0  # RSS "at 1 min" is the baseline: caches and pools have filled by then
+SOAK_FLAT_GROWTH = 0.05  # flat: less than 5 % growth from 1 min to the end
+
+
+def rss_mib() -> float:
+    """The current resident set size of this process (Linux: /proc; else the peak)."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    line = next(x for x in text.splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+async def _feed(port: int, rate: float, seconds: float, devices: int) -> int:
+    """The publisher process: ``rate`` msg/s for ``seconds``, round-robin over the fleet."""
+    import gmqtt
+
+    client = gmqtt.Client(f"soak-feed-{os.getpid()}")
+    await client.connect("127.0.0.1", port, keepalive=60)
+    topics = [f"boltwatch/v1/soak/cbolt/bolt-{d:05d}/telemetry" for d in range(devices)]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sent, total = 0, int(seconds * rate)
+    while sent < total:
+        due = min(int((loop.time() - start) * rate), total)
+        now_ms = int(time.time() * 1000)
+        while sent < due:  # catch up to the schedule: a steady rate, whatever the tick
+            dev, seq = sent % devices, sent // devices
+            payload = f'{{"ts":{now_ms},"seq":{seq},"preload_kn":{61.0 + dev % 50 / 10:.1f}}}'
+            client.publish(topics[dev], payload.encode(), qos=1)
+            sent += 1
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(1.0)  # the last PUBACKs
+    await client.disconnect()
+    return sent
+
+
+def feed_main(port: int, rate: float, seconds: float, devices: int) -> int:
+    """Entry point of the publisher process (``--feed``): prints how many it sent."""
+    logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
+    sent = asyncio.run(_feed(port, rate, seconds, devices))
+    print(sent, flush=True)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class SoakPlan:
+    """What the soak runs: how long, how fast, how many devices, how often RSS is sampled."""
+
+    seconds: float
+    rate: float
+    devices: int
+    every_s: float
+
+
+def _spawn_feeder(port: int, plan: SoakPlan) -> subprocess.Popen[bytes]:
+    """The publisher process (this script with ``--feed``): the ingest process only ingests."""
+    feed = [str(port), str(plan.rate), str(plan.seconds), str(plan.devices)]
+    return subprocess.Popen([sys.executable, __file__, "--feed", *feed], stdout=subprocess.PIPE)
+
+
+@dataclass(frozen=True, slots=True)
+class SoakSample:
+    """One RSS sample of the soak."""
+
+    t_s: float
+    received: int
+    stored: int
+    rss_mib: float
+
+
+def _slope(samples: list[SoakSample]) -> float:
+    """Least-squares slope of RSS over time, MiB/min (0 with fewer than two samples)."""
+    if len(samples) < 2:
+        return 0.0
+    xs = [s.t_s / 60 for s in samples]
+    ys = [s.rss_mib for s in samples]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SoakSummary:
+    """RSS at 1 min and at the end (MiB), slopes (MiB/min), and whether that is flat."""
+
+    base_mib: float
+    end_mib: float
+    slope: float
+    slope_last_half: float
+    flat: bool
+
+
+def soak_summary(samples: list[SoakSample]) -> SoakSummary:
+    """Flat: the RSS grew less than 5 % from 1 min (the first sample after it) to the end."""
+    after = [s for s in samples if s.t_s >= SOAK_WARMUP_S] or samples
+    base, end = after[0].rss_mib, samples[-1].rss_mib
+    half = [s for s in samples if s.t_s >= samples[-1].t_s / 2]
+    return SoakSummary(base, end, _slope(after), _slope(half), end - base < SOAK_FLAT_GROWTH * base)
+
+
+async def _soak_ingest(
+    port: int, tmp: Path, plan: SoakPlan, console: Console
+) -> tuple[list[SoakSample], int]:
+    """Ingest as in (b) while the publisher process feeds it; sample the RSS periodically."""
+    cfg = parse_config(
+        {
+            "broker": {
+                "url": f"mqtt://127.0.0.1:{port}",
+                "client_id": "bench-soak",
+                "receive_maximum": 2000,
+            },
+            "ingest": {"metrics_listen": "", "batch_max_messages": 2000, "batch_max_ms": 20},
+            "store": {"path": str(tmp / "store-soak")},
+        },
+        environ={},
+    )
+    samples: list[SoakSample] = []
+    with Store(cfg.store.path) as store:
+        async with IngestService(cfg, store) as svc:
+            await svc.wait_subscribed()
+
+            def stored() -> int:
+                return int(
+                    sum(
+                        s.value
+                        for m in svc.metrics.registry.collect()
+                        if m.name == "boltwatch_ingest_readings_stored"
+                        for s in m.samples
+                        if s.name.endswith("_total")
+                    )
+                )
+
+            def sample(t0: float) -> None:
+                got = SoakSample(
+                    time.monotonic() - t0,
+                    int(svc.metrics.messages._value.get()),
+                    stored(),
+                    rss_mib(),
+                )
+                samples.append(got)
+                console.print(
+                    f"  {got.t_s:6.0f} s  received {got.received:>10,}  stored {got.stored:>10,}"
+                    f"  RSS {got.rss_mib:7.1f} MiB"
+                )
+
+            feeder = _spawn_feeder(port, plan)
+            t0 = time.monotonic()
+            sample(t0)
+            next_at = plan.every_s
+            while feeder.poll() is None:
+                await asyncio.sleep(min(1.0, max(0.0, t0 + next_at - time.monotonic())))
+                if time.monotonic() - t0 >= next_at:
+                    sample(t0)
+                    next_at += plan.every_s
+            out, _ = feeder.communicate()
+            sent = int(out.split()[-1]) if out.split() else 0
+            await _poll(lambda: stored() >= sent and not svc._queue, 120)
+            sample(t0)
+    return samples, sent
+
+
+def soak(plan: SoakPlan) -> int:
+    """Run the soak and print the RSS table and the verdict."""
+    seconds, rate, devices, every_s = plan.seconds, plan.rate, plan.devices, plan.every_s
+    logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
+    console = Console(width=max(Console().width, 100))
+    console.print(
+        f"soak: ingest as in (b), {rate:,.0f} msg/s of single-reading JSON from {devices:,} "
+        f"devices for {seconds:,.0f} s; RSS every {every_s:g} s"
+    )
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        broker, port = _mosquitto(tmp)
+        try:
+            samples, sent = asyncio.run(_soak_ingest(port, tmp, plan, console))
+        finally:
+            broker.send_signal(signal.SIGTERM)
+            broker.wait(30)
+    table = Table(title=f"soak, ingest RSS at {rate:,.0f} msg/s")
+    for col in ("time (s)", "messages stored", "RSS (MiB)"):
+        table.add_column(col, justify="right")
+    for s in samples:
+        table.add_row(f"{s.t_s:,.0f}", f"{s.stored:,}", f"{s.rss_mib:,.1f}")
+    summary = soak_summary(samples)
+    base, end = summary.base_mib, summary.end_mib
+    duration = samples[-1].t_s
+    table.caption = (
+        f"published {sent:,} in {seconds:,.0f} s ({sent / seconds:,.0f} msg/s), "
+        f"stored {samples[-1].stored:,}; python {sys.version.split()[0]}"
+    )
+    console.print(table)
+    console.print(
+        f"RSS at 1 min {base:,.1f} MiB, at the end ({duration:,.0f} s) {end:,.1f} MiB "
+        f"({(end - base) / base:+.1%}); slope after the first minute {summary.slope:+.2f} "
+        f"MiB/min (over the last half {summary.slope_last_half:+.2f} MiB/min); "
+        f"verdict: {'flat' if summary.flat else 'NOT flat'} "
+        f"(flat: < {SOAK_FLAT_GROWTH:.0%} growth from 1 min to the end)"
+    )
+    if samples[-1].stored < sent:
+        console.print(f"[red]only {samples[-1].stored:,} of {sent:,} messages stored[/]")
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--messages", type=int, default=100_000, help="single-reading messages")
     ap.add_argument("--batches", type=int, default=5_000, help="100-reading gateway batches")
     ap.add_argument("--points", type=int, default=1_000_000, help="InfluxDB points")
+    ap.add_argument(
+        "--soak", type=float, metavar="SECONDS", help="only the RSS soak, for this long"
+    )
+    ap.add_argument(
+        "--soak-rate", type=float, default=5_000.0, metavar="MSG_PER_S", help="soak: msg/s"
+    )
+    ap.add_argument("--soak-devices", type=int, default=1_000, help="soak: size of the fleet")
+    ap.add_argument(
+        "--soak-sample", type=float, default=10.0, metavar="SECONDS", help="soak: RSS every"
+    )
+    # The soak's publisher process (internal).
+    ap.add_argument("--feed", nargs=4, metavar=("PORT", "RATE", "S", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.feed is not None:
+        port, rate, seconds, devices = args.feed
+        return feed_main(int(port), float(rate), float(seconds), int(devices))
+    if args.soak is not None:
+        return soak(SoakPlan(args.soak, args.soak_rate, args.soak_devices, args.soak_sample))
     logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
     console = Console(width=max(Console().width, 120))
     with tempfile.TemporaryDirectory() as d:

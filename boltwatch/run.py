@@ -6,20 +6,26 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from pathlib import Path
 
 from prometheus_client import start_http_server
 from rich.console import Console
 
 from boltwatch.config import Config
+from detection.base import DetectionError, DetectionEvent
+from detection.engine import Engine
 from ingest.influx import InfluxWriter
 from ingest.service import IngestMetrics, IngestService, NoDataEvent
-from ingest.store import Store
+from ingest.store import Store, WriteResult
+from sensors.codec import DecodedBatch
 from sensors.registry import Registry, load_registry
 
 __all__ = ["run_service", "setup_logging"]
 
 _log = logging.getLogger("boltwatch")
+_SNAPSHOT_EVERY_S = 60.0
+"""Detection state is saved this often (and at stop), so a restart keeps its baselines."""
 
 
 def setup_logging(config: Config) -> None:
@@ -69,6 +75,33 @@ async def run_service(config: Config, out: Console, *, mqtt_version: int = 5) ->
             "no_data: %s %s silent since %d", event.kind.value, event.device_id, event.last_seen_ms
         )
 
+    def detected(events: list[DetectionEvent]) -> None:
+        # Until the alert pipeline exists, every detection event is one log line.
+        for ev in events:
+            _log.warning(
+                "%s %s %s%s: %s",
+                ev.kind.value,
+                ev.severity,
+                ev.device_id,
+                " (late)" if ev.late else "",
+                ev.explanation,
+            )
+
+    engine = Engine(registry=registry, sink=detected)
+    state_path = Path(config.store.path) / "detection-state.npz"
+    if state_path.exists():
+        try:
+            engine.load(state_path)
+        except DetectionError as exc:
+            _log.warning("detection state not restored (%s): baselines are learned afresh", exc)
+    saved_at = [time.monotonic()]
+
+    def consume(batch: DecodedBatch, result: WriteResult) -> None:
+        engine.process_batch(batch, now_ms=int(time.time() * 1000))
+        if time.monotonic() - saved_at[0] > _SNAPSHOT_EVERY_S:
+            engine.save(state_path)
+            saved_at[0] = time.monotonic()
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -83,6 +116,7 @@ async def run_service(config: Config, out: Console, *, mqtt_version: int = 5) ->
             on_no_data=silent,
             metrics=metrics,
             mqtt_version=mqtt_version,
+            consumer=consume,
         )
         async with service:
             await service.wait_subscribed(timeout=30)
@@ -93,6 +127,7 @@ async def run_service(config: Config, out: Console, *, mqtt_version: int = 5) ->
             await stop.wait()
             out.print("stopping: committing what was received ...")
         stats = store.stats()
+    engine.save(state_path)
     if influx is not None:
         influx.close()
     for sig in (signal.SIGINT, signal.SIGTERM):

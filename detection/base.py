@@ -185,7 +185,11 @@ class Frame:
 
     @classmethod
     def single(
-        cls, device_id: str, ts_s: Float64, values: dict[str, Float64], slot: int = 0
+        cls,
+        device_id: str,
+        ts_s: npt.NDArray[np.floating[Any]],
+        values: dict[str, Float64],
+        slot: int = 0,
     ) -> Frame:
         """A frame of one device's series (already in time order)."""
         n = ts_s.shape[0]

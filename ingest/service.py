@@ -34,7 +34,7 @@ import gmqtt
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from boltwatch.config import Config
+from boltwatch.config import Config, ConfigError
 from ingest.influx import InfluxWriter, RejectedBatch
 from ingest.store import DeadLetter, Store, WriteResult
 from sensors.codec import DecodedBatch, TelemetryDecoder
@@ -44,6 +44,7 @@ from sensors.schema import DeviceKind
 
 __all__ = [
     "BatchConsumer",
+    "BrokerConnectError",
     "IngestMetrics",
     "IngestService",
     "NoDataEvent",
@@ -64,6 +65,16 @@ NO_DATA_AFTER_S: Final[dict[DeviceKind, float]] = {
     DeviceKind.VINYL_CUTTER: 30 * 60.0,
     DeviceKind.EMBROIDERY: 30 * 60.0,
 }
+
+
+# CONNACK codes that mean "who you are was refused" (MQTT 3.1.1: 4, 5; MQTT 5: 0x86, 0x87).
+_AUTH_REFUSED: Final = frozenset({4, 5, 134, 135})
+
+
+class BrokerConnectError(ConfigError):
+    """The broker refused the connection for a reason retrying cannot fix: TLS verification or
+    authentication. ``key`` names the setting to check (``broker.tls_ca_file``,
+    ``broker.password``); the message never contains a secret."""
 
 
 class BatchConsumer(Protocol):
@@ -241,7 +252,11 @@ class IngestService:
             if self.influx is not None
             else None
         )
-        await self._connect()
+        try:
+            await self._connect()
+        except BaseException:
+            await self.__aexit__(None, None, None)  # stop the tasks and threads started above
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -305,9 +320,16 @@ class IngestService:
                 "MQTT 3.1.1: acknowledgements cannot wait for the store; a crash may lose the "
                 "messages in flight (use an MQTT 5 broker for at-least-once)"
             )
-        await client.connect(
-            host, port, ssl=context, keepalive=b.keepalive_s, version=self.mqtt_version
-        )
+        try:
+            await client.connect(
+                host, port, ssl=context, keepalive=b.keepalive_s, version=self.mqtt_version
+            )
+        except (ssl.SSLError, gmqtt.MQTTConnectError) as exc:
+            error = _refusal(exc, f"{host}:{port}", b.username)
+            if error is None:
+                raise
+            _log.error("cannot connect to the broker: %s", error)
+            raise error from exc
         _log.info("connected to %s:%s as %s", host, port, b.client_id)
 
     def _on_connect(self, client: gmqtt.Client, flags: int, rc: int, properties: object) -> None:
@@ -529,3 +551,32 @@ class IngestService:
                 if self.on_no_data is not None:
                     self.on_no_data(event)
         return found
+
+
+def _refusal(
+    exc: ssl.SSLError | gmqtt.MQTTConnectError, where: str, username: str | None
+) -> BrokerConnectError | None:
+    """The typed error for a TLS or authentication failure at connect (None: something else)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return BrokerConnectError(
+            "broker.tls_ca_file",
+            f"TLS: the certificate of {where} did not verify ({exc.verify_message}); check that "
+            "broker.tls_ca_file holds the CA that signed it and that it names this host",
+        )
+    if isinstance(exc, ssl.SSLError):
+        reason = str(exc.reason or exc)
+        about_us = "CERTIFICATE" in reason or "UNKNOWN_CA" in reason  # the broker's alert
+        return BrokerConnectError(
+            "broker.tls_cert_file" if about_us else "broker.url",
+            f"TLS handshake with {where} failed ({reason})",
+        )
+    code = getattr(exc, "_code", None)
+    if code in _AUTH_REFUSED:
+        who = f"user {username!r}" if username is not None else "an anonymous client"
+        return BrokerConnectError(
+            "broker.password",
+            f"authentication failed: {where} refused {who} (CONNACK {code:#x}: "
+            f"{getattr(exc, 'message', exc)}); check broker.username and broker.password "
+            "(or password_file / BOLTWATCH_BROKER_PASSWORD)",
+        )
+    return None

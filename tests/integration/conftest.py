@@ -3,19 +3,27 @@
 ``mosquitto`` starts a real Mosquitto (the Debian package; ``make test`` installs it) on a free
 port of 127.0.0.1 with persistence in the test's temporary directory, so a ``restart()`` keeps
 retained messages, persistent sessions and their queued messages, as a production broker does.
+``secure_mosquitto`` is the same broker behind a TLS listener that requires a client certificate
+(mutual TLS, certificates from the session-scoped ``tls_files``: a throwaway CA made with the
+``openssl`` CLI) and a password file (``allow_anonymous false``).
 :class:`Collector` subscribes with gmqtt and records every message (topic, payload, retain, qos).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import pwd
+import secrets
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +34,10 @@ import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
+MOSQUITTO_PASSWD = Path("/usr/bin/mosquitto_passwd")
+# The user ``secure_mosquitto`` knows (a throwaway password, only for the tests' brokers).
+BROKER_USER = "ingest"
+BROKER_PASSWORD = "s3cret-Tr0ub4dor-&-3"
 
 
 def free_port() -> int:
@@ -35,28 +47,185 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A throwaway PKI (PEM files): a CA, a broker certificate and a client certificate.
+
+    Attributes:
+        ca_cert: The CA that signed ``server_cert`` and ``client_cert``.
+        server_cert: For 127.0.0.1 and localhost (subjectAltName ``IP:127.0.0.1, DNS:localhost``).
+        server_key: Its key.
+        client_cert: A client certificate (CN ``boltwatch-ingest``) for mutual TLS.
+        client_key: Its key.
+        other_ca_cert: An unrelated CA: the broker's certificate does not verify against it.
+        other_client_cert: A client certificate signed by the unrelated CA.
+        other_client_key: Its key.
+    """
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca_cert: Path
+    other_client_cert: Path
+    other_client_key: Path
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(
+        ["openssl", *map(str, args)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _new_key(path: Path) -> None:
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
+
+
+def _new_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
+    _new_key(key)
+    _openssl(
+        "req", "-x509", "-new", "-key", key, "-out", cert, "-days", "2", "-sha256",
+        "-subj", f"/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    return cert, key
+
+
+def _new_leaf(folder: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
+    key, csr, cert = folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.crt"
+    ext = folder / f"{name}.ext"
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" + extensions
+    )
+    _new_key(key)
+    _openssl("req", "-new", "-key", key, "-out", csr, "-subj", f"/CN={name}")
+    _openssl(
+        "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-set_serial",
+        str(secrets.randbits(63)), "-days", "2", "-sha256", "-extfile", ext, "-out", cert,
+    )  # fmt: skip
+    return cert, key
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """Generate :class:`TlsFiles` in ``folder`` with the ``openssl`` CLI."""
+    ca = _new_ca(folder, "boltwatch-test-ca")
+    server = _new_leaf(
+        folder, "localhost", ca, "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "extendedKeyUsage=serverAuth\n"
+    )  # fmt: skip
+    client = _new_leaf(folder, "boltwatch-ingest", ca, "extendedKeyUsage=clientAuth\n")
+    other = _new_ca(folder, "unrelated-ca")
+    other_client = _new_leaf(folder, "stranger", other, "extendedKeyUsage=clientAuth\n")
+    return TlsFiles(
+        ca_cert=ca[0],
+        server_cert=server[0],
+        server_key=server[1],
+        client_cert=client[0],
+        client_key=client[1],
+        other_ca_cert=other[0],
+        other_client_cert=other_client[0],
+        other_client_key=other_client[1],
+    )
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A throwaway CA with a broker and a client certificate, made once per test session."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is not installed (it makes the test certificates)")
+    return make_tls_files(tmp_path_factory.mktemp("pki"))
+
+
+def mosquitto_password_hash(password: str, *, salt: bytes | None = None) -> str:
+    """A Mosquitto 2 password-file hash (``$7$``: PBKDF2-HMAC-SHA512, 101 iterations).
+
+    What ``mosquitto_passwd`` writes; used when that tool is not installed.
+    """
+    iterations = 101
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    b64 = base64.b64encode
+    return f"$7${iterations}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def write_password_file(path: Path, users: Mapping[str, str]) -> None:
+    """A Mosquitto ``password_file`` (with ``mosquitto_passwd -b`` when it is installed)."""
+    if not MOSQUITTO_PASSWD.exists():
+        path.write_text("".join(f"{u}:{mosquitto_password_hash(p)}\n" for u, p in users.items()))
+        return
+    path.unlink(missing_ok=True)
+    for user, password in users.items():
+        create = ["-c"] if not path.exists() else []
+        subprocess.run(
+            [str(MOSQUITTO_PASSWD), *create, "-b", str(path), user, password],
+            check=True,
+            capture_output=True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """The TLS side of a :class:`MosquittoServer` listener.
+
+    Attributes:
+        cafile: CA of the client certificates.
+        certfile: The broker's certificate.
+        keyfile: Its key.
+        require_certificate: Mutual TLS: a client without a certificate signed by ``cafile``
+            is refused during the handshake.
+    """
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = True
+
+
 class MosquittoServer:
     """A Mosquitto process on a fixed port, which can be stopped and started again on it.
 
     Args:
         workdir: Directory for the config, the persistence database and the log.
         port: Port to listen on (127.0.0.1); default a free one.
+        tls: Make the listener a TLS one (``mqtts://``).
+        users: User names and passwords: a ``password_file`` and ``allow_anonymous false``.
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        tls: TlsListener | None = None,
+        users: Mapping[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.tls = tls
         self.config = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         user = pwd.getpwuid(os.geteuid()).pw_name
+        listener = f"listener {self.port} {self.host}\n"
+        if tls is not None:
+            listener += (
+                f"cafile {tls.cafile}\ncertfile {tls.certfile}\nkeyfile {tls.keyfile}\n"
+                f"require_certificate {str(tls.require_certificate).lower()}\n"
+            )
+        auth = "allow_anonymous true\n"
+        if users is not None:
+            write_password_file(workdir / "passwords", users)
+            auth = f"allow_anonymous false\npassword_file {workdir / 'passwords'}\n"
         # `user`: started as root, Mosquitto would switch to the `mosquitto` user, which cannot
         # write into the test's temporary directory.
         self.config.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
+            listener + auth + "persistence true\n"
             f"persistence_location {workdir}/\n"
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
@@ -67,8 +236,8 @@ class MosquittoServer:
 
     @property
     def url(self) -> str:
-        """``mqtt://127.0.0.1:PORT``."""
-        return f"mqtt://{self.host}:{self.port}"
+        """``mqtt://127.0.0.1:PORT`` (``mqtts://`` with a TLS listener)."""
+        return f"{'mqtts' if self.tls is not None else 'mqtt'}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -167,6 +336,33 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
         server.stop()
 
 
+@pytest.fixture
+def secure_mosquitto(tmp_path: Path, tls_files: TlsFiles) -> Iterator[MosquittoServer]:
+    """Mosquitto with mutual TLS (``tls_files``) and a password file: user
+    :data:`BROKER_USER`, password :data:`BROKER_PASSWORD`; anonymous clients are refused."""
+    if not MOSQUITTO.exists():
+        pytest.skip(f"{MOSQUITTO} is not installed (`make test` installs the mosquitto package)")
+    workdir = tmp_path / "mosquitto-tls"
+    workdir.mkdir()
+    tls = TlsListener(tls_files.ca_cert, tls_files.server_cert, tls_files.server_key)
+    server = MosquittoServer(workdir, tls=tls, users={BROKER_USER: BROKER_PASSWORD})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def client_tls_context(
+    cafile: Path, certfile: Path | None = None, keyfile: Path | None = None
+) -> ssl.SSLContext:
+    """A client-side TLS context: verify the broker with ``cafile``, present a certificate."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    if certfile is not None:
+        context.load_cert_chain(str(certfile), None if keyfile is None else str(keyfile))
+    return context
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """One message a :class:`Collector` got."""
@@ -185,12 +381,15 @@ class Collector:
     reconnects by itself (gmqtt's loop, short delay).
 
     Args:
-        url: ``mqtt://host:port``.
+        url: ``mqtt://host:port`` (or ``mqtts://``, with ``tls``).
         topics: Topic filters to subscribe to.
         client_id: MQTT client id (default random).
         clean_session: False for a persistent session.
         qos: Subscription QoS.
         version: MQTT protocol version.
+        tls: TLS context (see :func:`client_tls_context`); required for ``mqtts://``.
+        username: User name, if the broker wants one.
+        password: Its password.
     """
 
     def __init__(
@@ -202,10 +401,16 @@ class Collector:
         clean_session: bool = True,
         qos: int = 1,
         version: int = MQTTv311,
+        tls: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
-        host, _, port = url.removeprefix("mqtt://").partition(":")
+        if url.startswith("mqtts://") and tls is None:
+            raise ValueError(f"{url} is a TLS listener: pass tls=client_tls_context(...)")
+        host, _, port = url.removeprefix("mqtt://").removeprefix("mqtts://").partition(":")
         self.host = host
         self.port = int(port or 1883)
+        self.tls = tls
         self.topics = list(topics)
         self.qos = qos
         self.version = version
@@ -215,6 +420,8 @@ class Collector:
         self._client.reconnect_delay = 0.1
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        if username is not None:
+            self._client.set_auth_credentials(username, password)
 
     def _on_message(
         self, client: object, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
@@ -226,7 +433,13 @@ class Collector:
         self._subscribed.set()
 
     async def __aenter__(self) -> Collector:
-        await self._client.connect(self.host, self.port, version=self.version, keepalive=30)
+        await self._client.connect(
+            self.host,
+            self.port,
+            ssl=self.tls if self.tls is not None else False,
+            version=self.version,
+            keepalive=30,
+        )
         self._client.subscribe([gmqtt.Subscription(t, qos=self.qos) for t in self.topics])
         await asyncio.wait_for(self._subscribed.wait(), 5.0)
         return self

@@ -1,0 +1,305 @@
+"""The detection engine: committed batches in, typed events out.
+
+Ingest hands the engine each committed batch (:meth:`Engine.process_batch`): readings per device
+kind as column arrays, and device events. The engine maps device ids to slots (a dict lookup per
+distinct device of the batch, new devices appended without re-allocating per reading), builds one
+:class:`~detection.base.Frame` per kind sorted by ``(slot, time)``, and runs the kind's detector
+over it — vectorised over the batch's devices. Events go to the ``sink`` (alerts) and are
+returned.
+
+* ``tightened`` events become a reading with ``torque_nm`` (re-baseline, nut-factor check);
+  ``battery_swap`` events mark the device's next reading (re-baseline).
+* **Late readings** — older than the device's newest evaluated reading, or older than
+  ``late_after_s`` when they reach the engine (a store-and-forward backlog after an outage) — are
+  evaluated like the others, and their events carry ``late=True``.
+* **Snapshots** — :meth:`Engine.save` writes every detector's state arrays and the slot maps to one
+  ``.npz`` file (atomically); :meth:`Engine.load` continues from it, so a restarted service keeps
+  its baselines and does not re-alert.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from detection.base import DetectionError, DetectionEvent, Detector, Float64, Frame, Int64
+from detection.joints import JointAnalyzer, JointBoltRef
+from detection.preload import BoltPreloadDetector
+from detection.registry import make_detector
+from sensors.codec import DecodedBatch, ReadingColumns
+from sensors.registry import Registry
+from sensors.schema import BatterySwapEvent, DeviceKind, TightenedEvent
+
+__all__ = ["DEFAULT_DETECTORS", "Engine", "EngineStats"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DETECTORS: Final[Mapping[str, str]] = {
+    "cbolt": "cbolt",
+    "printer3d": "printer3d",
+    "laser_cutter": "laser_cutter",
+    "cnc_mill": "cnc_mill",
+    "vinyl_cutter": "vinyl_cutter",
+    "embroidery": "embroidery",
+}
+"""Device kind -> registry name of the detector that watches it (gateways have none)."""
+
+_SNAPSHOT_VERSION: Final = 1
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters since start.
+
+    Attributes:
+        readings: Readings evaluated.
+        late: Of which late.
+        events: Events emitted.
+        batches: Batches processed.
+    """
+
+    readings: int = 0
+    late: int = 0
+    events: int = 0
+    batches: int = 0
+
+
+class Engine:
+    """Per-kind detectors with per-device state, fed committed batches.
+
+    Args:
+        detectors: Detector per device kind; the defaults of :data:`DEFAULT_DETECTORS` if None.
+        registry: Sites, joints and bolt profiles (joint analytics and the nut-factor check).
+        sink: Receives the events of each batch (the alert pipeline).
+        late_after_s: A reading older than this when it arrives is late (backfill).
+    """
+
+    def __init__(
+        self,
+        detectors: Mapping[str, Detector[Any]] | None = None,
+        *,
+        registry: Registry | None = None,
+        sink: Callable[[list[DetectionEvent]], None] | None = None,
+        late_after_s: float = 600.0,
+    ) -> None:
+        if detectors is None:
+            detectors = {kind: make_detector(name) for kind, name in DEFAULT_DETECTORS.items()}
+        self.detectors: dict[str, Detector[Any]] = dict(detectors)
+        self.registry = registry
+        self.sink = sink
+        self.late_after_s = late_after_s
+        self.slots: dict[str, dict[str, int]] = {kind: {} for kind in self.detectors}
+        self.sites: dict[str, dict[str, str]] = {kind: {} for kind in self.detectors}
+        self._newest: dict[str, Float64] = {kind: np.zeros(0) for kind in self.detectors}
+        self._swap_pending: set[str] = set()
+        self.joints = JointAnalyzer()
+        self.stats = EngineStats()
+
+    # -- devices ---------------------------------------------------------------------------
+
+    def _slot_array(self, kind: str, device_ids: npt.NDArray[np.object_]) -> Int64:
+        table = self.slots[kind]
+        uniq, inverse = np.unique(device_ids.astype(str), return_inverse=True)
+        mapped = np.empty(uniq.shape[0], np.int64)
+        new: list[tuple[str, int]] = []
+        for i, dev in enumerate(uniq.tolist()):
+            s = table.get(dev)
+            if s is None:
+                s = len(table)
+                table[dev] = s
+                new.append((dev, s))
+            mapped[i] = s
+        newest = self._newest[kind]
+        if len(table) > newest.shape[0]:
+            grown = np.full(max(len(table), 2 * newest.shape[0], 16), -np.inf)
+            grown[: newest.shape[0]] = newest
+            self._newest[kind] = grown
+        if new and kind == "cbolt":
+            self._place_bolts(new)
+        return mapped[inverse.reshape(-1)].astype(np.int64)
+
+    def _place_bolts(self, new: list[tuple[str, int]]) -> None:
+        det = self.detectors.get("cbolt")
+        if self.registry is None or not isinstance(det, BoltPreloadDetector):
+            return
+        for dev, slot in new:
+            info = self.registry.bolt(dev)
+            if info is None:
+                continue
+            det.set_device_info(
+                np.array([slot], np.int64), np.array([info.profile.nominal_diameter_mm])
+            )
+            self.joints.add_bolt(
+                slot, JointBoltRef(info.joint.id, info.position, info.angle_deg, info.site)
+            )
+
+    # -- processing ------------------------------------------------------------------------
+
+    def process_batch(self, batch: DecodedBatch, now_ms: int | None = None) -> list[DetectionEvent]:
+        """Evaluate a committed batch: its device events, then its readings per kind."""
+        events: list[DetectionEvent] = []
+        tightened: list[tuple[str, str, int, float, float]] = []
+        for ev in batch.events:
+            if isinstance(ev.event, TightenedEvent):
+                tightened.append(
+                    (ev.site, ev.device_id, ev.ts_ms, ev.event.torque_nm, ev.event.preload_kn)
+                )
+            elif isinstance(ev.event, BatterySwapEvent):
+                self._swap_pending.add(ev.device_id)
+        if tightened and "cbolt" in self.detectors:
+            n = len(tightened)
+            cols = ReadingColumns(
+                kind=DeviceKind.CBOLT,
+                site=np.array([t[0] for t in tightened], dtype=object),
+                device_id=np.array([t[1] for t in tightened], dtype=object),
+                ts_ms=np.array([t[2] for t in tightened], np.int64),
+                seq=np.zeros(n, np.int64),
+                values={
+                    "preload_kn": np.array([t[4] for t in tightened]),
+                    "torque_nm": np.array([t[3] for t in tightened]),
+                },
+            )
+            events += self.process_columns(cols, now_ms, emit=False)
+        for cols in batch.telemetry.values():
+            events += self.process_columns(cols, now_ms, emit=False)
+        self.stats.batches += 1
+        self._emit(events)
+        return events
+
+    def process_columns(
+        self, cols: ReadingColumns, now_ms: int | None = None, *, emit: bool = True
+    ) -> list[DetectionEvent]:
+        """Evaluate readings of one device kind (kinds without a detector are ignored)."""
+        kind = str(cols.kind)
+        det = self.detectors.get(kind)
+        if det is None or len(cols) == 0:
+            return []
+        slot = self._slot_array(kind, cols.device_id)
+        ts = cols.ts_ms.astype(np.float64) / 1000.0
+        values = dict(cols.values)
+        if kind == "cbolt":
+            values.setdefault("torque_nm", np.full(len(cols), np.nan))
+            swap = np.zeros(len(cols))
+            if self._swap_pending:
+                for i, dev in enumerate(cols.device_id.tolist()):
+                    if dev in self._swap_pending:
+                        swap[i] = 1.0
+                        self._swap_pending.discard(dev)
+            values["battery_swap"] = swap
+        frame = Frame(
+            slot=slot,
+            device_id=cols.device_id,
+            ts_s=ts,
+            values=values,
+            site=cols.site,
+            arrays=dict(cols.arrays),
+        )
+        order = np.lexsort((frame.ts_s, frame.slot)).astype(np.int64)
+        frame = frame.take(order)
+        newest = self._newest[kind]
+        late = frame.ts_s < newest[frame.slot]
+        if now_ms is not None:
+            late |= frame.ts_s < now_ms / 1000.0 - self.late_after_s
+        frame.late = late
+        np.maximum.at(newest, frame.slot, frame.ts_s)
+        _, decisions = det.process(frame)
+        events = decisions.events
+        if kind == "cbolt" and isinstance(det, BoltPreloadDetector) and self.joints.joints:
+            events = events + self._joint_events(det, frame)
+        self.stats.readings += len(frame)
+        self.stats.late += int(late.sum())
+        if emit:
+            self._emit(events)
+        return events
+
+    def _joint_events(self, det: BoltPreloadDetector, frame: Frame) -> list[DetectionEvent]:
+        st = det.state
+        n = st.size
+        ratio = st["level"][:n] / st["baseline"][:n]
+        armed = st["phase"][:n] == 2
+        ids = [""] * n
+        for dev, s in self.slots["cbolt"].items():
+            ids[s] = dev
+        return self.joints.evaluate(
+            np.unique(frame.slot), ratio, armed, ids, round(float(frame.ts_s.max()) * 1000)
+        )
+
+    def _emit(self, events: list[DetectionEvent]) -> None:
+        self.stats.events += len(events)
+        if events and self.sink is not None:
+            self.sink(events)
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write every detector's state and the device slots to ``path`` (atomic rename)."""
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        meta: dict[str, Any] = {"version": _SNAPSHOT_VERSION, "kinds": {}}
+        for kind, det in self.detectors.items():
+            meta["kinds"][kind] = {
+                "detector": det.name,
+                "slots": self.slots[kind],
+                "swap_pending": sorted(d for d in self._swap_pending if d in self.slots[kind]),
+            }
+            for name, arr in det.snapshot().items():
+                arrays[f"{kind}/{name}"] = arr
+            arrays[f"{kind}/__newest"] = self._newest[kind][: len(self.slots[kind])]
+        arrays["__meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+
+    def load(self, path: Path) -> None:
+        """Continue from a snapshot written by :meth:`save`.
+
+        Raises:
+            DetectionError: The file is not a snapshot, or of another detector layout.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise DetectionError("snapshot", f"{path}: not a readable snapshot ({exc})") from exc
+        if "__meta" not in arrays:
+            raise DetectionError("snapshot", f"{path}: no metadata")
+        meta = json.loads(arrays["__meta"].tobytes().decode())
+        if meta.get("version") != _SNAPSHOT_VERSION:
+            raise DetectionError("snapshot.version", f"unsupported {meta.get('version')!r}")
+        for kind, info in meta["kinds"].items():
+            det = self.detectors.get(kind)
+            if det is None:
+                continue
+            if info["detector"] != det.name:
+                raise DetectionError(
+                    f"snapshot.{kind}", f"made by detector {info['detector']!r}, not {det.name!r}"
+                )
+            prefix = f"{kind}/"
+            det.restore(
+                {
+                    k[len(prefix) :]: v
+                    for k, v in arrays.items()
+                    if k.startswith(prefix) and not k.endswith("__newest")
+                }
+            )
+            self.slots[kind] = {str(d): int(s) for d, s in info["slots"].items()}
+            newest = np.full(max(len(self.slots[kind]), 16), -np.inf)
+            saved = arrays.get(f"{kind}/__newest")
+            if saved is not None:
+                newest[: saved.shape[0]] = saved
+            self._newest[kind] = newest
+            self._swap_pending.update(info.get("swap_pending", []))
+            if kind == "cbolt":
+                self._place_bolts(list(self.slots[kind].items()))
+        log.info("detection state restored from %s", path)
