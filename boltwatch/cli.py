@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from boltwatch import __version__
+from boltwatch.alerts_cli import alerts_app
 
 if TYPE_CHECKING:
     from ingest.store import Store
@@ -45,6 +46,7 @@ contract_app = typer.Typer(
 app.add_typer(config_app, name="config")
 app.add_typer(registry_app, name="registry")
 app.add_typer(contract_app, name="contract")
+app.add_typer(alerts_app, name="alerts")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -63,12 +65,14 @@ ConfigOption = Annotated[
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn the project's typed errors into one clear line and exit status 2."""
+    from alerts.errors import RuleError
     from boltwatch.config import ConfigError
+    from detection.base import DetectionError
     from sensors.errors import SensorsError
 
     try:
         yield
-    except (ConfigError, SensorsError) as exc:
+    except (ConfigError, SensorsError, RuleError, DetectionError) as exc:
         # escape(): paths such as metrics[preload_kn] or $.readings[3] are not rich markup.
         err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         raise typer.Exit(2) from exc
@@ -589,17 +593,38 @@ def evaluate(
 
 
 @app.command()
-def demo() -> None:
-    """Tour what boltwatch does so far: every kind's messages through the real decoders.
+def demo(
+    duration: Annotated[
+        float | None,
+        typer.Option(min=1.0, help="Stop after this many real seconds (default: the whole run)."),
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(min=1.0, help="Simulated seconds per real second.")
+    ] = 3600.0,
+    seed: Annotated[int, typer.Option(help="The simulator's seed.")] = 1,
+    tour: Annotated[
+        bool, typer.Option("--tour", help="Only the tour of the telemetry contract.")
+    ] = False,
+) -> None:
+    """Everything embedded, no setup: broker, a simulated installation with faults, ingest,
+    detection, alerts printed as they happen and served on the HTTP API. Ctrl-C stops."""
+    import asyncio
 
-    Example messages of every device kind, valid and broken, go through the decoders ingest
-    uses (JSON and Sparkplug B); the sample registry places each bolt in its joint. The full
-    demo (broker, simulated fleet, detection, alerts) grows with each release.
-    """
-    from boltwatch.tour import run_tour
+    if tour:
+        from boltwatch.tour import run_tour
+
+        with _user_errors():
+            run_tour(out)
+        return
+    from boltwatch.demo import run_demo
 
     with _user_errors():
-        run_tour(out)
+        summary = asyncio.run(run_demo(out, duration_s=duration, speed=speed, seed=seed))
+    alerts = sum(v for k, v in summary.alerts.items() if k.startswith("alerts_"))
+    out.print(
+        f"demo over: {summary.readings:,} readings stored, {summary.events} detection events, "
+        f"{alerts} alerts"
+    )
 
 
 def main() -> None:

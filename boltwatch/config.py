@@ -19,6 +19,7 @@ from msgspec import Meta
 
 __all__ = [
     "ENV_PREFIX",
+    "AlertsConfig",
     "BrokerConfig",
     "Config",
     "ConfigError",
@@ -35,7 +36,7 @@ __all__ = [
 ENV_PREFIX: Final = "BOLTWATCH_"
 # Environment variables with our prefix that are not config keys.
 _RESERVED_ENV: Final = frozenset({"BOLTWATCH_CONFIG"})
-_SECRET_KEYS: Final = frozenset({"password", "token"})
+_SECRET_KEYS: Final = frozenset({"password", "token", "api_token"})
 
 Port = Annotated[int, Meta(ge=1, le=65_535)]
 PositiveS = Annotated[float, Meta(gt=0.0, le=86_400.0 * 365)]
@@ -166,6 +167,28 @@ class LogConfig(_Section, frozen=True):
     json: bool = False
 
 
+class AlertsConfig(_Section, frozen=True):
+    """``[alerts]``: the alert pipeline and its HTTP API.
+
+    Attributes:
+        rules: TOML file of alert rules, routes and receivers (see ``alerts/samples/rules.toml``);
+            none means the built-in rules: every alert printed on the console.
+        store: SQLite file of alerts, silences and the outbox (default ``<store.path>/alerts.db``).
+        api_listen: ``host:port`` of the HTTP API (alerts, silences, ``/metrics``); empty: off.
+        api_token: Bearer token the API requires (or ``api_token_file``; or
+            ``BOLTWATCH_ALERTS_API_TOKEN``). Without one, the API is not started.
+        api_token_file: File whose first line is the token.
+        interval_s: How often alert lifecycles are evaluated and the outbox is drained.
+    """
+
+    rules: str | None = None
+    store: str = ""
+    api_listen: str = "127.0.0.1:8080"
+    api_token: str | None = None
+    api_token_file: str | None = None
+    interval_s: Annotated[float, Meta(gt=0.0, le=3_600.0)] = 1.0
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """The whole configuration; every section has working defaults (the embedded setup)."""
 
@@ -175,6 +198,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     influx: InfluxConfig = msgspec.field(default_factory=InfluxConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
 
 
 _SECTIONS: Final[dict[str, type[_Section]]] = {
@@ -293,6 +317,21 @@ def _check(config: Config) -> None:
     _check_influx(config)
     if config.registry.path is not None and not Path(config.registry.path).is_file():
         raise ConfigError("registry.path", f"no such file: {config.registry.path}")
+    _check_alerts(config)
+
+
+def _check_alerts(config: Config) -> None:
+    a = config.alerts
+    for key in ("rules", "api_token_file"):
+        path = getattr(a, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"alerts.{key}", f"no such file: {path}")
+    if a.api_token is not None and a.api_token_file is not None:
+        raise ConfigError("alerts.api_token_file", "give api_token or api_token_file, not both")
+    if a.api_listen:
+        host, _, port = a.api_listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+            raise ConfigError("alerts.api_listen", f"{a.api_listen!r} must be host:port (or empty)")
 
 
 def _check_influx(config: Config) -> None:

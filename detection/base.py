@@ -121,6 +121,7 @@ class DetectionEvent:
             device's newest evaluated reading): evaluated, but not news.
         site: The device's site, when known.
         data: The numbers behind the explanation (units in the keys).
+        device_kind: The device's kind (``cbolt``, ``gateway``...), set by the engine.
     """
 
     device_id: str
@@ -133,6 +134,7 @@ class DetectionEvent:
     late: bool = False
     site: str = ""
     data: Mapping[str, float] = field(default_factory=dict)
+    device_kind: str = ""
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ returned.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -80,6 +81,8 @@ class Engine:
         registry: Sites, joints and bolt profiles (joint analytics and the nut-factor check).
         sink: Receives the events of each batch (the alert pipeline).
         late_after_s: A reading older than this when it arrives is late (backfill).
+        on_activity: Receives, per batch, each reporting device's active alert kinds (empty when
+            none): what lets alerts clear once a detector stops reporting a condition.
     """
 
     def __init__(
@@ -89,12 +92,14 @@ class Engine:
         registry: Registry | None = None,
         sink: Callable[[list[DetectionEvent]], None] | None = None,
         late_after_s: float = 600.0,
+        on_activity: Callable[[dict[str, list[str]]], None] | None = None,
     ) -> None:
         if detectors is None:
             detectors = {kind: make_detector(name) for kind, name in DEFAULT_DETECTORS.items()}
         self.detectors: dict[str, Detector[Any]] = dict(detectors)
         self.registry = registry
         self.sink = sink
+        self.on_activity = on_activity
         self.late_after_s = late_after_s
         self.slots: dict[str, dict[str, int]] = {kind: {} for kind in self.detectors}
         self.sites: dict[str, dict[str, str]] = {kind: {} for kind in self.detectors}
@@ -211,7 +216,15 @@ class Engine:
         frame.late = late
         np.maximum.at(newest, frame.slot, frame.ts_s)
         _, decisions = det.process(frame)
-        events = decisions.events
+        events = [dataclasses.replace(e, device_kind=kind) for e in decisions.events]
+        if self.on_activity is not None and len(frame):
+            last = np.flatnonzero(np.r_[frame.slot[1:] != frame.slot[:-1], True])
+            self.on_activity(
+                {
+                    str(frame.device_id[i]): [str(decisions.alert[i])] if decisions.alert[i] else []
+                    for i in last.tolist()
+                }
+            )
         if kind == "cbolt" and isinstance(det, BoltPreloadDetector) and self.joints.joints:
             events = events + self._joint_events(det, frame)
         self.stats.readings += len(frame)

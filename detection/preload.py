@@ -10,10 +10,11 @@ Per bolt, for each reading (vectorised over the bolts of a step):
    (kN/°C), estimated online by the same recursion (recursive regression of preload on
    temperature). Steel in aluminium gives about +0.3 %/°C, steel in steel about 0.
 3. **Settling-aware baseline** — after a ``tightened`` event (a torque value in the data) or when a
-   bolt is first seen, the bolt *learns*: no loosening alarm while embedding runs. It arms when at
-   least ``min_learn_h`` have passed and the compensated level's slope has fallen below
-   ``settle_pct_per_h`` (or after ``max_learn_h`` in any case); the baseline ``B`` is then the
-   filtered level. A battery swap or an implausible upward jump re-learns too.
+   bolt is first seen, the bolt *learns*. After a tightening it waits for embedding: it arms when
+   at least ``min_learn_h`` have passed and the compensated level's slope has fallen below
+   ``settle_pct_per_h`` (or after ``max_learn_h`` in any case). A bolt first seen without a
+   tightening, a battery swap or an implausible upward jump only need ``min_learn_h``. The
+   baseline ``B`` is then the filtered level.
 4. **Loosening** — a one-sided (lower) CUSUM on the standardised Kalman innovations,
    ``C = max(0, C - z - k)``, with the level's deficit ``d = 1 - L/B`` against the baseline: a
    ``loosening`` alert when ``C ≥ h`` and ``d ≥ min_loss_pct``, or ``d ≥ loss_pct``. A confirmed
@@ -124,6 +125,7 @@ _STATE: Final[dict[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]] = {
     **QUALITY_STATE,
     "phase": (np.int8, _NEW, ()),
     "t_learn": (np.float64, np.nan, ()),  # learning started, epoch s
+    "settling": (np.int8, 0, ()),  # 1: learning after a tightening (wait for embedding)
     "t_last": (np.float64, np.nan, ()),  # newest reading evaluated, epoch s
     "level": (np.float64, np.nan, ()),  # L, kN
     "tempco": (np.float64, 0.0, ()),  # b, kN/°C
@@ -281,6 +283,7 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         if relearn.any():
             r = slots[relearn]
             s["phase"][r] = _LEARNING
+            s["settling"][r] = tightened[relearn]
             s["t_learn"][r] = t[relearn]
             s["level"][r] = y[relearn]
             level_var = (y[relearn] * 0.02) ** 2
@@ -363,14 +366,9 @@ class BoltPreloadDetector(Detector[PreloadParams]):
 
         # Arm after settling.
         age_h = (t - s["t_learn"][slots]) / _HOUR
-        arm = (
-            learning
-            & use
-            & (
-                ((age_h >= p.min_learn_h) & (slope_pct_h < p.settle_pct_per_h))
-                | (age_h >= p.max_learn_h)
-            )
-        )
+        # Only a tightening makes a bolt embed: otherwise the learning time is enough.
+        settled = (slope_pct_h < p.settle_pct_per_h) | (s["settling"][slots] == 0)
+        arm = learning & use & (((age_h >= p.min_learn_h) & settled) | (age_h >= p.max_learn_h))
         if arm.any():
             ra = slots[arm]
             s["phase"][ra] = _ARMED

@@ -142,7 +142,7 @@ def test_contract_check_reads_stdin() -> None:
 
 
 def test_demo_runs_the_contract_tour() -> None:
-    result = runner.invoke(app, ["demo"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["demo", "--tour"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     rejected = sum(1 for e in EXAMPLES if e.rejected_because)
     assert f"{rejected} rejected" in result.output

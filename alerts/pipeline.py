@@ -1,0 +1,538 @@
+"""The alert pipeline: detection events in, notifications out, as a chain of small stages.
+
+``events → Dedup → Lifecycle → Silence/Inhibit → Escalate → Group → Outbox → Notify (retry)``
+
+* **Dedup** — one alert per (device, kind), created atomically in the store.
+* **Lifecycle** — pending (``for``) → active → cleared once the detector has stopped reporting the
+  condition for ``clear_after`` (hysteresis); severity escalates while active; an alert that
+  re-activates more than ``flap_max`` times within ``flap_window`` is *flapping*: held active,
+  not paged again until it has been quiet for a whole window. ``no_data`` alerts come from
+  ingest, not from detectors, and clear when the device reports again.
+* **Silence / inhibit** — silences and maintenance windows (rules file or API) and inhibition rules
+  (a critical alert mutes the same device's warnings; an offline gateway mutes its site's
+  ``no_data``) stop notifications, not the alerts themselves.
+* **Escalate** — not acknowledged within ``escalate_after``: the route's next receiver is told too;
+  unacknowledged active alerts are repeated every ``repeat_interval``.
+* **Group** — alerts of one group (joint, site or device) due at the same time make one
+  notification; new alerts wait ``group_wait`` for their siblings.
+* **Outbox / Notify** — notifications are recorded before they are sent, each with a stable id;
+  each receiver is delivered by its own task, so a failing channel never blocks the others;
+  retryable failures back off exponentially (with jitter, honouring a channel's Retry-After).
+
+Time comes from an injected clock (epoch ms), so tests are exact and fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from alerts.model import (
+    Alert,
+    AlertSeverity,
+    AlertState,
+    Channel,
+    ChannelError,
+    Notification,
+    Silence,
+)
+from alerts.rules import Route, Rules
+from alerts.store import AlertStore, StoredAlert
+from detection.base import DetectionEvent
+
+__all__ = ["AlertMetrics", "AlertPipeline", "Clock", "system_clock"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+"""Returns the current time in epoch milliseconds."""
+
+NO_DATA: Final = "no_data"
+_ONE_SHOT: Final = frozenset({"installation", "joint"})
+"""Kinds that are facts, not conditions: inactive from the start, they clear after clear_after."""
+MAX_BACKOFF_S: Final = 300.0
+_IMPLIES: Final[Mapping[str, tuple[str, ...]]] = {"loosening": ("preload_low",)}
+"""A detector shows one alert per reading: a loosening bolt's low preload is active too."""
+
+
+def system_clock() -> int:
+    """Wall-clock time, epoch ms."""
+    return time.time_ns() // 1_000_000
+
+
+class AlertMetrics:
+    """Prometheus metrics of the alert pipeline (events are also counted here)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.events = Counter(
+            "boltwatch_detection_events",
+            "Detection events received by the alert pipeline",
+            ["kind", "severity"],
+            registry=self.registry,
+        )
+        self.alerts = Gauge(
+            "boltwatch_alerts", "Alerts by state", ["state"], registry=self.registry
+        )
+        self.notifications = Counter(
+            "boltwatch_notifications",
+            "Notification delivery attempts",
+            ["receiver", "result"],
+            registry=self.registry,
+        )
+
+
+@dataclass(slots=True)
+class _Due:
+    """A notification decision for one alert and one receiver."""
+
+    alert: Alert
+    receiver: str
+    route: Route
+    status: str
+    reason: str
+
+
+@dataclass(slots=True)
+class _Plan:
+    dues: list[_Due] = field(default_factory=list)
+    changed: dict[int, Alert] = field(default_factory=dict)
+
+
+class Lifecycle:
+    """Pending → active → cleared, flapping, severity (one alert at a time)."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+
+    def step(self, s: StoredAlert, now: int) -> str:
+        """Advance one alert; returns what happened ("" for nothing)."""
+        a = s.alert
+        rule = self.rules.rule_for(a.kind)
+        d = self.rules.defaults
+        quiet_ms = now - s.inactive_ms if s.inactive_ms else 0
+        if a.state is AlertState.PENDING:
+            if s.inactive_ms and quiet_ms >= rule.clear_after_s * 1000:
+                a.state = AlertState.CLEARED
+                a.cleared_ms = now
+                return "cleared while pending"
+            if now - a.first_ms >= rule.for_s * 1000:
+                a.state = AlertState.ACTIVE
+                a.active_ms = now
+                a.transitions = [t for t in a.transitions if now - t < d.flap_window_s * 1000]
+                a.transitions.append(now)
+                if len(a.transitions) > d.flap_max:
+                    a.flapping = True
+                    return "flapping"
+                return "activated"
+            return ""
+        if a.state is AlertState.ACTIVE and s.inactive_ms:
+            needed = rule.clear_after_s
+            if a.flapping:
+                needed = max(needed, d.flap_window_s)
+            if quiet_ms >= needed * 1000:
+                a.state = AlertState.CLEARED
+                a.cleared_ms = now
+                if a.flapping:
+                    a.flapping = False
+                    a.transitions = []
+                return "cleared"
+        return ""
+
+
+class Silencer:
+    """Silences and maintenance windows."""
+
+    def __init__(self, store: AlertStore, rules: Rules) -> None:
+        self.store = store
+        self.static = [
+            Silence(-i - 1, s.starts_ms, s.ends_ms, s.author, s.reason, s.device_id, s.site, s.kind)
+            for i, s in enumerate(rules.silences)
+        ]
+        self._cache: tuple[int, list[Silence]] = (-1, [])
+
+    def silenced_by(self, alert: Alert, now: int) -> Silence | None:
+        """The silence muting this alert now, if any."""
+        if self._cache[0] != now:
+            self._cache = (now, self.static + self.store.silences(active_at_ms=now))
+        return next((s for s in self._cache[1] if s.matches(alert, now)), None)
+
+
+class Inhibitor:
+    """Inhibition rules over the currently active alerts."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules.inhibit
+
+    def inhibited(self, target: StoredAlert, active: Sequence[StoredAlert]) -> bool:
+        """Whether an active source alert mutes this one."""
+        t = target.alert
+        for rule in self.rules:
+            if rule.target_kinds and t.kind not in rule.target_kinds:
+                continue
+            if t.severity > rule.target_max_severity:
+                continue
+            for src in active:
+                a = src.alert
+                if a.id == t.id or a.state is not AlertState.ACTIVE:
+                    continue
+                if rule.source_kinds and a.kind not in rule.source_kinds:
+                    continue
+                if rule.source_device_kinds and src.device_kind not in rule.source_device_kinds:
+                    continue
+                if a.severity < rule.source_min_severity:
+                    continue
+                if rule.equal == "device" and a.device_id != t.device_id:
+                    continue
+                if rule.equal == "site" and (not a.site or a.site != t.site):
+                    continue
+                if rule.equal == "device" and a.severity <= t.severity and not rule.source_kinds:
+                    continue  # a critical mutes the *lower* severities of the same device
+                return True
+        return False
+
+
+class Escalator:
+    """Which receivers of a route an alert has reached, and what is due now."""
+
+    def due(self, a: Alert, route: Route, now: int, newly: str) -> list[tuple[str, str]]:
+        """(receiver, reason) pairs to notify for an active alert now."""
+        chain = route.receivers
+        if a.notified_severity < 0:
+            return [(chain[0], "new")]
+        out: list[tuple[str, str]] = []
+        if int(a.severity) > a.notified_severity:
+            out += [(r, "severity") for r in chain[: a.escalation + 1]]
+        elif not a.acknowledged and now - a.notified_ms >= route.repeat_interval_s * 1000:
+            out += [(r, "repeat") for r in chain[: a.escalation + 1]]
+        if (
+            not a.acknowledged
+            and route.escalate_after_s > 0
+            and a.escalation + 1 < len(chain)
+            and now - a.active_ms >= route.escalate_after_s * 1000 * (a.escalation + 1)
+        ):
+            a.escalation += 1
+            out.append((chain[a.escalation], "escalated"))
+        del newly
+        return out
+
+
+def _group_key(a: Alert, route: Route) -> str:
+    if route.group_by == "device":
+        return f"{a.site}/{a.device_id}"
+    if route.group_by == "site":
+        return a.site or a.device_id
+    return a.group or a.site or a.device_id
+
+
+def _title(status: str, alerts: Sequence[Alert]) -> str:
+    worst = max(alerts, key=lambda a: a.severity)
+    if status == "resolved":
+        head = f"[resolved] {worst.kind} on {worst.device_id}"
+    else:
+        head = f"[{worst.severity}] {worst.kind} on {worst.device_id}"
+    if worst.site:
+        head += f" ({worst.site})"
+    if len(alerts) > 1:
+        head += f" and {len(alerts) - 1} more"
+    return head
+
+
+class AlertPipeline:
+    """Alerts from detection events, through rules, to notification channels.
+
+    Args:
+        rules: Parsed rules.
+        store: The durable store.
+        channels: Channel per receiver name (every receiver routes refer to).
+        clock: Epoch-ms clock (injected in tests).
+        metrics: Prometheus metrics (a private registry if None).
+        group_of: Group (joint) of a device, from the registry; the site when None.
+        on_record: Called after notifications are recorded and before they are sent (tests use
+            it to crash at the worst moment).
+    """
+
+    def __init__(
+        self,
+        rules: Rules,
+        store: AlertStore,
+        channels: Mapping[str, Channel],
+        *,
+        clock: Clock = system_clock,
+        metrics: AlertMetrics | None = None,
+        group_of: Callable[[str], str] | None = None,
+        on_record: Callable[[list[Notification]], None] | None = None,
+    ) -> None:
+        self.rules = rules
+        self.store = store
+        self.channels = dict(channels)
+        self.clock = clock
+        self.metrics = metrics or AlertMetrics()
+        self.group_of = group_of
+        self.on_record = on_record
+        self.lifecycle = Lifecycle(rules)
+        self.silencer = Silencer(store, rules)
+        self.inhibitor = Inhibitor(rules)
+        self.escalator = Escalator()
+        self._open: dict[str, set[str]] = {}
+        self._no_data: set[str] = set()
+        self._refresh(self.store.open_alerts())
+        self._wake = asyncio.Event()
+        self._rng = random.Random()  # noqa: S311 - retry jitter, not cryptography
+
+    # -- inputs (Dedup stage) ---------------------------------------------------------------
+
+    def on_events(self, events: Iterable[DetectionEvent]) -> list[int]:
+        """Record detection events as alerts (one per device and kind, created atomically)."""
+        rows = []
+        now = self.clock()
+        for ev in events:
+            kind = ev.kind.value
+            rule = self.rules.rule_for(kind)
+            sev = AlertSeverity.from_detection(ev.severity)
+            self.metrics.events.labels(kind=kind, severity=str(sev)).inc()
+            if sev < rule.min_severity:
+                continue
+            if rule.severity is not None:
+                sev = max(rule.severity, sev) if sev > AlertSeverity.WARNING else rule.severity
+            rows.append(
+                {
+                    "device_id": ev.device_id,
+                    "kind": kind,
+                    "device_kind": ev.device_kind,
+                    "site": ev.site,
+                    "grp": self._group(ev.device_id),
+                    "severity": int(sev),
+                    "ms": max(ev.ts_ms, 0) if ev.late else now,
+                    "explanation": ev.explanation,
+                    "data": {k: v for k, v in ev.data.items() if not math.isnan(v)},
+                    "late": ev.late,
+                    "inactive": now if kind in _ONE_SHOT else 0,
+                }
+            )
+        ids = self.store.upsert(rows) if rows else []
+        for r in rows:
+            self._open.setdefault(str(r["device_id"]), set()).add(str(r["kind"]))
+        if ids:
+            self._wake.set()
+        return ids
+
+    def _refresh(self, opened: Sequence[StoredAlert]) -> None:
+        self._open = {}
+        for s in opened:
+            self._open.setdefault(s.alert.device_id, set()).add(s.alert.kind)
+        self._no_data = {s.alert.device_id for s in opened if s.alert.kind == NO_DATA}
+
+    def on_activity(self, active: Mapping[str, Sequence[str]]) -> None:
+        """What each reporting device's detector shows as active now (clear conditions).
+
+        Only devices with open alerts cost a store update, so calling this for every batch is
+        cheap.
+        """
+        now = self.clock()
+        for device_id, kinds in active.items():
+            open_kinds = self._open.get(device_id)
+            if not open_kinds:
+                continue
+            shown = set(kinds)
+            for k in kinds:
+                shown.update(_IMPLIES.get(k, ()))
+            self.store.set_inactive(device_id, sorted(shown), now)
+
+    def on_no_data(self, device_id: str, device_kind: str, site: str, last_seen_ms: int) -> None:
+        """A device went silent (from ingest): a ``no_data`` alert, separate from detectors."""
+        now = self.clock()
+        silent_min = (now - last_seen_ms) / 60_000
+        self.store.upsert(
+            [
+                {
+                    "device_id": device_id,
+                    "kind": NO_DATA,
+                    "device_kind": device_kind,
+                    "site": site,
+                    "grp": self._group(device_id),
+                    "severity": int(AlertSeverity.WARNING),
+                    "ms": now,
+                    "explanation": f"no data for {silent_min:.0f} min (battery, radio or gateway?)",
+                    "data": {"last_seen_ms": float(last_seen_ms)},
+                    "late": False,
+                    "inactive": 0,
+                }
+            ]
+        )
+        self._no_data.add(device_id)
+        self._open.setdefault(device_id, set()).add(NO_DATA)
+        self._wake.set()
+
+    def on_seen(self, device_ids: Iterable[str]) -> None:
+        """Devices reported again: their ``no_data`` alerts become inactive (then clear)."""
+        now = self.clock()
+        for dev in self._no_data.intersection(device_ids):
+            found = self.store.find(dev, NO_DATA)
+            if found is not None and found.alert.state is not AlertState.CLEARED:
+                self.store.upsert_inactive(found.alert.id, now)
+            self._no_data.discard(dev)
+
+    def _group(self, device_id: str) -> str:
+        return self.group_of(device_id) if self.group_of is not None else ""
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def evaluate(self) -> list[Notification]:
+        """Advance every open alert and record the notifications now due (in the outbox)."""
+        now = self.clock()
+        opened = self.store.open_alerts()
+        plan = _Plan()
+        for s in opened:
+            a = s.alert
+            was = a.state
+            what = self.lifecycle.step(s, now)
+            if what:
+                plan.changed[a.id] = a
+                self.store.transition(a, what, now)
+            if a.state is AlertState.CLEARED:
+                if was is AlertState.ACTIVE and a.notified_severity >= 0:
+                    self._plan_resolved(a, plan)
+                continue
+            if a.state is not AlertState.ACTIVE:
+                continue
+            if a.flapping and what != "flapping" and a.notified_severity >= 0:
+                continue  # held active: no paging while it flaps
+            if self.silencer.silenced_by(a, now) is not None:
+                continue
+            if self.inhibitor.inhibited(s, opened):
+                continue
+            for route in self.rules.routes_for(a.site, a.kind, a.severity):
+                if (
+                    a.notified_severity < 0
+                    and now - a.active_ms < self.rules.defaults.group_wait_s * 1000
+                ):
+                    continue
+                escalation_before = a.escalation
+                for receiver, reason in self.escalator.due(a, route, now, what):
+                    plan.dues.append(_Due(a, receiver, route, "firing", reason))
+                if a.escalation != escalation_before:
+                    plan.changed[a.id] = a
+        self.metrics.alerts.labels(state="open").set(len(opened))
+        self._refresh([s for s in opened if s.alert.state is not AlertState.CLEARED])
+        return self._record(plan, now)
+
+    def _plan_resolved(self, a: Alert, plan: _Plan) -> None:
+        for route in self.rules.routes_for(a.site, a.kind, a.severity):
+            for receiver in route.receivers[: a.escalation + 1]:
+                plan.dues.append(_Due(a, receiver, route, "resolved", "cleared"))
+
+    def _record(self, plan: _Plan, now: int) -> list[Notification]:
+        groups: dict[tuple[str, str, str], list[_Due]] = {}
+        for due in plan.dues:
+            key = (due.receiver, _group_key(due.alert, due.route), due.status)
+            groups.setdefault(key, []).append(due)
+        notes: list[Notification] = []
+        touched: dict[int, Alert] = dict(plan.changed)
+        for (receiver, group, status), dues in groups.items():
+            alerts = list({d.alert.id: d.alert for d in dues}.values())
+            for a in alerts:
+                if status == "firing":
+                    a.notified_ms = now
+                    a.notified_severity = int(a.severity)
+                else:
+                    a.notified_severity = -1
+                touched[a.id] = a
+            digest = hashlib.sha256(
+                "|".join(
+                    [receiver, group, status, str(now)]
+                    + [f"{a.id}:{a.first_ms}:{int(a.severity)}" for a in alerts]
+                ).encode()
+            ).hexdigest()[:32]
+            notes.append(
+                Notification(
+                    id=digest,
+                    receiver=receiver,
+                    status=status,
+                    group=group,
+                    title=_title(status, alerts),
+                    alerts=[a.as_dict() for a in alerts],
+                    created_ms=now,
+                )
+            )
+        if notes or touched:
+            self.store.record(notes, touched.values())
+        if notes:
+            if self.on_record is not None:
+                self.on_record(notes)
+            self._wake.set()
+        return notes
+
+    # -- delivery (Notify stage) ----------------------------------------------------------------
+
+    async def deliver(self) -> int:
+        """Send every due outbox row; each receiver in its own task. Returns rows sent."""
+        now = self.clock()
+        due = self.store.due(now, limit=1000)
+        by_receiver: dict[str, list[Notification]] = {}
+        for row in due:
+            by_receiver.setdefault(row.notification.receiver, []).append(row.notification)
+        results = await asyncio.gather(
+            *(self._deliver_to(r, notes) for r, notes in by_receiver.items())
+        )
+        return sum(results)
+
+    async def _deliver_to(self, receiver: str, notes: list[Notification]) -> int:
+        channel = self.channels.get(receiver)
+        sent = 0
+        for note in notes:
+            if channel is None:
+                self.store.mark_failed(note.id, f"no channel for receiver {receiver!r}", None)
+                self.metrics.notifications.labels(receiver=receiver, result="failed").inc()
+                continue
+            try:
+                await channel.send(note)
+            except ChannelError as exc:
+                attempts = note.attempts + 1
+                if exc.retryable:
+                    delay = min(2.0**attempts, MAX_BACKOFF_S) * (0.5 + self._rng.random())
+                    delay = max(delay, float(getattr(exc, "retry_after_s", 0.0) or 0.0))
+                    self.store.mark_failed(note.id, str(exc), self.clock() + int(delay * 1000))
+                    self.metrics.notifications.labels(receiver=receiver, result="retry").inc()
+                    log.warning(
+                        "notification %s to %s failed, retry in %.0f s: %s",
+                        note.id,
+                        receiver,
+                        delay,
+                        exc,
+                    )
+                else:
+                    self.store.mark_failed(note.id, str(exc), None)
+                    self.metrics.notifications.labels(receiver=receiver, result="failed").inc()
+                    log.error(  # noqa: TRY400 - an expected refusal, not a bug: no traceback
+                        "notification %s to %s failed for good: %s", note.id, receiver, exc
+                    )
+                break  # keep this receiver's order: the rest waits for the retry
+            self.store.mark_sent(note.id, self.clock())
+            self.metrics.notifications.labels(receiver=receiver, result="sent").inc()
+            sent += 1
+        return sent
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        """Evaluate and deliver until cancelled (wakes early when events arrive)."""
+        while True:
+            self.evaluate()
+            await self.deliver()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
+
+    async def aclose(self) -> None:
+        """Close every channel."""
+        for channel in self.channels.values():
+            await channel.aclose()

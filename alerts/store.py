@@ -1,0 +1,587 @@
+"""The durable alert store (SQLite, WAL): alerts, their history, silences and the outbox.
+
+One row per (device, kind), created by a single ``INSERT ... ON CONFLICT DO UPDATE``: concurrent
+events for the same device — from threads or processes sharing the file — can never create two
+alerts. A cleared alert that fires again re-opens its row (its history keeps the earlier
+episodes).
+
+The **outbox** holds every notification from the moment it is decided: the notification row and
+the alerts' "notified" marks are written in one transaction, *before* anything is sent, and a row
+is marked sent only after its channel accepted it. A crash anywhere means the notification is
+sent (at least once) after the restart, with the same id.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from alerts.errors import AlertsError
+from alerts.model import Alert, AlertSeverity, AlertState, Notification, Silence
+
+__all__ = ["AlertStore", "OutboxRow", "StoreClosedError"]
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    device_kind TEXT NOT NULL DEFAULT '',
+    site TEXT NOT NULL DEFAULT '',
+    grp TEXT NOT NULL DEFAULT '',
+    severity INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    first_ms INTEGER NOT NULL,
+    last_event_ms INTEGER NOT NULL,
+    active_ms INTEGER NOT NULL DEFAULT 0,
+    cleared_ms INTEGER NOT NULL DEFAULT 0,
+    inactive_ms INTEGER NOT NULL DEFAULT 0,
+    explanation TEXT NOT NULL DEFAULT '',
+    data TEXT NOT NULL DEFAULT '{}',
+    acknowledged INTEGER NOT NULL DEFAULT 0,
+    ack_by TEXT NOT NULL DEFAULT '',
+    ack_ms INTEGER NOT NULL DEFAULT 0,
+    comments TEXT NOT NULL DEFAULT '[]',
+    flapping INTEGER NOT NULL DEFAULT 0,
+    transitions TEXT NOT NULL DEFAULT '[]',
+    escalation INTEGER NOT NULL DEFAULT 0,
+    notified_ms INTEGER NOT NULL DEFAULT 0,
+    notified_severity INTEGER NOT NULL DEFAULT -1,
+    events INTEGER NOT NULL DEFAULT 0,
+    late INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (device_id, kind)
+);
+CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
+CREATE TABLE IF NOT EXISTS alert_history (
+    alert_id INTEGER NOT NULL,
+    ms INTEGER NOT NULL,
+    what TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id, ms);
+CREATE TABLE IF NOT EXISTS silences (
+    id INTEGER PRIMARY KEY,
+    starts_ms INTEGER NOT NULL,
+    ends_ms INTEGER NOT NULL,
+    author TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    device_id TEXT NOT NULL DEFAULT '',
+    site TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    receiver TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    sent_ms INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_ms);
+"""
+
+_UPSERT: Final = """
+INSERT INTO alerts (device_id, kind, device_kind, site, grp, severity, state, first_ms,
+                    last_event_ms, explanation, data, late, events, inactive_ms)
+VALUES (:device_id, :kind, :device_kind, :site, :grp, :severity, 'pending', :ms, :ms,
+        :explanation, :data, :late, 1, :inactive)
+ON CONFLICT (device_id, kind) DO UPDATE SET
+    severity = CASE WHEN state = 'cleared' THEN excluded.severity
+                    ELSE max(severity, excluded.severity) END,
+    first_ms = CASE WHEN state = 'cleared' THEN excluded.first_ms ELSE first_ms END,
+    active_ms = CASE WHEN state = 'cleared' THEN 0 ELSE active_ms END,
+    cleared_ms = 0,
+    acknowledged = CASE WHEN state = 'cleared' THEN 0 ELSE acknowledged END,
+    ack_by = CASE WHEN state = 'cleared' THEN '' ELSE ack_by END,
+    ack_ms = CASE WHEN state = 'cleared' THEN 0 ELSE ack_ms END,
+    escalation = CASE WHEN state = 'cleared' THEN 0 ELSE escalation END,
+    notified_severity = CASE WHEN state = 'cleared' THEN -1 ELSE notified_severity END,
+    state = CASE WHEN state = 'cleared' THEN 'pending' ELSE state END,
+    last_event_ms = max(last_event_ms, excluded.last_event_ms),
+    inactive_ms = excluded.inactive_ms,
+    explanation = excluded.explanation,
+    data = excluded.data,
+    late = excluded.late,
+    site = CASE WHEN excluded.site != '' THEN excluded.site ELSE site END,
+    grp = CASE WHEN excluded.grp != '' THEN excluded.grp ELSE grp END,
+    device_kind = CASE WHEN excluded.device_kind != '' THEN excluded.device_kind
+                       ELSE device_kind END,
+    events = events + 1
+RETURNING id
+"""
+
+_COLUMNS: Final = (
+    "id, device_id, kind, device_kind, site, grp, severity, state, first_ms, last_event_ms, "
+    "active_ms, cleared_ms, inactive_ms, explanation, data, acknowledged, ack_by, ack_ms, "
+    "comments, flapping, transitions, escalation, notified_ms, notified_severity, late"
+)
+
+
+class StoreClosedError(AlertsError):
+    """The store was used after :meth:`AlertStore.close`."""
+
+
+@dataclass(slots=True)
+class StoredAlert:
+    """An alert with the store's bookkeeping the pipeline needs."""
+
+    alert: Alert
+    device_kind: str
+    inactive_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A notification waiting in (or sent from) the outbox."""
+
+    notification: Notification
+    status: str
+    attempts: int
+    next_ms: int
+    sent_ms: int
+    last_error: str
+
+
+class AlertStore:
+    """SQLite store of alerts, history, silences and the outbox.
+
+    Args:
+        path: Database file (created with its folder).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db: sqlite3.Connection | None = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> AlertStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._db is None:
+                raise StoreClosedError("the alert store is closed")
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if self._db is None:
+                raise StoreClosedError("the alert store is closed")
+            return self._db.execute(sql, args).fetchall()
+
+    # -- alerts ------------------------------------------------------------------------------
+
+    def upsert(self, rows: Iterable[dict[str, Any]]) -> list[int]:
+        """Record events: one alert per (device, kind), created or updated atomically.
+
+        Each row: ``device_id, kind, device_kind, site, grp, severity, ms, explanation, data
+        (dict), late (bool), inactive (ms the condition is already gone, 0 if present)``.
+
+        Returns:
+            The alert ids, in row order.
+        """
+        ids: list[int] = []
+        with self._tx() as db:
+            for r in rows:
+                args = {**r, "data": json.dumps(r.get("data", {})), "late": int(r["late"])}
+                (alert_id,) = db.execute(_UPSERT, args).fetchone()
+                ids.append(int(alert_id))
+                db.execute(
+                    "INSERT INTO alert_history VALUES (?, ?, 'event', ?)",
+                    (alert_id, r["ms"], f"[{AlertSeverity(r['severity'])}] {r['explanation']}"),
+                )
+        return ids
+
+    def set_inactive(self, device_id: str, kinds_active: Sequence[str], ms: int) -> int:
+        """The device's detector reports only ``kinds_active`` now: its other open alerts are
+        inactive since ``ms`` (unless already), the listed ones active again.
+
+        Returns:
+            Alerts newly marked inactive.
+        """
+        kinds = json.dumps(list(kinds_active))
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE alerts SET inactive_ms = ? WHERE device_id = ? AND state != 'cleared' "
+                "AND inactive_ms = 0 AND kind NOT IN (SELECT value FROM json_each(?)) "
+                "AND kind NOT IN ('no_data', 'installation', 'joint')",
+                (ms, device_id, kinds),
+            )
+            db.execute(
+                "UPDATE alerts SET inactive_ms = 0 WHERE device_id = ? AND state != 'cleared' "
+                "AND kind IN (SELECT value FROM json_each(?))",
+                (device_id, kinds),
+            )
+            return cur.rowcount
+
+    def upsert_inactive(self, alert_id: int, ms: int) -> None:
+        """Mark one alert's condition gone since ``ms`` (it clears after its hysteresis)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE alerts SET inactive_ms = ? WHERE id = ? AND inactive_ms = 0", (ms, alert_id)
+            )
+
+    def get(self, alert_id: int) -> StoredAlert | None:
+        """One alert by id."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))  # noqa: S608
+        return _row(rows[0]) if rows else None
+
+    def find(self, device_id: str, kind: str) -> StoredAlert | None:
+        """The alert of (device, kind), if any."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM alerts WHERE device_id = ? AND kind = ?",  # noqa: S608
+            (device_id, kind),
+        )
+        return _row(rows[0]) if rows else None
+
+    def open_alerts(self) -> list[StoredAlert]:
+        """Pending and active alerts."""
+        return [
+            _row(r)
+            for r in self._query(
+                f"SELECT {_COLUMNS} FROM alerts WHERE state != 'cleared' ORDER BY id"  # noqa: S608
+            )
+        ]
+
+    def alerts(
+        self,
+        state: str | None = None,
+        site: str | None = None,
+        kind: str | None = None,
+        device_id: str | None = None,
+        limit: int = 500,
+    ) -> list[Alert]:
+        """Alerts, newest activity first, filtered."""
+        where, args = [], []
+        for col, val in (
+            ("state", state),
+            ("site", site),
+            ("kind", kind),
+            ("device_id", device_id),
+        ):
+            if val:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = f"SELECT {_COLUMNS} FROM alerts"  # noqa: S608 - column names are constants
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY last_event_ms DESC, id DESC LIMIT ?"
+        return [_row(r).alert for r in self._query(sql, [*args, limit])]
+
+    def history(self, alert_id: int) -> list[tuple[int, str, str]]:
+        """(ms, what, detail) of an alert, oldest first."""
+        return [
+            (int(ms), str(w), str(d))
+            for ms, w, d in self._query(
+                "SELECT ms, what, detail FROM alert_history WHERE alert_id = ? ORDER BY ms, rowid",
+                (alert_id,),
+            )
+        ]
+
+    def save(self, alerts: Iterable[Alert], what: str = "", ms: int = 0) -> None:
+        """Write the lifecycle fields of alerts (one transaction)."""
+        with self._tx() as db:
+            for a in alerts:
+                _write(db, a)
+                if what:
+                    db.execute(
+                        "INSERT INTO alert_history VALUES (?, ?, ?, ?)",
+                        (a.id, ms, what, a.state.value),
+                    )
+
+    def transition(self, alert: Alert, what: str, ms: int, detail: str = "") -> None:
+        """Write an alert and a history line about why."""
+        with self._tx() as db:
+            _write(db, alert)
+            db.execute(
+                "INSERT INTO alert_history VALUES (?, ?, ?, ?)", (alert.id, ms, what, detail)
+            )
+
+    def acknowledge(self, alert_id: int, who: str, ms: int, comment: str = "") -> Alert | None:
+        """Acknowledge an alert (stops repeats and escalation)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE alerts SET acknowledged = 1, ack_by = ?, ack_ms = ? WHERE id = ?",
+                (who, ms, alert_id),
+            )
+            if cur.rowcount == 0:
+                return None
+            db.execute(
+                "INSERT INTO alert_history VALUES (?, ?, 'ack', ?)", (alert_id, ms, f"{who}")
+            )
+            if comment:
+                _comment(db, alert_id, who, ms, comment)
+        found = self.get(alert_id)
+        return None if found is None else found.alert
+
+    def unacknowledge(self, alert_id: int, who: str, ms: int) -> Alert | None:
+        """Take an acknowledgement back."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE alerts SET acknowledged = 0, ack_by = '', ack_ms = 0 WHERE id = ?",
+                (alert_id,),
+            )
+            if cur.rowcount == 0:
+                return None
+            db.execute("INSERT INTO alert_history VALUES (?, ?, 'unack', ?)", (alert_id, ms, who))
+        found = self.get(alert_id)
+        return None if found is None else found.alert
+
+    def comment(self, alert_id: int, who: str, ms: int, text: str) -> Alert | None:
+        """Add a comment."""
+        with self._tx() as db:
+            if not db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone():
+                return None
+            _comment(db, alert_id, who, ms, text)
+        found = self.get(alert_id)
+        return None if found is None else found.alert
+
+    # -- silences ----------------------------------------------------------------------------
+
+    def add_silence(self, s: Silence) -> Silence:
+        """Store a silence; returns it with its id."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO silences (starts_ms, ends_ms, author, reason, device_id, site, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (s.starts_ms, s.ends_ms, s.author, s.reason, s.device_id, s.site, s.kind),
+            )
+            new_id = int(cur.lastrowid or 0)
+        return Silence(
+            new_id, s.starts_ms, s.ends_ms, s.author, s.reason, s.device_id, s.site, s.kind
+        )
+
+    def end_silence(self, silence_id: int, ms: int) -> bool:
+        """End a silence now (kept for the record)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE silences SET ends_ms = min(ends_ms, ?) WHERE id = ?", (ms, silence_id)
+            )
+            return cur.rowcount > 0
+
+    def silences(self, active_at_ms: int | None = None) -> list[Silence]:
+        """All silences, or those active at a time."""
+        sql = "SELECT id, starts_ms, ends_ms, author, reason, device_id, site, kind FROM silences"
+        args: list[Any] = []
+        if active_at_ms is not None:
+            sql += " WHERE starts_ms <= ? AND ends_ms > ?"
+            args = [active_at_ms, active_at_ms]
+        return [Silence(*r) for r in self._query(sql + " ORDER BY id", args)]
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    def record(self, notifications: Sequence[Notification], alerts: Iterable[Alert]) -> int:
+        """Put notifications in the outbox and the alerts' notified marks, in one transaction.
+
+        Returns:
+            Notifications newly recorded (an id already there is not recorded twice).
+        """
+        n = 0
+        with self._tx() as db:
+            for a in alerts:
+                _write(db, a)
+            for note in notifications:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO outbox (id, receiver, body, next_ms, created_ms) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        note.id,
+                        note.receiver,
+                        json.dumps(note.as_dict()),
+                        note.created_ms,
+                        note.created_ms,
+                    ),
+                )
+                n += cur.rowcount
+        return n
+
+    def due(self, now_ms: int, receiver: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        """Pending notifications whose time has come, oldest first."""
+        sql = (
+            "SELECT id, receiver, body, status, attempts, next_ms, sent_ms, last_error "
+            "FROM outbox WHERE status = 'pending' AND next_ms <= ?"
+        )
+        args: list[Any] = [now_ms]
+        if receiver is not None:
+            sql += " AND receiver = ?"
+            args.append(receiver)
+        sql += " ORDER BY created_ms, id LIMIT ?"
+        args.append(limit)
+        return [_outbox(r) for r in self._query(sql, args)]
+
+    def outbox(self, status: str | None = None) -> list[OutboxRow]:
+        """Every outbox row (or those with a status), oldest first."""
+        sql = (
+            "SELECT id, receiver, body, status, attempts, next_ms, sent_ms, last_error FROM outbox"
+        )
+        args: list[Any] = []
+        if status is not None:
+            sql += " WHERE status = ?"
+            args.append(status)
+        return [_outbox(r) for r in self._query(sql + " ORDER BY created_ms, id", args)]
+
+    def mark_sent(self, note_id: str, ms: int) -> None:
+        """The channel accepted it."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET status = 'sent', sent_ms = ?, attempts = attempts + 1 "
+                "WHERE id = ?",
+                (ms, note_id),
+            )
+
+    def mark_failed(self, note_id: str, error: str, retry_at_ms: int | None) -> None:
+        """A failed attempt: retry at ``retry_at_ms``, or give up (None)."""
+        with self._tx() as db:
+            if retry_at_ms is None:
+                db.execute(
+                    "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ? "
+                    "WHERE id = ?",
+                    (error[:500], note_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_ms = ?, last_error = ? "
+                    "WHERE id = ?",
+                    (retry_at_ms, error[:500], note_id),
+                )
+
+    def counts(self) -> dict[str, int]:
+        """Alerts by state and outbox rows by status (for /metrics and stats)."""
+        out: dict[str, int] = {}
+        for state, n in self._query("SELECT state, count(*) FROM alerts GROUP BY state"):
+            out[f"alerts_{state}"] = int(n)
+        for status, n in self._query("SELECT status, count(*) FROM outbox GROUP BY status"):
+            out[f"outbox_{status}"] = int(n)
+        return out
+
+
+def _comment(db: sqlite3.Connection, alert_id: int, who: str, ms: int, text: str) -> None:
+    (raw,) = db.execute("SELECT comments FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+    comments = json.loads(raw)
+    comments.append([who, ms, text])
+    db.execute("UPDATE alerts SET comments = ? WHERE id = ?", (json.dumps(comments), alert_id))
+    db.execute("INSERT INTO alert_history VALUES (?, ?, 'comment', ?)", (alert_id, ms, text))
+
+
+def _write(db: sqlite3.Connection, a: Alert) -> None:
+    db.execute(
+        "UPDATE alerts SET severity = ?, state = ?, active_ms = ?, cleared_ms = ?, flapping = ?, "
+        "transitions = ?, escalation = ?, notified_ms = ?, notified_severity = ? WHERE id = ?",
+        (
+            int(a.severity),
+            a.state.value,
+            a.active_ms,
+            a.cleared_ms,
+            int(a.flapping),
+            json.dumps(a.transitions),
+            a.escalation,
+            a.notified_ms,
+            a.notified_severity,
+            a.id,
+        ),
+    )
+
+
+def _row(r: tuple[Any, ...]) -> StoredAlert:
+    (
+        id_,
+        device_id,
+        kind,
+        device_kind,
+        site,
+        grp,
+        severity,
+        state,
+        first_ms,
+        last_event_ms,
+        active_ms,
+        cleared_ms,
+        inactive_ms,
+        explanation,
+        data,
+        acknowledged,
+        ack_by,
+        ack_ms,
+        comments,
+        flapping,
+        transitions,
+        escalation,
+        notified_ms,
+        notified_severity,
+        late,
+    ) = r
+    alert = Alert(
+        id=int(id_),
+        device_id=device_id,
+        kind=kind,
+        site=site,
+        group=grp,
+        severity=AlertSeverity(int(severity)),
+        state=AlertState(state),
+        first_ms=int(first_ms),
+        last_event_ms=int(last_event_ms),
+        active_ms=int(active_ms),
+        cleared_ms=int(cleared_ms),
+        explanation=explanation,
+        data=json.loads(data),
+        acknowledged=bool(acknowledged),
+        ack_by=ack_by,
+        ack_ms=int(ack_ms),
+        comments=[(str(c[0]), int(c[1]), str(c[2])) for c in json.loads(comments)],
+        flapping=bool(flapping),
+        transitions=[int(t) for t in json.loads(transitions)],
+        escalation=int(escalation),
+        notified_ms=int(notified_ms),
+        notified_severity=int(notified_severity),
+        late=bool(late),
+    )
+    return StoredAlert(alert, device_kind, int(inactive_ms))
+
+
+def _outbox(r: tuple[Any, ...]) -> OutboxRow:
+    note_id, receiver, body, status, attempts, next_ms, sent_ms, last_error = r
+    d = json.loads(body)
+    note = Notification(
+        id=note_id,
+        receiver=receiver,
+        status=d["status"],
+        group=d["group"],
+        title=d["title"],
+        alerts=d["alerts"],
+        created_ms=int(d["created_ms"]),
+        attempts=int(attempts),
+    )
+    return OutboxRow(note, status, int(attempts), int(next_ms), int(sent_ms), last_error)
