@@ -143,10 +143,7 @@ def quality_step(  # noqa: PLR0915 - one pass over the checks, top to bottom
     """
     ring = st["q_ring"][slots]
     fill = np.sum(np.isfinite(ring), axis=1)
-    with np.errstate(all="ignore"):
-        med = np.where(
-            fill > 0, np.nanmedian(np.where(fill[:, None] > 0, ring, 0.0), axis=1), np.nan
-        )
+    med = _median_of_filled(ring, fill)
     absdev = st["q_absdev"][slots]
     floor = np.abs(med) * p.noise_floor_pct / 100.0
     sigma = np.fmax(np.nan_to_num(absdev * _MAD_PER_ABS_DEV, nan=0.0), floor)
@@ -218,6 +215,17 @@ def quality_step(  # noqa: PLR0915 - one pass over the checks, top to bottom
     return QualityStep(code, med, sigma, spikes)
 
 
+def _median_of_filled(ring: Float64, fill: npt.NDArray[np.int64]) -> Float64:
+    """Row medians of the finite values (NaN sorts last; NaN for an empty row)."""
+    srt = np.sort(ring, axis=1)
+    hi = np.clip(fill // 2, 0, WINDOW - 1)[:, None]
+    lo = np.clip((fill - 1) // 2, 0, WINDOW - 1)[:, None]
+    med: Float64 = 0.5 * (
+        np.take_along_axis(srt, lo, axis=1)[:, 0] + np.take_along_axis(srt, hi, axis=1)[:, 0]
+    )
+    return np.where(fill > 0, med, np.nan)
+
+
 def fault_label(code: int, spikes: float, p: SensorFaultParams) -> tuple[str, Severity] | None:
     """The sensor fault a reading's quality code shows, if any, and its severity."""
     if code & FaultCode.STUCK:
@@ -280,7 +288,12 @@ def decide_sensor(
     code = scores.extra["quality"]
     spikes = scores.extra["spikes"]
     late = frame.late_rows()
-    for i in range(len(frame)):
+    # Only rows with a fault, and rows of devices whose fault is active, can change anything.
+    faulty = ((code & ~np.int16(FaultCode.BATTERY_SWAP | FaultCode.SHIFT_DOWN)) != 0) | (
+        spikes >= params.spikes_alert
+    )
+    rows = np.flatnonzero(np.isin(frame.slot, frame.slot[faulty | (active[frame.slot] != 0)]))
+    for i in map(int, rows):
         found = fault_label(int(code[i]), float(spikes[i]), params)
         s = int(frame.slot[i])
         if found is None:
