@@ -30,6 +30,17 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal
 
+from detection._machine_common import (
+    AlertScale,
+    begin_update,
+    conformance_from,
+    decide_kinds,
+    fmt,
+    kind_extras,
+    level_ramp,
+    ramp,
+    split_case,
+)
 from detection.base import (
     Bool,
     ConformanceCase,
@@ -42,15 +53,6 @@ from detection.base import (
     Int64,
     Scores,
     steps,
-)
-from detection.printer import (
-    AlertScale,
-    check_sorted,
-    conformance_from,
-    decide_levels,
-    fmt,
-    ramp,
-    require_columns,
 )
 
 __all__ = [
@@ -400,11 +402,7 @@ class CncDetector(Detector[CncParams]):
 
     def update(self, frame: Frame) -> Scores:
         """Vibration zone, waveform features and tool-wear ratio per reading; score them."""
-        require_columns(frame, ("vib_rms_mms", "vib_ms2", "spindle_a"), self.name)
-        check_sorted(frame)
-        n = len(frame)
-        if n:
-            self.ensure_devices(int(frame.slot.max()) + 1)
+        n = begin_update(self, frame, ("vib_rms_mms", "vib_ms2", "spindle_a"))
         p = self.params
         feats = self._features(frame)
         vib = frame.column("vib_rms_mms")
@@ -452,19 +450,11 @@ class CncDetector(Detector[CncParams]):
             (0.0, p.bearing_warning_db, p.bearing_alarm_db, p.bearing_alarm_db + 10.0),
             (0.0, 0.5, 0.75, 0.9),
         )
-        we_s = np.where(
-            wear_n_out >= p.wear_min_samples,
-            ramp(
-                wear_out,
-                (0.0, p.wear_warning, p.wear_alarm, 2.0 * p.wear_alarm),
-                (0.0, 0.5, 0.75, 0.9),
-            ),
-            0.0,
+        we_s = level_ramp(
+            wear_out, p.wear_warning, p.wear_alarm, 0.9, when=wear_n_out >= p.wear_min_samples
         )
         ks = np.column_stack([ch_s, be_s, we_s, vib_s]).reshape(n, len(_KINDS))
-        extra: dict[str, npt.NDArray[Any]] = {
-            "score_" + k.value: ks[:, i] for i, k in enumerate(_KINDS)
-        }
+        extra = kind_extras(_KINDS, ks)
         extra.update(feats)
         extra["vib_mms"] = vib
         extra["wear_ratio"] = wear_out
@@ -509,20 +499,12 @@ class CncDetector(Detector[CncParams]):
 
     def decide(self, frame: Frame, scores: Scores) -> Decisions:
         """Alerts per row; rows with the spindle stopped keep the alerts they find."""
-        check_sorted(frame)
-        if len(frame):
-            self.ensure_devices(int(frame.slot.max()) + 1)
-        ks = np.column_stack([scores.extra["score_" + k.value] for k in _KINDS]).reshape(
-            len(frame), len(_KINDS)
-        )
-        return decide_levels(
+        return decide_kinds(
+            self,
             frame,
-            ks,
-            self.state["levels"],
-            kinds=_KINDS,
-            scale=self.params.scale,
-            detector=self.name,
-            explain=lambda row, k: self._explain(frame, scores, row, k),
+            scores,
+            _KINDS,
+            lambda row, k: self._explain(frame, scores, row, k),
             evidence=np.asarray(scores.extra["evidence"], dtype=np.bool_),
         )
 
@@ -633,11 +615,5 @@ class CncDetector(Detector[CncParams]):
             anomalous[:] = True
             if i == 2:
                 anomalous[:12] = False  # the smoothed ratio needs a few readings
-            frames.append(
-                (
-                    full.take(np.arange(n_norm, dtype=np.int64)),
-                    full.take(np.arange(n_norm, n_norm + n_anom, dtype=np.int64)),
-                    anomalous,
-                )
-            )
+            frames.append(split_case(full, n_norm, anomalous))
         return conformance_from(frames)

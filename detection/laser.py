@@ -29,6 +29,16 @@ from typing import Any, ClassVar, Final
 import numpy as np
 import numpy.typing as npt
 
+from detection._machine_common import (
+    AlertScale,
+    begin_update,
+    conformance_from,
+    decide_kinds,
+    fmt,
+    ramp,
+    split_case,
+    tick,
+)
 from detection.base import (
     Bool,
     ConformanceCase,
@@ -38,16 +48,6 @@ from detection.base import (
     Frame,
     Scores,
     steps,
-)
-from detection.printer import (
-    AlertScale,
-    check_sorted,
-    conformance_from,
-    decide_levels,
-    fmt,
-    ramp,
-    require_columns,
-    step_dt,
 )
 
 __all__ = ["LaserDetector", "LaserParams"]
@@ -124,11 +124,7 @@ class LaserDetector(Detector[LaserParams]):
 
     def update(self, frame: Frame) -> Scores:  # noqa: PLR0915 - one pass over the loop, in order
         """Estimate supply temperature, trend and flow state per reading; score them."""
-        require_columns(frame, ("chiller_water_c", "flow_lpm"), self.name)
-        check_sorted(frame)
-        n = len(frame)
-        if n:
-            self.ensure_devices(int(frame.slot.max()) + 1)
+        n = begin_update(self, frame, ("chiller_water_c", "flow_lpm"))
         p = self.params
         water = frame.column("chiller_water_c")
         flow = frame.column("flow_lpm")
@@ -142,8 +138,7 @@ class LaserDetector(Detector[LaserParams]):
         st = self.state
         for rows in steps(frame.slot):
             s = frame.slot[rows]
-            dt = step_dt(st["last_ts"][s], frame.ts_s[rows], p.max_dt_s)
-            st["last_ts"][s] = frame.ts_s[rows]
+            dt = tick(st.arrays, s, frame.ts_s[rows], p.max_dt_s)
             q = flow[rows]
             w = water[rows]
             has_q = np.isfinite(q)
@@ -211,17 +206,8 @@ class LaserDetector(Detector[LaserParams]):
 
     def decide(self, frame: Frame, scores: Scores) -> Decisions:
         """Cooling-failure alerts per row and their edges."""
-        check_sorted(frame)
-        if len(frame):
-            self.ensure_devices(int(frame.slot.max()) + 1)
-        return decide_levels(
-            frame,
-            scores.extra["score_cooling_failure"].reshape(len(frame), 1),
-            self.state["levels"],
-            kinds=_KINDS,
-            scale=self.params.scale,
-            detector=self.name,
-            explain=lambda row, _k: self._explain(frame, scores, row),
+        return decide_kinds(
+            self, frame, scores, _KINDS, lambda row, _k: self._explain(frame, scores, row)
         )
 
     def _explain(self, frame: Frame, scores: Scores, row: int) -> tuple[str, dict[str, float]]:
@@ -297,11 +283,5 @@ class LaserDetector(Detector[LaserParams]):
                 "ambient_c": np.full(t.size, 22.0),
             }
             full = Frame.single(f"laser{i}", 1.7e9 + t, values, slot=i)
-            frames.append(
-                (
-                    full.take(np.arange(n_norm, dtype=np.int64)),
-                    full.take(np.arange(n_norm, n_norm + n_anom, dtype=np.int64)),
-                    anomalous,
-                )
-            )
+            frames.append(split_case(full, n_norm, anomalous))
         return conformance_from(frames)

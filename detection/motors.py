@@ -31,6 +31,17 @@ from typing import Any, ClassVar, Final
 import numpy as np
 import numpy.typing as npt
 
+from detection._machine_common import (
+    AlertScale,
+    begin_update,
+    conformance_from,
+    decide_kinds,
+    fmt,
+    level_ramp,
+    ramp,
+    split_case,
+    tick,
+)
 from detection.base import (
     Bool,
     ConformanceCase,
@@ -42,16 +53,6 @@ from detection.base import (
     Int64,
     Scores,
     steps,
-)
-from detection.printer import (
-    AlertScale,
-    check_sorted,
-    conformance_from,
-    decide_levels,
-    fmt,
-    ramp,
-    require_columns,
-    step_dt,
 )
 
 __all__ = [
@@ -132,6 +133,29 @@ def _ratio_step(
     return st["ratio"][s].copy(), st["ratio_n"][s].copy()
 
 
+def _current_step(
+    st: Mapping[str, npt.NDArray[Any]],
+    s: Int64,
+    x: Float64,
+    amps: Float64,
+    use: Bool,
+    *,
+    fit_samples: int,
+    min_span: Float64,
+    tau: float,
+    enough: Bool | None = None,
+) -> tuple[Float64, Float64, Int64]:
+    """:func:`_fit_step` then :func:`_ratio_step` of current / fit - 1.
+
+    Returns:
+        The fit's prediction, the smoothed ratio and the count of readings it has smoothed.
+    """
+    pred = _fit_step(st, s, x, amps, use, fit_samples=fit_samples, min_span=min_span, enough=enough)
+    r = amps / np.where(pred > 0, pred, np.nan) - 1.0
+    ratio, ratio_n = _ratio_step(st, s, r, use, tau)
+    return pred, ratio, ratio_n
+
+
 # ---------------------------------------------------------------------------------------------
 # Vinyl cutter
 
@@ -199,11 +223,7 @@ class VinylCutterDetector(Detector[VinylCutterParams]):
 
     def update(self, frame: Frame) -> Scores:
         """Fit, wear ratio and stall time per reading; score them."""
-        require_columns(frame, ("motor_a",), self.name)
-        check_sorted(frame)
-        n = len(frame)
-        if n:
-            self.ensure_devices(int(frame.slot.max()) + 1)
+        n = begin_update(self, frame, ("motor_a",))
         p = self.params
         amps = frame.column("motor_a")
         force = frame.column("blade_force_g")
@@ -224,14 +244,13 @@ class VinylCutterDetector(Detector[VinylCutterParams]):
         st = self.state.arrays
         for rows in steps(frame.slot):
             s = frame.slot[rows]
-            dt = step_dt(st["last_ts"][s], frame.ts_s[rows], p.max_dt_s)
-            st["last_ts"][s] = frame.ts_s[rows]
-            c = cutting[rows]
             ts = frame.ts_s[rows]
+            dt = tick(st, s, ts, p.max_dt_s)
+            c = cutting[rows]
             gap = ts - st["last_cut_ts"][s]
             st["jobs"][s] += c & ~(gap < p.job_gap_s)  # NaN gap (first cut) counts
             st["last_cut_ts"][s] = np.where(c, ts, st["last_cut_ts"][s])
-            pred = _fit_step(
+            expected[rows], ratio[rows], ratio_n[rows] = _current_step(
                 st,
                 s,
                 x[rows],
@@ -239,22 +258,14 @@ class VinylCutterDetector(Detector[VinylCutterParams]):
                 c,
                 fit_samples=p.fit_samples,
                 min_span=min_span,
+                tau=p.ratio_tau_samples,
                 enough=st["jobs"][s] >= p.fit_jobs,
             )
-            r = amps[rows] / np.where(pred > 0, pred, np.nan) - 1.0
-            ratio[rows], ratio_n[rows] = _ratio_step(st, s, r, c, p.ratio_tau_samples)
-            expected[rows] = pred
             st["stall_acc"][s] = np.where(stalled[rows], st["stall_acc"][s] + dt, 0.0)
             stall[rows] = st["stall_acc"][s]
         motor = ramp(stall, (0.0, 0.5 * p.stall_s, p.stall_s, 3.0 * p.stall_s), (0, 0.4, 0.8, 0.9))
-        wear = np.where(
-            ratio_n >= p.ratio_min_samples,
-            ramp(
-                ratio,
-                (0.0, p.wear_warning, p.wear_alarm, 2.0 * p.wear_alarm),
-                (0.0, 0.5, 0.75, 0.85),
-            ),
-            0.0,
+        wear = level_ramp(
+            ratio, p.wear_warning, p.wear_alarm, 0.85, when=ratio_n >= p.ratio_min_samples
         )
         ks = np.column_stack([motor, wear]).reshape(n, 2)
         extra: dict[str, npt.NDArray[Any]] = {
@@ -269,21 +280,13 @@ class VinylCutterDetector(Detector[VinylCutterParams]):
 
     def decide(self, frame: Frame, scores: Scores) -> Decisions:
         """Alerts per row; blade wear is judged on cutting readings only."""
-        check_sorted(frame)
-        if len(frame):
-            self.ensure_devices(int(frame.slot.max()) + 1)
-        ks = np.column_stack([scores.extra["score_" + k.value] for k in _VINYL_KINDS]).reshape(
-            len(frame), 2
-        )
         evidence = np.asarray(scores.extra["cutting"], np.bool_) | (scores.extra["stall_s"] > 0)
-        return decide_levels(
+        return decide_kinds(
+            self,
             frame,
-            ks,
-            self.state["levels"],
-            kinds=_VINYL_KINDS,
-            scale=self.params.scale,
-            detector=self.name,
-            explain=lambda row, k: self._explain(frame, scores, row, k),
+            scores,
+            _VINYL_KINDS,
+            lambda row, k: self._explain(frame, scores, row, k),
             evidence=evidence,
         )
 
@@ -351,13 +354,7 @@ class VinylCutterDetector(Detector[VinylCutterParams]):
                 "duty_pct": np.where(in_job, 75.0, 0.0),
             }
             full = Frame.single(f"vinyl{i}", 1.7e9 + t, values, slot=i)
-            frames.append(
-                (
-                    full.take(np.arange(n_norm, dtype=np.int64)),
-                    full.take(np.arange(n_norm, n_norm + n_anom, dtype=np.int64)),
-                    anomalous,
-                )
-            )
+            frames.append(split_case(full, n_norm, anomalous))
         return conformance_from(frames)
 
 
@@ -434,13 +431,9 @@ class EmbroideryDetector(Detector[EmbroideryParams]):
         "levels": (np.int8, 0, (1,)),
     }
 
-    def update(self, frame: Frame) -> Scores:  # noqa: PLR0915 - one pass over the checks
+    def update(self, frame: Frame) -> Scores:
         """Current fit, tension deviation and thread breaks per reading; score them."""
-        require_columns(frame, ("motor_a", "stitch_rate_spm"), self.name)
-        check_sorted(frame)
-        n = len(frame)
-        if n:
-            self.ensure_devices(int(frame.slot.max()) + 1)
+        n = begin_update(self, frame, ("motor_a", "stitch_rate_spm"))
         p = self.params
         amps = frame.column("motor_a")
         spm = frame.column("stitch_rate_spm")
@@ -458,10 +451,9 @@ class EmbroideryDetector(Detector[EmbroideryParams]):
         for rows in steps(frame.slot):
             s = frame.slot[rows]
             ts = frame.ts_s[rows]
-            dt = step_dt(st["last_ts"][s], ts, p.max_dt_s)
-            st["last_ts"][s] = ts
+            dt = tick(st, s, ts, p.max_dt_s)
             on = stitching[rows]
-            pred = _fit_step(
+            expected[rows], ratio[rows], ratio_n[rows] = _current_step(
                 st,
                 s,
                 x[rows],
@@ -469,10 +461,8 @@ class EmbroideryDetector(Detector[EmbroideryParams]):
                 on,
                 fit_samples=p.fit_samples,
                 min_span=min_span,
+                tau=p.ratio_tau_samples,
             )
-            r = amps[rows] / np.where(pred > 0, pred, np.nan) - 1.0
-            ratio[rows], ratio_n[rows] = _ratio_step(st, s, r, on, p.ratio_tau_samples)
-            expected[rows] = pred
             # Stops: a re-threading-sized gap in stitching is a thread break; a long one a new job.
             gap = ts - st["last_stitch_ts"][s]
             resumed = on & np.isfinite(gap)
@@ -498,23 +488,11 @@ class EmbroideryDetector(Detector[EmbroideryParams]):
             dev[rows] = dv
             job_s[rows] = jb
             breaks[rows] = st["breaks"][s]
-        over = np.where(
-            ratio_n >= p.ratio_min_samples,
-            ramp(
-                ratio,
-                (0.0, p.overload_warning, p.overload_alarm, 2.0 * p.overload_alarm),
-                (0.0, 0.5, 0.75, 0.9),
-            ),
-            0.0,
+        over = level_ramp(
+            ratio, p.overload_warning, p.overload_alarm, 0.9, when=ratio_n >= p.ratio_min_samples
         )
-        tens = np.where(
-            job_s >= p.tension_min_s,
-            ramp(
-                dev,
-                (0.0, p.tension_warning, p.tension_alarm, 2.0 * p.tension_alarm),
-                (0.0, 0.5, 0.75, 0.8),
-            ),
-            0.0,
+        tens = level_ramp(
+            dev, p.tension_warning, p.tension_alarm, 0.8, when=job_s >= p.tension_min_s
         )
         brk_s = ramp(breaks, (0.0, p.breaks_warning - 1.0, p.breaks_warning), (0.0, 0.3, 0.55))
         parts = np.column_stack([over, tens, brk_s]).reshape(n, 3)
@@ -532,17 +510,12 @@ class EmbroideryDetector(Detector[EmbroideryParams]):
 
     def decide(self, frame: Frame, scores: Scores) -> Decisions:
         """Alerts per row; judged on stitching readings only (a stop clears nothing)."""
-        check_sorted(frame)
-        if len(frame):
-            self.ensure_devices(int(frame.slot.max()) + 1)
-        return decide_levels(
+        return decide_kinds(
+            self,
             frame,
-            scores.extra["score_motor"].reshape(len(frame), 1),
-            self.state["levels"],
-            kinds=_EMB_KINDS,
-            scale=self.params.scale,
-            detector=self.name,
-            explain=lambda row, _k: self._explain(frame, scores, row),
+            scores,
+            _EMB_KINDS,
+            lambda row, _k: self._explain(frame, scores, row),
             evidence=np.asarray(scores.extra["stitching"], np.bool_),
         )
 
@@ -613,11 +586,5 @@ class EmbroideryDetector(Detector[EmbroideryParams]):
                 "thread_tension_g": ten,
             }
             full = Frame.single(f"emb{i}", 1.7e9 + t, values, slot=i)
-            frames.append(
-                (
-                    full.take(np.arange(n_norm, dtype=np.int64)),
-                    full.take(np.arange(n_norm, n_norm + n_anom, dtype=np.int64)),
-                    anomalous,
-                )
-            )
+            frames.append(split_case(full, n_norm, anomalous))
         return conformance_from(frames)

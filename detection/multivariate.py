@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 import numpy.typing as npt
 
+from detection._generic_common import check_hysteresis, decide_hysteresis, row_event
 from detection.base import (
     ArrayState,
     ConformanceCase,
@@ -105,14 +106,6 @@ def _spec(m: int) -> dict[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]:
     }
 
 
-def _severity_of(score: Float64, threshold: float) -> npt.NDArray[np.int8]:
-    """WARNING at the threshold, ALARM at 0.99, CRITICAL at 0.9999 (2x and 4x the limit)."""
-    sev = np.where(score >= threshold, int(Severity.WARNING), 0)
-    sev = np.where(score >= 0.99, int(Severity.ALARM), sev)
-    sev = np.where(score >= 0.9999, int(Severity.CRITICAL), sev)
-    return sev.astype(np.int8)
-
-
 class MultivariateDetector(Detector[MultivariateParams]):
     """Smoothed-T² anomaly detector over all numeric channels of a device (see module doc).
 
@@ -139,8 +132,7 @@ class MultivariateDetector(Detector[MultivariateParams]):
             raise DetectionError(
                 "warmup_rows", "need warmup_rows >= 4 and settle_rows < warmup_rows / 2 - 1"
             )
-        if not 0.0 < p.release <= p.threshold < 1.0:
-            raise DetectionError("threshold", "need 0 < release <= threshold < 1")
+        check_hysteresis(p.threshold, p.release)
         if p.smooth_s <= 0 or p.limit_factor <= 0 or not 0.0 <= p.shrinkage <= 1.0:
             raise DetectionError("smooth_s", "smooth_s, limit_factor > 0 and shrinkage in [0, 1]")
         # The trailing shapes depend on max_channels, so the state is built from the params.
@@ -335,38 +327,20 @@ class MultivariateDetector(Detector[MultivariateParams]):
 
     def decide(self, frame: Frame, scores: Scores) -> Decisions:
         """Alerts with hysteresis (on at ``threshold``, off below ``release``), events on edges."""
-        n = len(frame)
-        dec = Decisions.empty(n)
-        if n == 0:
-            return dec
-        p = self.params
+        if len(frame) == 0:
+            return Decisions.empty(0)
         self.state.ensure(int(frame.slot.max()) + 1)
-        sev_state = self.state["alert_sev"]
-        late = frame.late_rows()
         names = self.channels or ()
-        for rows in steps(frame.slot):
-            slots = frame.slot[rows]
-            sc = scores.score[rows]
-            prev = sev_state[slots]
-            active = (sc >= p.threshold) | ((prev > 0) & (sc >= p.release))
-            sev = np.where(active, np.maximum(prev, _severity_of(sc, p.threshold)), 0)
-            sev = np.where(active, np.maximum(sev, int(Severity.WARNING)), 0).astype(np.int8)
-            sev_state[slots] = sev
-            dec.alert[rows[active]] = str(EventKind.ANOMALY)
-            dec.severity[rows] = sev
-            for i in np.flatnonzero(sev > prev):
-                row = int(rows[i])
-                dec.events.append(
-                    self._event(
-                        frame,
-                        scores,
-                        row,
-                        severity=Severity(int(sev[i])),
-                        late=bool(late[row]),
-                        names=names,
-                    )
-                )
-        return dec
+        return decide_hysteresis(
+            frame,
+            scores,
+            self.state["alert_sev"],
+            threshold=self.params.threshold,
+            release=self.params.release,
+            make_event=lambda row, severity, late: self._event(
+                frame, scores, row, severity=severity, late=late, names=names
+            ),
+        )
 
     def _event(
         self,
@@ -390,16 +364,15 @@ class MultivariateDetector(Detector[MultivariateParams]):
         )
         data = {"t2_over_limit": ratio}
         data.update({f"z_sigma.{names[j]}": float(z[j]) for j in top})
-        return DetectionEvent(
-            device_id=str(frame.device_id[row]),
+        return row_event(
+            frame,
+            row,
             kind=EventKind.ANOMALY,
             severity=severity,
-            ts_ms=round(float(frame.ts_s[row]) * 1000.0),
             score=float(scores.score[row]),
             explanation=explanation,
             detector=self.name,
             late=late,
-            site="" if frame.site is None else str(frame.site[row]),
             data=data,
         )
 

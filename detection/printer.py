@@ -23,35 +23,45 @@ faster-than-physics cooling (or, during heat-up, a reading that rose then stalle
 target at full duty) → ``THERMAL_RUNAWAY`` (critical); a reading that cools no faster than the
 block does, or never rises → ``HEATER_FAILURE`` (alarm).
 
-This module also holds the decision helpers every machine detector shares (:class:`AlertScale`,
-:func:`ramp`, :func:`decide_levels`): kind scores on one scale, thresholded with hysteresis into
-alert edges.
+The decision helpers every machine detector shares (:class:`AlertScale`, :func:`ramp`,
+:func:`decide_levels`...) live in :mod:`detection._machine_common`; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from detection._machine_common import (
+    AlertScale,
+    begin_update,
+    check_sorted,
+    concat_frames,
+    conformance_from,
+    decide_kinds,
+    decide_levels,
+    fmt,
+    kind_extras,
+    ramp,
+    require_columns,
+    split_case,
+    step_dt,
+    tick,
+)
 from detection.base import (
     Bool,
     ConformanceCase,
     Decisions,
-    DetectionError,
-    DetectionEvent,
     Detector,
     EventKind,
     Float64,
     Frame,
     Int64,
     Scores,
-    Severity,
-    sort_frame,
     steps,
 )
 
@@ -60,159 +70,13 @@ __all__ = [
     "HeaterParams",
     "PrinterDetector",
     "PrinterParams",
+    "check_sorted",
+    "concat_frames",
     "decide_levels",
     "ramp",
     "require_columns",
+    "step_dt",
 ]
-
-Int8 = npt.NDArray[np.int8]
-
-# ---------------------------------------------------------------------------------------------
-# Shared by the machine detectors (printer, laser, cnc, motors)
-
-
-@dataclass(frozen=True, slots=True)
-class AlertScale:
-    """Where kind scores become alerts; one scale for every machine detector.
-
-    A detector maps each physical quantity onto [0, 1] so that its documented warning, alarm
-    and critical limits land on these scores; :func:`decide_levels` thresholds them.
-
-    Attributes:
-        warning: Score at which a kind's alert starts as a warning.
-        alarm: Score of an alarm.
-        critical: Score of a critical alert.
-        clear: An active alert ends when its score falls below this (hysteresis).
-    """
-
-    warning: float = 0.5
-    alarm: float = 0.75
-    critical: float = 0.9
-    clear: float = 0.35
-
-    def __post_init__(self) -> None:
-        """Reject an unordered scale."""
-        if not 0.0 <= self.clear < self.warning <= self.alarm <= self.critical <= 1.0:
-            raise DetectionError("scale", "needs 0 <= clear < warning <= alarm <= critical <= 1")
-
-
-def ramp(x: Float64, xs: tuple[float, ...], ys: tuple[float, ...]) -> Float64:
-    """Piecewise-linear map of a physical quantity onto scores (NaN -> 0, clipped at the ends).
-
-    Args:
-        x: Values (any unit).
-        xs: Increasing breakpoints in the unit of ``x``.
-        ys: Scores at the breakpoints, in [0, 1].
-    """
-    out = np.interp(np.nan_to_num(x, nan=-np.inf), xs, ys, left=ys[0], right=ys[-1])
-    return np.asarray(np.where(np.isnan(x), 0.0, out), dtype=np.float64)
-
-
-def require_columns(frame: Frame, names: tuple[str, ...], detector: str) -> None:
-    """Raise unless the frame has at least one of ``names`` (an empty frame passes).
-
-    Raises:
-        DetectionError: None of the columns is present (key: the first column).
-    """
-    if len(frame) and not any(n in frame.values or n in frame.arrays for n in names):
-        raise DetectionError(names[0], f"{detector} needs one of the columns {list(names)}")
-
-
-Explain = Callable[[int, int], tuple[str, dict[str, float]]]
-"""(row, kind index) -> (one sentence with numbers, the numbers by name with units)."""
-
-
-def decide_levels(
-    frame: Frame,
-    kind_scores: Float64,
-    levels: Int8,
-    *,
-    kinds: tuple[EventKind, ...],
-    scale: AlertScale,
-    detector: str,
-    explain: Explain,
-    evidence: Bool | None = None,
-) -> Decisions:
-    """Threshold per-kind scores with hysteresis into per-row alerts and edge events.
-
-    Per device and kind, an alert starts when the score reaches ``scale.warning``, escalates when
-    it reaches a higher level (never de-escalates while active) and ends when it falls below
-    ``scale.clear``. Rows without ``evidence`` (e.g. a mill whose spindle is off) keep the levels
-    they find. Events are emitted on a start or an escalation only.
-
-    Args:
-        frame: The frame just updated (sorted by slot, time).
-        kind_scores: Score per row and kind, shape (rows, kinds), in [0, 1].
-        levels: The detector's per-device active levels, shape (devices, kinds); updated in place.
-        kinds: Event kind of each score column.
-        scale: Thresholds.
-        detector: Detector name for the events.
-        explain: Explanation of an edge at (row, kind index).
-        evidence: Rows that carry evidence (all when None).
-
-    Returns:
-        Active kind and severity per row (the most severe active kind, first listed on ties), and
-        the edge events in row order.
-    """
-    n = len(frame)
-    out = Decisions.empty(n)
-    if n == 0:
-        return out
-    late = frame.late_rows()
-    row_level = np.zeros((n, len(kinds)), np.int8)
-    edges: list[tuple[int, int, int]] = []
-    for rows in steps(frame.slot):
-        s = frame.slot[rows]
-        sc = kind_scores[rows]
-        new = (
-            (sc >= scale.warning).astype(np.int8)
-            + (sc >= scale.alarm).astype(np.int8)
-            + (sc >= scale.critical).astype(np.int8)
-        )
-        old = levels[s]
-        upd = np.where(old > 0, np.where(sc >= scale.clear, np.maximum(old, new), 0), new)
-        if evidence is not None:
-            upd = np.where(evidence[rows][:, None], upd, old)
-        upd = upd.astype(np.int8)
-        levels[s] = upd
-        row_level[rows] = upd
-        for r, k in zip(*np.nonzero(upd > old), strict=True):
-            edges.append((int(rows[r]), int(k), int(upd[r, k])))
-    best = np.argmax(row_level, axis=1)
-    sev = row_level[np.arange(n), best]
-    names = np.array([k.value for k in kinds], dtype=object)
-    out.alert[:] = np.where(sev > 0, names[best], "")
-    out.severity[:] = sev
-    edges.sort()
-    for row, k, lvl in edges:
-        text, data = explain(row, k)
-        out.events.append(
-            DetectionEvent(
-                device_id=str(frame.device_id[row]),
-                kind=kinds[k],
-                severity=Severity(lvl),
-                ts_ms=round(float(frame.ts_s[row]) * 1000.0),
-                score=float(kind_scores[row, k]),
-                explanation=text,
-                detector=detector,
-                late=bool(late[row]),
-                site="" if frame.site is None else str(frame.site[row]),
-                data=data,
-            )
-        )
-    return out
-
-
-def step_dt(last_ts: Float64, ts: Float64, max_dt_s: float) -> Float64:
-    """Seconds since each device's previous reading, 0 for a first reading, capped at max_dt_s."""
-    dt = np.where(np.isnan(last_ts), 0.0, ts - last_ts)
-    return np.clip(dt, 0.0, max_dt_s)
-
-
-def fmt(x: float, unit: str = "", digits: int = 1) -> str:
-    """A number for an explanation ("n/a" when NaN)."""
-    return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}{unit}"
-
 
 # ---------------------------------------------------------------------------------------------
 # The printer detector
@@ -338,11 +202,7 @@ class PrinterDetector(Detector[PrinterParams]):
 
     def update(self, frame: Frame) -> Scores:
         """Run the heater and fan checks over the frame (see the module docs)."""
-        require_columns(frame, ("hotend_c", "bed_c"), self.name)
-        check_sorted(frame)
-        n = len(frame)
-        if n:
-            self.ensure_devices(int(frame.slot.max()) + 1)
+        n = begin_update(self, frame, ("hotend_c", "bed_c"))
         p = self.params
         temp = np.column_stack([frame.column(f"{h}_c") for h in HEATERS]).reshape(n, 2)
         target = np.nan_to_num(
@@ -360,17 +220,14 @@ class PrinterDetector(Detector[PrinterParams]):
         for rows in steps(frame.slot):
             s = frame.slot[rows]
             ts = frame.ts_s[rows]
-            dt = step_dt(st["last_ts"][s], ts, p.max_dt_s)
-            st["last_ts"][s] = ts
+            dt = tick(st.arrays, s, ts, p.max_dt_s)
             tg = target[rows]
             new_job, in_range = self._heater_step(s, rows, ts, dt, temp[rows], tg, amb[rows], out)
             fan_off_out[rows] = self._fan_step(
                 s, ts, dt, tg[:, 0] > 0, in_range, new_job, fan[rows]
             )
         kind_scores, heater = self._kind_scores(temp, target, out, fan_off_out)
-        extra: dict[str, npt.NDArray[Any]] = {
-            "score_" + k.value: kind_scores[:, i] for i, k in enumerate(_KINDS)
-        }
+        extra = kind_extras(_KINDS, kind_scores)
         extra["heater"] = heater
         for j, h in enumerate(HEATERS):
             extra[f"{h}_err_cs"] = out["err"][:, j]
@@ -560,20 +417,8 @@ class PrinterDetector(Detector[PrinterParams]):
 
     def decide(self, frame: Frame, scores: Scores) -> Decisions:
         """Alerts per row and their edges (start, escalation) with explanations in numbers."""
-        check_sorted(frame)
-        if len(frame):
-            self.ensure_devices(int(frame.slot.max()) + 1)
-        ks = np.column_stack([scores.extra["score_" + k.value] for k in _KINDS]).reshape(
-            len(frame), len(_KINDS)
-        )
-        return decide_levels(
-            frame,
-            ks,
-            self.state["levels"],
-            kinds=_KINDS,
-            scale=self.params.scale,
-            detector=self.name,
-            explain=lambda row, k: self._explain(frame, scores, row, k),
+        return decide_kinds(
+            self, frame, scores, _KINDS, lambda row, k: self._explain(frame, scores, row, k)
         )
 
     def _explain(
@@ -666,56 +511,5 @@ class PrinterDetector(Detector[PrinterParams]):
                 anomalous[2:] = True
             elif i == 1:
                 anomalous[16:] = True
-            frames.append(
-                (
-                    full.take(np.arange(n_norm, dtype=np.int64)),
-                    full.take(np.arange(n_norm, n_norm + n_anom, dtype=np.int64)),
-                    anomalous,
-                )
-            )
-        return _case(frames)
-
-
-def check_sorted(frame: Frame) -> None:
-    """Raise unless the frame's rows are sorted by slot (as :func:`steps` requires).
-
-    Raises:
-        DetectionError: Rows out of slot order (key ``slot``).
-    """
-    if len(frame) > 1 and bool(np.any(np.diff(frame.slot) < 0)):
-        raise DetectionError("slot", "frame rows must be sorted by (slot, ts_s)")
-
-
-def _concat(frames: list[Frame]) -> Frame:
-    """Frames of distinct devices as one frame (in the given order)."""
-    keys = set().union(*(f.values for f in frames))
-    arr_keys = set().union(*(f.arrays for f in frames))
-    return Frame(
-        slot=np.concatenate([f.slot for f in frames]),
-        device_id=np.concatenate([f.device_id for f in frames]),
-        ts_s=np.concatenate([f.ts_s for f in frames]),
-        values={k: np.concatenate([f.column(k) for f in frames]) for k in sorted(keys)},
-        arrays={
-            k: [x for f in frames for x in f.arrays.get(k, [None] * len(f))]
-            for k in sorted(arr_keys)
-        },
-    )
-
-
-def _case(frames: list[tuple[Frame, Frame, Bool]]) -> ConformanceCase:
-    """A conformance case from per-device (normal, anomalous, anomaly mask) pieces."""
-    return ConformanceCase(
-        normal=_concat([f[0] for f in frames]),
-        anomalous=_concat([f[1] for f in frames]),
-        anomaly_rows=np.concatenate([f[2] for f in frames]),
-    )
-
-
-def concat_frames(frames: list[Frame]) -> Frame:
-    """Frames of distinct devices as one frame, sorted by (slot, time)."""
-    return sort_frame(_concat(frames))
-
-
-def conformance_from(frames: list[tuple[Frame, Frame, Bool]]) -> ConformanceCase:
-    """A :class:`ConformanceCase` from per-device (normal, anomalous, anomaly mask) pieces."""
-    return _case(frames)
+            frames.append(split_case(full, n_norm, anomalous))
+        return conformance_from(frames)

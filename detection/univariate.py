@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Final
 import numpy as np
 import numpy.typing as npt
 
+from detection._generic_common import check_hysteresis, decide_hysteresis, row_event
 from detection.base import (
     ConformanceCase,
     Decisions,
@@ -80,14 +81,6 @@ class UnivariateParams:
     release: float = 0.7
 
 
-def _severity_of(score: Float64, threshold: float) -> npt.NDArray[np.int8]:
-    """WARNING at the threshold, ALARM at 0.99, CRITICAL at 0.9999."""
-    sev = np.where(score >= threshold, int(Severity.WARNING), 0)
-    sev = np.where(score >= 0.99, int(Severity.ALARM), sev)
-    sev = np.where(score >= 0.9999, int(Severity.CRITICAL), sev)
-    return sev.astype(np.int8)
-
-
 class UnivariateDetector(Detector[UnivariateParams]):
     """Robust, self-normalising z-score of one metric per device (see the module doc).
 
@@ -120,8 +113,7 @@ class UnivariateDetector(Detector[UnivariateParams]):
             raise DetectionError("level_window", "windows, huber_k and z_alarm must be > 0")
         if p.period_s < 0 or p.season_periods <= 0:
             raise DetectionError("period_s", "period_s >= 0 and season_periods > 0")
-        if not 0.0 < p.release <= p.threshold < 1.0:
-            raise DetectionError("threshold", "need 0 < release <= threshold < 1")
+        check_hysteresis(p.threshold, p.release)
 
     def update(self, frame: Frame) -> Scores:
         """Score every row against its device's baseline, then learn from it (causal).
@@ -210,38 +202,20 @@ class UnivariateDetector(Detector[UnivariateParams]):
 
     def decide(self, frame: Frame, scores: Scores) -> Decisions:
         """Alerts with hysteresis (on at ``threshold``, off below ``release``), events on edges."""
-        n = len(frame)
-        dec = Decisions.empty(n)
-        if n == 0:
-            return dec
-        p = self.params
+        if len(frame) == 0:
+            return Decisions.empty(0)
         self.state.ensure(int(frame.slot.max()) + 1)
-        sev_state = self.state["alert_sev"]
-        late = frame.late_rows()
         value = frame.column("value")
-        for rows in steps(frame.slot):
-            slots = frame.slot[rows]
-            sc = scores.score[rows]
-            prev = sev_state[slots]
-            active = (sc >= p.threshold) | ((prev > 0) & (sc >= p.release))
-            sev = np.maximum(prev, _severity_of(sc, p.threshold))
-            sev = np.where(active, np.maximum(sev, int(Severity.WARNING)), 0).astype(np.int8)
-            sev_state[slots] = sev
-            dec.alert[rows[active]] = str(EventKind.ANOMALY)
-            dec.severity[rows] = sev
-            for i in np.flatnonzero(sev > prev):
-                row = int(rows[i])
-                dec.events.append(
-                    self._event(
-                        frame,
-                        scores,
-                        row,
-                        value=float(value[row]),
-                        severity=Severity(int(sev[i])),
-                        late=bool(late[row]),
-                    )
-                )
-        return dec
+        return decide_hysteresis(
+            frame,
+            scores,
+            self.state["alert_sev"],
+            threshold=self.params.threshold,
+            release=self.params.release,
+            make_event=lambda row, severity, late: self._event(
+                frame, scores, row, value=float(value[row]), severity=severity, late=late
+            ),
+        )
 
     def _event(
         self,
@@ -258,11 +232,11 @@ class UnivariateDetector(Detector[UnivariateParams]):
         scale = float(scores.extra["scale"][row])
         side = "above" if z >= 0 else "below"
         what = "its daily profile" if self.params.period_s > 0 else "its level"
-        return DetectionEvent(
-            device_id=str(frame.device_id[row]),
+        return row_event(
+            frame,
+            row,
             kind=EventKind.ANOMALY,
             severity=severity,
-            ts_ms=round(float(frame.ts_s[row]) * 1000.0),
             score=float(scores.score[row]),
             explanation=(
                 f"value {value:.4g} is {abs(z):.1f} robust sigma {side} {what} {base:.4g} "
@@ -270,7 +244,6 @@ class UnivariateDetector(Detector[UnivariateParams]):
             ),
             detector=self.name,
             late=late,
-            site="" if frame.site is None else str(frame.site[row]),
             data={"value": value, "baseline": base, "z_sigma": z, "sigma": scale},
         )
 

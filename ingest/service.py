@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
+import os
 import random
+import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -69,11 +73,31 @@ NO_DATA_AFTER_S: Final[dict[DeviceKind, float]] = {
 
 # CONNACK codes that mean "who you are was refused" (MQTT 3.1.1: 4, 5; MQTT 5: 0x86, 0x87).
 _AUTH_REFUSED: Final = frozenset({4, 5, 134, 135})
+# CONNACK codes that mean "this client id was refused" (MQTT 3.1.1: 2; MQTT 5: 0x85).
+_CLIENT_ID_REFUSED: Final = frozenset({2, 133})
+
+# gmqtt reconnects while ``failed_connections <= reconnect_retries`` (-1: forever), so 0 still
+# allows one reconnect; any value below -1 allows none. Used until the first CONNACK: a failure
+# to start is reported, never retried in the background.
+_NO_RECONNECTS: Final = -2
+_RECONNECT_FOREVER: Final = -1
+# The first connection (TCP, TLS, CONNECT/CONNACK) must be done within max(keepalive, this).
+_FIRST_CONNECT_MIN_S: Final = 30.0
+# A broker that cannot be reached at start is tried again after these pauses (~3.75 s in all:
+# a broker started at the same moment gets its chance; a wrong URL fails fast).
+_UNREACHABLE_RETRY_S: Final = (0.25, 0.5, 1.0, 2.0)
+# After the broker closed the first connection, how long a refusing CONNACK that came just before
+# may take to surface from gmqtt's connect() (it is a few loop iterations away).
+_REFUSAL_GRACE_S: Final = 0.5
+_UNREACHABLE_ERRNOS: Final = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EHOSTDOWN}
+)
 
 
 class BrokerConnectError(ConfigError):
-    """The broker refused the connection for a reason retrying cannot fix: TLS verification or
-    authentication. ``key`` names the setting to check (``broker.tls_ca_file``,
+    """The service could not start because of the broker: TLS verification, authentication, a
+    broker that cannot be reached or closed the connection before accepting it. ``key`` names the
+    setting to check (``broker.url``, ``broker.tls_ca_file``, ``broker.tls_cert_file``,
     ``broker.password``); the message never contains a secret."""
 
 
@@ -171,6 +195,9 @@ class _State:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     reconnects: int = 0
+    # Until the first CONNACK, a lost connection ends the start-up instead of being retried.
+    ever_connected: bool = False
+    lost_at_start: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class IngestService:
@@ -307,7 +334,8 @@ class IngestService:
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        client.reconnect_retries = -1  # forever; the delay backs off with jitter (on_disconnect)
+        # No background reconnects until the first CONNACK (_on_connect allows them forever).
+        client.reconnect_retries = _NO_RECONNECTS
         client.reconnect_delay = 1
         self._client = client
         context: ssl.SSLContext | bool = False
@@ -320,22 +348,98 @@ class IngestService:
                 "MQTT 3.1.1: acknowledgements cannot wait for the store; a crash may lose the "
                 "messages in flight (use an MQTT 5 broker for at-least-once)"
             )
+        where = f"{url.scheme}://{host}:{port}"
+        limit = max(float(b.keepalive_s), _FIRST_CONNECT_MIN_S)
         try:
-            await client.connect(
-                host, port, ssl=context, keepalive=b.keepalive_s, version=self.mqtt_version
-            )
-        except (ssl.SSLError, gmqtt.MQTTConnectError) as exc:
-            error = _refusal(exc, f"{host}:{port}", b.username)
-            if error is None:
-                raise
+            try:
+                async with asyncio.timeout(limit):
+                    await self._first_connect(client, host, port, context, where)
+            except TimeoutError as exc:
+                raise BrokerConnectError(
+                    "broker.url",
+                    f"no answer from {where} within {limit:.0f} s (TCP, TLS and MQTT handshake); "
+                    "is it an MQTT broker, and reachable?",
+                ) from exc
+        except BrokerConnectError as error:
             _log.error("cannot connect to the broker: %s", error)
-            raise error from exc
+            self._client = None
+            with contextlib.suppress(Exception):  # stop gmqtt; the connection is gone anyway
+                await client.disconnect()
+            raise
         _log.info("connected to %s:%s as %s", host, port, b.client_id)
+
+    async def _first_connect(
+        self,
+        client: gmqtt.Client,
+        host: str,
+        port: int,
+        context: ssl.SSLContext | bool,
+        where: str,
+    ) -> None:
+        """Connect once, or raise :class:`BrokerConnectError` (a bound is set by the caller).
+
+        An unreachable broker is tried again a few times (``_UNREACHABLE_RETRY_S``). A broker
+        that closes the connection before its CONNACK (with TLS 1.3, how a missing or untrusted
+        client certificate is refused) ends the attempt: gmqtt's connect() would wait forever.
+        """
+        b = self.config.broker
+        pauses = iter(_UNREACHABLE_RETRY_S)
+        attempts, started = 0, time.monotonic()
+        while True:
+            attempts += 1
+            self._state.lost_at_start.clear()
+            connect = asyncio.ensure_future(
+                client.connect(
+                    host, port, ssl=context, keepalive=b.keepalive_s, version=self.mqtt_version
+                )
+            )
+            lost = asyncio.ensure_future(self._state.lost_at_start.wait())
+            try:
+                await asyncio.wait({connect, lost}, return_when=asyncio.FIRST_COMPLETED)
+                if not connect.done():
+                    # A refusing CONNACK comes just before the close: let connect() report it.
+                    await asyncio.wait({connect}, timeout=_REFUSAL_GRACE_S)
+            finally:
+                for task in (connect, lost):
+                    task.cancel()
+                await asyncio.gather(connect, lost, return_exceptions=True)
+            if connect.cancelled():
+                raise _closed_at_start(where, tls=context is not False)
+            exc = connect.exception()
+            if exc is None:
+                return
+            if _unreachable(exc):
+                pause = next(pauses, None)
+                if pause is not None:
+                    _log.debug("cannot reach %s (%s); trying again in %.2f s", where, exc, pause)
+                    await asyncio.sleep(pause)
+                    continue
+                tried = (
+                    f" (tried {attempts} times over {time.monotonic() - started:.1f} s)"
+                    if attempts > 1
+                    else ""
+                )
+                raise BrokerConnectError(
+                    "broker.url", f"cannot reach {where}: {_os_reason(exc)}{tried}"
+                ) from exc
+            if isinstance(exc, (ssl.SSLError, gmqtt.MQTTConnectError)):
+                error = _refusal(exc, where, b.username)
+                if error is not None:
+                    raise error from exc
+            if isinstance(exc, OSError) and context is not False:
+                raise BrokerConnectError(
+                    "broker.url",
+                    f"the broker did not speak TLS: {where} closed the connection during the TLS "
+                    f"handshake ({_os_reason(exc)}); is it a plain MQTT port (then use mqtt://)?",
+                ) from exc
+            raise exc
 
     def _on_connect(self, client: gmqtt.Client, flags: int, rc: int, properties: object) -> None:
         del flags, rc, properties
+        self._state.ever_connected = True
         self._state.connected.set()
         self.metrics.connected.set(1)
+        client.reconnect_retries = _RECONNECT_FOREVER  # from now on, a lost connection is retried
         client.reconnect_delay = 1
         client.subscribe([gmqtt.Subscription(t, qos=1) for t in self.config.broker.topics])
 
@@ -347,7 +451,10 @@ class IngestService:
         del packet, exc
         self._state.connected.clear()
         self.metrics.connected.set(0)
-        if not self._stopping:
+        if not self._state.ever_connected:
+            # Starting: _first_connect reports it (gmqtt does not retry, so no "retrying" line).
+            self._state.lost_at_start.set()
+        elif not self._stopping:
             self._state.reconnects += 1
             # Exponential backoff with jitter, so a fleet of ingest workers does not reconnect
             # in lock-step after a broker restart.
@@ -566,11 +673,30 @@ def _refusal(
     if isinstance(exc, ssl.SSLError):
         reason = str(exc.reason or exc)
         about_us = "CERTIFICATE" in reason or "UNKNOWN_CA" in reason  # the broker's alert
-        return BrokerConnectError(
-            "broker.tls_cert_file" if about_us else "broker.url",
-            f"TLS handshake with {where} failed ({reason})",
-        )
+        if about_us:
+            return BrokerConnectError(
+                "broker.tls_cert_file", f"TLS handshake with {where} failed ({reason})"
+            )
+        if isinstance(exc, ssl.SSLEOFError) or "WRONG_VERSION_NUMBER" in reason:
+            return BrokerConnectError(
+                "broker.url",
+                f"the broker did not speak TLS: TLS handshake with {where} failed ({reason}); "
+                "is it a plain MQTT port (then use mqtt://)?",
+            )
+        return BrokerConnectError("broker.url", f"TLS handshake with {where} failed ({reason})")
+    return _connack_refusal(exc, where, username)
+
+
+def _connack_refusal(
+    exc: gmqtt.MQTTConnectError, where: str, username: str | None
+) -> BrokerConnectError | None:
+    """The typed error for a refusing CONNACK (None: not a CONNACK)."""
     code = getattr(exc, "_code", None)
+    if code in _CLIENT_ID_REFUSED:
+        return BrokerConnectError(
+            "broker.client_id",
+            f"{where} refused the client id (CONNACK {code:#x}: {getattr(exc, 'message', exc)})",
+        )
     if code in _AUTH_REFUSED:
         who = f"user {username!r}" if username is not None else "an anonymous client"
         return BrokerConnectError(
@@ -579,4 +705,55 @@ def _refusal(
             f"{getattr(exc, 'message', exc)}); check broker.username and broker.password "
             "(or password_file / BOLTWATCH_BROKER_PASSWORD)",
         )
+    if code is not None:
+        return BrokerConnectError(
+            "broker.url", f"{where} refused the connection (CONNACK {code:#x}: {exc})"
+        )
     return None
+
+
+def _closed_at_start(where: str, *, tls: bool) -> BrokerConnectError:
+    """The broker closed the first connection before its CONNACK."""
+    if tls:
+        # TLS 1.3: the broker checks the client certificate after the handshake, then drops us.
+        return BrokerConnectError(
+            "broker.tls_cert_file",
+            f"the broker at {where} closed the connection during the TLS/MQTT handshake: is the "
+            "client certificate missing or not trusted by the broker?",
+        )
+    return BrokerConnectError(
+        "broker.url",
+        f"the broker at {where} closed the connection before accepting us: is it a TLS port "
+        "(then use mqtts://), or an MQTT 3.1.1-only broker (then --mqtt311)?",
+    )
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Connection refused, host or network unreachable, name not resolved, TCP timeout."""
+    if isinstance(exc, ssl.SSLError):
+        return False
+    if isinstance(exc, (socket.gaierror, ConnectionRefusedError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError):
+        if exc.errno in _UNREACHABLE_ERRNOS:
+            return True
+        # Several addresses (e.g. localhost: ::1 and 127.0.0.1), all failed: "Multiple exceptions".
+        return exc.errno is None and str(exc).startswith("Multiple exceptions")
+    return False
+
+
+def _os_reason(exc: BaseException) -> str:
+    """A short reason for an OS-level connection error ("connection refused")."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None:
+        # asyncio's "Multiple exceptions: [Errno 111] ..., [Errno 111] ..." (one per address).
+        codes = {int(c) for c in re.findall(r"\[Errno (\d+)\]", str(exc))}
+        code = codes.pop() if len(codes) == 1 else None
+    if code is not None:
+        text = os.strerror(code)
+        return text[0].lower() + text[1:]
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

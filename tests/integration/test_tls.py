@@ -409,17 +409,17 @@ async def test_boltwatch_run_over_mutual_tls_keeps_the_password_out_of_its_outpu
     assert BROKER_PASSWORD not in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="known gap: with TLS 1.3 the broker checks the client certificate after the handshake "
-    "and drops the connection before CONNACK; gmqtt's connect() then waits forever while it "
-    "reconnects, and ingest only logs 'broker connection lost; retrying'",
-)
 @pytest.mark.parametrize("client_cert", ["none", "from an unrelated CA"])
 async def test_a_missing_or_untrusted_client_certificate_fails_fast(
-    secure_mosquitto: MosquittoServer, tls_files: TlsFiles, tmp_path: Path, client_cert: str
+    secure_mosquitto: MosquittoServer,
+    tls_files: TlsFiles,
+    tmp_path: Path,
+    client_cert: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """TLS 1.3: the broker checks the client certificate after the handshake and drops the
+    connection before CONNACK. The first connect notices the loss (instead of gmqtt waiting
+    forever while it reconnects) and names ``broker.tls_cert_file``; nothing keeps running."""
     broker = broker_section(secure_mosquitto, tls_files)
     if client_cert == "none":
         del broker["tls_cert_file"], broker["tls_key_file"]
@@ -432,3 +432,9 @@ async def test_a_missing_or_untrusted_client_certificate_fails_fast(
             with pytest.raises(BrokerConnectError) as refused:
                 await IngestService(cfg, store).__aenter__()
     assert refused.value.key == "broker.tls_cert_file"
+    assert "client certificate missing or not trusted" in refused.value.reason
+    assert leftover_tasks() == [], "the service's tasks (and gmqtt's reconnects) were stopped"
+    # One error line, and no misleading "retrying" warning: nothing is retried.
+    ours = [r for r in caplog.records if r.name == "boltwatch.ingest"]
+    assert [r.levelno for r in ours if r.levelno >= logging.WARNING] == [logging.ERROR]
+    assert not any("retrying" in r.getMessage() for r in ours)
