@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,11 +114,35 @@ def _lines(path: Path, n: int, batch: int) -> tuple[list[str], int]:
 
 
 def _pub(port: int, topic: str, path: Path) -> subprocess.Popen[bytes]:
+    """``mosquitto_pub -l`` fed from a pipe that stays open until :func:`_done`.
+
+    mosquitto_pub 2.0 disconnects as soon as its stdin ends, dropping the QoS 1 messages it still
+    had queued (from a file, about two thirds of 100,000): the pipe is closed only once the
+    receiving side has everything.
+    """
     exe = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [exe, "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic, "-l", "-V", "mqttv5"],
-        stdin=path.open("rb"),
+        stdin=subprocess.PIPE,
     )
+    data = path.read_bytes()
+
+    def feed() -> None:
+        assert proc.stdin is not None  # noqa: S101 - stdin=PIPE above
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(data)
+            proc.stdin.flush()
+
+    threading.Thread(target=feed, daemon=True).start()
+    return proc
+
+
+def _done(pub: subprocess.Popen[bytes]) -> None:
+    """Close the publisher's stdin (it disconnects) and wait for it."""
+    if pub.stdin is not None:
+        with contextlib.suppress(BrokenPipeError):
+            pub.stdin.close()
+    pub.wait(60)
 
 
 def reference(port: int, tmp: Path, n: int) -> float:
@@ -148,7 +174,7 @@ def reference(port: int, tmp: Path, n: int) -> float:
     time.sleep(0.5)
     pub = _pub(port, topics[0], tmp / "single.txt")
     out, _ = sub.communicate(timeout=180)
-    pub.wait(60)
+    _done(pub)
     stamps = [float(x) for x in out.split()]
     if len(stamps) < 2:
         raise SystemExit("mosquitto_sub received nothing: is the broker up?")
@@ -204,7 +230,7 @@ async def _ingest(port: int, tmp: Path, n: int, batch: int, name: str) -> tuple[
             await _poll(lambda: svc.metrics.messages._value.get() >= n and not svc._queue, 600)
             await _poll(lambda: committed() >= readings, 600)
             dt = time.perf_counter() - t0
-            pub.wait(60)
+            _done(pub)
         stored = store.stats().readings
     return n / dt, readings / dt, stored
 
