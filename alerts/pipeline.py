@@ -107,6 +107,7 @@ class _Due:
 class _Plan:
     dues: list[_Due] = field(default_factory=list)
     changed: dict[int, Alert] = field(default_factory=dict)
+    history: list[tuple[int, int, str, str]] = field(default_factory=list)
 
 
 class Lifecycle:
@@ -174,7 +175,26 @@ class Inhibitor:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules.inhibit
 
-    def inhibited(self, target: StoredAlert, active: Sequence[StoredAlert]) -> bool:
+    def affected(self, changed: Sequence[StoredAlert]) -> tuple[set[str], set[str]]:
+        """Devices and sites whose alerts a state change of these alerts may mute or unmute."""
+        devices: set[str] = set()
+        sites: set[str] = set()
+        for src in changed:
+            a = src.alert
+            for rule in self.rules:
+                if rule.source_kinds and a.kind not in rule.source_kinds:
+                    continue
+                if rule.source_device_kinds and src.device_kind not in rule.source_device_kinds:
+                    continue
+                if a.severity < rule.source_min_severity:
+                    continue
+                if rule.equal == "device":
+                    devices.add(a.device_id)
+                elif a.site:
+                    sites.add(a.site)
+        return devices, sites
+
+    def inhibited(self, target: StoredAlert, active: _ActiveIndex) -> bool:
         """Whether an active source alert mutes this one."""
         t = target.alert
         for rule in self.rules:
@@ -182,7 +202,11 @@ class Inhibitor:
                 continue
             if t.severity > rule.target_max_severity:
                 continue
-            for src in active:
+            if rule.equal == "device":
+                sources = active.on_device(t.device_id)
+            else:
+                sources = active.on_site(t.site) if t.site else []
+            for src in sources:
                 a = src.alert
                 if a.id == t.id or a.state is not AlertState.ACTIVE:
                     continue
@@ -192,14 +216,44 @@ class Inhibitor:
                     continue
                 if a.severity < rule.source_min_severity:
                     continue
-                if rule.equal == "device" and a.device_id != t.device_id:
-                    continue
-                if rule.equal == "site" and (not a.site or a.site != t.site):
-                    continue
                 if rule.equal == "device" and a.severity <= t.severity and not rule.source_kinds:
                     continue  # a critical mutes the *lower* severities of the same device
                 return True
         return False
+
+
+class _ActiveIndex:
+    """Open alerts by device and by site, kept up to date with the pipeline's cache."""
+
+    def __init__(self) -> None:
+        self.alerts: dict[int, StoredAlert] = {}
+        self.by_device: dict[str, set[int]] = {}
+        self.by_site: dict[str, set[int]] = {}
+
+    def put(self, s: StoredAlert) -> None:
+        """Add or replace an alert."""
+        self.drop(s.alert.id)
+        a = s.alert
+        self.alerts[a.id] = s
+        self.by_device.setdefault(a.device_id, set()).add(a.id)
+        if a.site:
+            self.by_site.setdefault(a.site, set()).add(a.id)
+
+    def drop(self, alert_id: int) -> None:
+        """Forget an alert (cleared)."""
+        s = self.alerts.pop(alert_id, None)
+        if s is None:
+            return
+        self.by_device.get(s.alert.device_id, set()).discard(alert_id)
+        self.by_site.get(s.alert.site, set()).discard(alert_id)
+
+    def on_device(self, device_id: str) -> list[StoredAlert]:
+        """Open alerts of a device."""
+        return [self.alerts[i] for i in self.by_device.get(device_id, ())]
+
+    def on_site(self, site: str) -> list[StoredAlert]:
+        """Open alerts of a site."""
+        return [self.alerts[i] for i in self.by_site.get(site, ())]
 
 
 class Escalator:
@@ -286,7 +340,12 @@ class AlertPipeline:
         self.escalator = Escalator()
         self._open: dict[str, set[str]] = {}
         self._no_data: set[str] = set()
-        self._refresh(self.store.open_alerts())
+        self._cache: dict[int, StoredAlert] | None = None
+        self._index = _ActiveIndex()
+        self._due: dict[int, float] = {}
+        self._silence_next: float = -math.inf
+        self._open_alerts()
+        self._refresh(list((self._cache or {}).values()))
         self._wake = asyncio.Event()
         self._rng = random.Random()  # noqa: S311 - retry jitter, not cryptography
 
@@ -296,11 +355,12 @@ class AlertPipeline:
         """Record detection events as alerts (one per device and kind, created atomically)."""
         rows = []
         now = self.clock()
+        counted: dict[tuple[str, str], int] = {}
         for ev in events:
             kind = ev.kind.value
             rule = self.rules.rule_for(kind)
             sev = AlertSeverity.from_detection(ev.severity)
-            self.metrics.events.labels(kind=kind, severity=str(sev)).inc()
+            counted[(kind, str(sev))] = counted.get((kind, str(sev)), 0) + 1
             if sev < rule.min_severity:
                 continue
             if rule.severity is not None:
@@ -320,6 +380,8 @@ class AlertPipeline:
                     "inactive": now if kind in _ONE_SHOT else 0,
                 }
             )
+        for (kind, sev_name), n in counted.items():
+            self.metrics.events.labels(kind=kind, severity=sev_name).inc(n)
         ids = self.store.upsert(rows) if rows else []
         for r in rows:
             self._open.setdefault(str(r["device_id"]), set()).add(str(r["kind"]))
@@ -388,44 +450,146 @@ class AlertPipeline:
 
     # -- decisions ----------------------------------------------------------------------------
 
+    def _open_alerts(self) -> set[int]:
+        """Refresh the cache of open alerts with what was written since last time; returns the
+        ids written since last time (every open alert the first time)."""
+        if self._cache is None:
+            self.store.take_dirty()
+            self._cache = {s.alert.id: s for s in self.store.open_alerts()}
+            for s in self._cache.values():
+                self._index.put(s)
+            return set(self._cache)
+        dirty = self.store.take_dirty()
+        if dirty:
+            for s in self.store.load(dirty):
+                if s.alert.state is AlertState.CLEARED:
+                    self._forget(s.alert)
+                else:
+                    self._cache[s.alert.id] = s
+                    self._index.put(s)
+                    self._open.setdefault(s.alert.device_id, set()).add(s.alert.kind)
+                    if s.alert.kind == NO_DATA:
+                        self._no_data.add(s.alert.device_id)
+        return dirty
+
+    def _forget(self, a: Alert) -> None:
+        """A cleared alert leaves the cache and the indexes."""
+        if self._cache is not None:
+            self._cache.pop(a.id, None)
+        self._index.drop(a.id)
+        self._due.pop(a.id, None)
+        kinds = self._open.get(a.device_id)
+        if kinds is not None:
+            kinds.discard(a.kind)
+            if not kinds:
+                del self._open[a.device_id]
+        if a.kind == NO_DATA:
+            self._no_data.discard(a.device_id)
+
+    def _next_check(self, s: StoredAlert) -> float:
+        """The earliest time (epoch ms) a timer can change anything about this alert."""
+        a = s.alert
+        rule = self.rules.rule_for(a.kind)
+        d = self.rules.defaults
+        times: list[float] = []
+        if s.inactive_ms:
+            hold = max(rule.clear_after_s, d.flap_window_s) if a.flapping else rule.clear_after_s
+            times.append(s.inactive_ms + hold * 1000)
+        if a.state is AlertState.PENDING:
+            times.append(a.first_ms + rule.for_s * 1000)
+        elif a.notified_severity < 0:
+            times.append(a.active_ms + d.group_wait_s * 1000)
+        elif not a.acknowledged:
+            for route in self.rules.routes_for(a.site, a.kind, a.severity):
+                times.append(a.notified_ms + route.repeat_interval_s * 1000)
+                if route.escalate_after_s > 0 and a.escalation + 1 < len(route.receivers):
+                    times.append(a.active_ms + route.escalate_after_s * 1000 * (a.escalation + 1))
+        return min(times, default=math.inf)
+
+    def _silence_boundary(self, now: int) -> float:
+        """The next start or end of a silence (when muted alerts must be looked at again)."""
+        silences = self.silencer.static + self.store.silences()
+        return min(
+            (t for x in silences for t in (x.starts_ms, x.ends_ms) if t > now), default=math.inf
+        )
+
     def evaluate(self) -> list[Notification]:
-        """Advance every open alert and record the notifications now due (in the outbox)."""
+        """Advance the open alerts that may have something to do, and record the notifications
+        now due (in the outbox).
+
+        Only alerts written since the last call, alerts whose next timer (``for``, group wait,
+        clear hysteresis, repeat, escalation) has come, and alerts sharing a device or site with
+        an alert that changed state (inhibition) are looked at; a silence starting or ending
+        makes every open alert be looked at.
+        """
         now = self.clock()
-        opened = self.store.open_alerts()
+        dirty = self._open_alerts()
+        if self.store.take_silences_changed() or now >= self._silence_next:
+            dirty = set(self._cache or ())
+            self._silence_next = self._silence_boundary(now)
+        else:
+            dirty |= {i for i, t in self._due.items() if t <= now}
         plan = _Plan()
-        for s in opened:
+        active = self._index
+        by_id = self._cache or {}
+        todo = [by_id[i] for i in sorted(dirty) if i in by_id]
+        self._advance(todo, active, now, plan)
+        # Alerts muted or unmuted by a state change next to them (inhibition): look again.
+        devices, sites = self.inhibitor.affected([by_id[i] for i in plan.changed if i in by_id])
+        seen = {s.alert.id for s in todo}
+        near = {i for d in devices for i in active.by_device.get(d, ())} | {
+            i for site in sites for i in active.by_site.get(site, ())
+        }
+        related = [by_id[i] for i in sorted(near) if i not in seen and i in by_id]
+        self._advance(related, active, now, plan)
+        notes = self._record(plan, now)
+        for s in (*todo, *related):
+            if s.alert.state is AlertState.CLEARED:
+                self._forget(s.alert)
+            else:
+                self._due[s.alert.id] = self._next_check(s)
+        self.metrics.alerts.labels(state="open").set(len(self._cache or {}))
+        return notes
+
+    def _advance(
+        self, alerts: Sequence[StoredAlert], active: _ActiveIndex, now: int, plan: _Plan
+    ) -> None:
+        for s in alerts:
             a = s.alert
             was = a.state
             what = self.lifecycle.step(s, now)
             if what:
                 plan.changed[a.id] = a
-                self.store.transition(a, what, now)
+                plan.history.append((a.id, now, what, ""))
             if a.state is AlertState.CLEARED:
                 if was is AlertState.ACTIVE and a.notified_severity >= 0:
                     self._plan_resolved(a, plan)
                 continue
-            if a.state is not AlertState.ACTIVE:
+            if a.state is AlertState.ACTIVE:
+                self._plan_firing(s, active, now, what, plan)
+
+    def _plan_firing(
+        self, s: StoredAlert, active: _ActiveIndex, now: int, what: str, plan: _Plan
+    ) -> None:
+        """Silence, inhibit, group-wait and escalate one active alert into due notifications."""
+        a = s.alert
+        if a.flapping and what != "flapping" and a.notified_severity >= 0:
+            return  # held active: no paging while it flaps
+        if self.silencer.silenced_by(a, now) is not None:
+            return
+        if self.inhibitor.inhibited(s, active):
+            return
+        for route in self.rules.routes_for(a.site, a.kind, a.severity):
+            if (
+                a.notified_severity < 0
+                and now - a.active_ms < self.rules.defaults.group_wait_s * 1000
+            ):
                 continue
-            if a.flapping and what != "flapping" and a.notified_severity >= 0:
-                continue  # held active: no paging while it flaps
-            if self.silencer.silenced_by(a, now) is not None:
-                continue
-            if self.inhibitor.inhibited(s, opened):
-                continue
-            for route in self.rules.routes_for(a.site, a.kind, a.severity):
-                if (
-                    a.notified_severity < 0
-                    and now - a.active_ms < self.rules.defaults.group_wait_s * 1000
-                ):
-                    continue
-                escalation_before = a.escalation
-                for receiver, reason in self.escalator.due(a, route, now, what):
-                    plan.dues.append(_Due(a, receiver, route, "firing", reason))
-                if a.escalation != escalation_before:
-                    plan.changed[a.id] = a
-        self.metrics.alerts.labels(state="open").set(len(opened))
-        self._refresh([s for s in opened if s.alert.state is not AlertState.CLEARED])
-        return self._record(plan, now)
+            escalation_before = a.escalation
+            for receiver, reason in self.escalator.due(a, route, now, what):
+                plan.dues.append(_Due(a, receiver, route, "firing", reason))
+            if a.escalation != escalation_before:
+                plan.changed[a.id] = a
 
     def _plan_resolved(self, a: Alert, plan: _Plan) -> None:
         for route in self.rules.routes_for(a.site, a.kind, a.severity):
@@ -466,7 +630,7 @@ class AlertPipeline:
                 )
             )
         if notes or touched:
-            self.store.record(notes, touched.values())
+            self.store.record(notes, touched.values(), plan.history)
         if notes:
             if self.on_record is not None:
                 self.on_record(notes)
@@ -526,9 +690,9 @@ class AlertPipeline:
     async def run(self, interval_s: float = 1.0) -> None:
         """Evaluate and deliver until cancelled (wakes early when events arrive)."""
         while True:
+            self._wake.clear()  # before the work: an event arriving meanwhile wakes us again
             self.evaluate()
             await self.deliver()
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
 

@@ -165,6 +165,8 @@ class AlertStore:
             self.path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
         self._lock = threading.RLock()
+        self._dirty: set[int] = set()
+        self._silences_changed = True
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -214,15 +216,17 @@ class AlertStore:
             The alert ids, in row order.
         """
         ids: list[int] = []
+        history: list[tuple[int, int, str]] = []
         with self._tx() as db:
             for r in rows:
                 args = {**r, "data": json.dumps(r.get("data", {})), "late": int(r["late"])}
                 (alert_id,) = db.execute(_UPSERT, args).fetchone()
                 ids.append(int(alert_id))
-                db.execute(
-                    "INSERT INTO alert_history VALUES (?, ?, 'event', ?)",
-                    (alert_id, r["ms"], f"[{AlertSeverity(r['severity'])}] {r['explanation']}"),
+                history.append(
+                    (alert_id, r["ms"], f"[{AlertSeverity(r['severity'])}] {r['explanation']}")
                 )
+            db.executemany("INSERT INTO alert_history VALUES (?, ?, 'event', ?)", history)
+            self._dirty.update(ids)
         return ids
 
     def set_inactive(self, device_id: str, kinds_active: Sequence[str], ms: int) -> int:
@@ -234,18 +238,19 @@ class AlertStore:
         """
         kinds = json.dumps(list(kinds_active))
         with self._tx() as db:
-            cur = db.execute(
+            gone = db.execute(
                 "UPDATE alerts SET inactive_ms = ? WHERE device_id = ? AND state != 'cleared' "
                 "AND inactive_ms = 0 AND kind NOT IN (SELECT value FROM json_each(?)) "
-                "AND kind NOT IN ('no_data', 'installation', 'joint')",
+                "AND kind NOT IN ('no_data', 'installation', 'joint') RETURNING id",
                 (ms, device_id, kinds),
-            )
-            db.execute(
+            ).fetchall()
+            back = db.execute(
                 "UPDATE alerts SET inactive_ms = 0 WHERE device_id = ? AND state != 'cleared' "
-                "AND kind IN (SELECT value FROM json_each(?))",
+                "AND inactive_ms != 0 AND kind IN (SELECT value FROM json_each(?)) RETURNING id",
                 (device_id, kinds),
-            )
-            return cur.rowcount
+            ).fetchall()
+            self._dirty.update(int(r[0]) for r in gone + back)
+            return len(gone)
 
     def upsert_inactive(self, alert_id: int, ms: int) -> None:
         """Mark one alert's condition gone since ``ms`` (it clears after its hysteresis)."""
@@ -253,6 +258,7 @@ class AlertStore:
             db.execute(
                 "UPDATE alerts SET inactive_ms = ? WHERE id = ? AND inactive_ms = 0", (ms, alert_id)
             )
+            self._dirty.add(alert_id)
 
     def get(self, alert_id: int) -> StoredAlert | None:
         """One alert by id."""
@@ -266,6 +272,26 @@ class AlertStore:
             (device_id, kind),
         )
         return _row(rows[0]) if rows else None
+
+    def take_dirty(self) -> set[int]:
+        """Ids of alerts written through this store object since the last call."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def take_silences_changed(self) -> bool:
+        """Whether silences were added or ended through this store object since the last call."""
+        with self._lock:
+            changed, self._silences_changed = self._silences_changed, False
+        return changed
+
+    def load(self, ids: Iterable[int]) -> list[StoredAlert]:
+        """Several alerts by id (missing ids are skipped)."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM alerts WHERE id IN (SELECT value FROM json_each(?))",  # noqa: S608
+            (json.dumps(sorted(ids)),),
+        )
+        return [_row(r) for r in rows]
 
     def open_alerts(self) -> list[StoredAlert]:
         """Pending and active alerts."""
@@ -342,6 +368,7 @@ class AlertStore:
             db.execute(
                 "INSERT INTO alert_history VALUES (?, ?, 'ack', ?)", (alert_id, ms, f"{who}")
             )
+            self._dirty.add(alert_id)
             if comment:
                 _comment(db, alert_id, who, ms, comment)
         found = self.get(alert_id)
@@ -357,6 +384,7 @@ class AlertStore:
             if cur.rowcount == 0:
                 return None
             db.execute("INSERT INTO alert_history VALUES (?, ?, 'unack', ?)", (alert_id, ms, who))
+            self._dirty.add(alert_id)
         found = self.get(alert_id)
         return None if found is None else found.alert
 
@@ -366,6 +394,7 @@ class AlertStore:
             if not db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone():
                 return None
             _comment(db, alert_id, who, ms, text)
+            self._dirty.add(alert_id)
         found = self.get(alert_id)
         return None if found is None else found.alert
 
@@ -380,6 +409,7 @@ class AlertStore:
                 (s.starts_ms, s.ends_ms, s.author, s.reason, s.device_id, s.site, s.kind),
             )
             new_id = int(cur.lastrowid or 0)
+            self._silences_changed = True
         return Silence(
             new_id, s.starts_ms, s.ends_ms, s.author, s.reason, s.device_id, s.site, s.kind
         )
@@ -390,6 +420,7 @@ class AlertStore:
             cur = db.execute(
                 "UPDATE silences SET ends_ms = min(ends_ms, ?) WHERE id = ?", (ms, silence_id)
             )
+            self._silences_changed = True
             return cur.rowcount > 0
 
     def silences(self, active_at_ms: int | None = None) -> list[Silence]:
@@ -403,8 +434,14 @@ class AlertStore:
 
     # -- outbox ------------------------------------------------------------------------------
 
-    def record(self, notifications: Sequence[Notification], alerts: Iterable[Alert]) -> int:
-        """Put notifications in the outbox and the alerts' notified marks, in one transaction.
+    def record(
+        self,
+        notifications: Sequence[Notification],
+        alerts: Iterable[Alert],
+        history: Iterable[tuple[int, int, str, str]] = (),
+    ) -> int:
+        """Put notifications in the outbox and the alerts' new state (lifecycle, notified marks)
+        with their history lines, in one transaction.
 
         Returns:
             Notifications newly recorded (an id already there is not recorded twice).
@@ -413,6 +450,7 @@ class AlertStore:
         with self._tx() as db:
             for a in alerts:
                 _write(db, a)
+            db.executemany("INSERT INTO alert_history VALUES (?, ?, ?, ?)", list(history))
             for note in notifications:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO outbox (id, receiver, body, next_ms, created_ms) "

@@ -15,7 +15,13 @@ The warm-up is causal and has two halves, so the alarm limit is calibrated out o
    ``limit_factor``, is the alarm limit (it adapts to each device's own noise and autocorrelation);
 3. at ``warmup_rows``: refit on the whole warm-up (model B), which then scores live rows.
 
-Scores are 0 during the warm-up. Afterwards the score is ``1 - 10**(-T²/limit)``, so 0.9 (the
+A drifting channel (a temperature warming up) inflates the joint limit and can hide a clear
+shift of one other channel (a flow dropping by many sigmas). So each channel also gets its own
+limit, calibrated the same way: ``channel_factor`` x its largest smoothed deviation (in warm-up
+sigmas) over the calibration half, never below ``channel_factor x channel_floor`` sigmas. The
+alarm ratio is the larger of T²/limit and the largest per-channel ratio.
+
+Scores are 0 during the warm-up. Afterwards the score is ``1 - 10**(-ratio)``, so 0.9 (the
 default alert threshold) is exactly the limit and 0.99 twice it. The mean keeps following slow
 drift (time constant ``adapt_s``) only while the score is below ``release``; a device whose score
 stays above ``release`` for ``relearn_after_s`` is taken to have a new normal and warms up again.
@@ -66,6 +72,9 @@ class MultivariateParams:
         shrinkage: Weight of the identity in the shrunk correlation matrix (0..1); keeps the
             inverse stable with few rows or collinear channels.
         limit_factor: Alarm limit = this x the largest statistic of the calibration half.
+        channel_factor: Per-channel limit = this x the channel's largest smoothed deviation (in
+            sigmas) over the calibration half (0 = no per-channel limits, T² only).
+        channel_floor: Smallest calibration deviation assumed per channel, in sigmas.
         min_scale_rel: Smallest channel spread, relative to the channel's mean level (quantised or
             constant channels).
         adapt_s: Time constant of the slow drift tracking of the mean, in seconds (0 = frozen).
@@ -81,6 +90,8 @@ class MultivariateParams:
     settle_rows: int = 30
     shrinkage: float = 0.1
     limit_factor: float = 2.0
+    channel_factor: float = 4.0
+    channel_floor: float = 2.0
     min_scale_rel: float = 1e-3
     adapt_s: float = 3600.0
     relearn_after_s: float = 3600.0
@@ -101,6 +112,8 @@ def _spec(m: int) -> dict[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]:
         "precision": (np.float64, 0.0, (m, m)),
         "cal_max": (np.float64, 0.0, ()),
         "limit": (np.float64, np.inf, ()),
+        "cal_zmax": (np.float64, 0.0, (m,)),
+        "chan_limit": (np.float64, np.inf, (m,)),
         "hot_s": (np.float64, 0.0, ()),
         "alert_sev": (np.int8, 0, ()),
     }
@@ -135,6 +148,8 @@ class MultivariateDetector(Detector[MultivariateParams]):
         check_hysteresis(p.threshold, p.release)
         if p.smooth_s <= 0 or p.limit_factor <= 0 or not 0.0 <= p.shrinkage <= 1.0:
             raise DetectionError("smooth_s", "smooth_s, limit_factor > 0 and shrinkage in [0, 1]")
+        if p.channel_factor < 0 or p.channel_floor <= 0:
+            raise DetectionError("channel_factor", "need channel_factor >= 0 and channel_floor > 0")
         # The trailing shapes depend on max_channels, so the state is built from the params.
         self.state = ArrayState(_spec(p.max_channels))
         self.channels: tuple[str, ...] | None = None
@@ -177,18 +192,32 @@ class MultivariateDetector(Detector[MultivariateParams]):
         """Smooth, learn and score every row (causal per device).
 
         Returns:
-            Scores in [0, 1]; extras ``ratio`` (T² / alarm limit), ``z_sigma`` (rows x channels:
-            smoothed deviation in smoothed sigmas) and ``contribution`` (rows x channels: each
-            channel's share of T² / limit; they sum to ``ratio``).
+            Scores in [0, 1]; extras ``ratio`` (the larger of T² / alarm limit and the largest
+            per-channel ratio; score = 1 - 10**-ratio), ``t2_ratio`` (T² / alarm limit),
+            ``z_sigma`` (rows x channels: smoothed deviation in smoothed sigmas),
+            ``contribution`` (rows x channels: each channel's share of T² / limit; they sum to
+            ``t2_ratio``) and ``channel_ratio`` (rows x channels: |deviation| / the channel's
+            own limit).
         """
         n = len(frame)
         m = self.params.max_channels
         score = np.zeros(n)
         ratio = np.zeros(n)
+        t2_ratio = np.zeros(n)
         z_out = np.zeros((n, m))
         contrib = np.zeros((n, m))
+        chan = np.zeros((n, m))
         if n == 0:
-            return Scores(score, {"ratio": ratio, "z_sigma": z_out, "contribution": contrib})
+            return Scores(
+                score,
+                {
+                    "ratio": ratio,
+                    "t2_ratio": t2_ratio,
+                    "z_sigma": z_out,
+                    "contribution": contrib,
+                    "channel_ratio": chan,
+                },
+            )
         x = self._matrix(frame)
         self.state.ensure(int(frame.slot.max()) + 1)
         for rows in steps(frame.slot):
@@ -198,12 +227,18 @@ class MultivariateDetector(Detector[MultivariateParams]):
                 frame.ts_s[rows],
                 x[rows],
                 score=score,
-                out=(ratio, z_out, contrib),
+                out=(ratio, t2_ratio, z_out, contrib, chan),
             )
         n_ch = len(self.channels or ())
         return Scores(
             score,
-            {"ratio": ratio, "z_sigma": z_out[:, :n_ch], "contribution": contrib[:, :n_ch]},
+            {
+                "ratio": ratio,
+                "t2_ratio": t2_ratio,
+                "z_sigma": z_out[:, :n_ch],
+                "contribution": contrib[:, :n_ch],
+                "channel_ratio": chan[:, :n_ch],
+            },
         )
 
     def _step(
@@ -214,11 +249,18 @@ class MultivariateDetector(Detector[MultivariateParams]):
         x: npt.NDArray[np.float64],
         *,
         score: Float64,
-        out: tuple[Float64, npt.NDArray[np.float64], npt.NDArray[np.float64]],
+        out: tuple[
+            Float64,
+            Float64,
+            npt.NDArray[np.float64],
+            npt.NDArray[np.float64],
+            npt.NDArray[np.float64],
+        ],
     ) -> None:
         """One vectorised update of the devices in ``slots`` (one row each).
 
-        ``score`` and ``out`` (ratio, z_sigma, contribution) are written at the given rows.
+        ``score`` and ``out`` (ratio, t2_ratio, z_sigma, contribution, channel_ratio) are
+        written at the given rows.
         """
         p = self.params
         st = self.state
@@ -256,24 +298,41 @@ class MultivariateDetector(Detector[MultivariateParams]):
         t2 = part.sum(axis=1)
         calib = n_rows[live] <= p.warmup_rows
         if calib.any():
-            cs = ls[calib]
-            st["cal_max"][cs] = np.maximum(st["cal_max"][cs], t2[calib])
-            at_end = n_rows[live][calib] == p.warmup_rows
-            ends = cs[at_end]
-            # The statistic of T²/channels is 1 on average for white noise: never below that.
-            st["limit"][ends] = p.limit_factor * np.maximum(st["cal_max"][ends], 1.0)
+            self._calibrate(ls[calib], t2[calib], z[calib], n_rows[live][calib] == p.warmup_rows)
         det = ~calib
         if not det.any():
             return
         ds = ls[det]
-        r = t2[det] / st["limit"][ds]
+        r_t2 = t2[det] / st["limit"][ds]
+        # Padded channels have z = 0 (ratio 0); without per-channel limits (channel_factor 0)
+        # the limits stay infinite (ratio 0 too).
+        r_ch = np.abs(z[det]) / st["chan_limit"][ds]
+        r = np.maximum(r_t2, r_ch.max(axis=1))
         s = 1.0 - np.power(10.0, -r)
         where = rows[live][det]
         score[where] = s
         out[0][where] = r
-        out[1][where] = z[det]
-        out[2][where] = part[det] / st["limit"][ds][:, None]
+        out[1][where] = r_t2
+        out[2][where] = z[det]
+        out[3][where] = part[det] / st["limit"][ds][:, None]
+        out[4][where] = r_ch
         self._adapt(ds, s, dt_s[live][det], lsm[det])
+
+    def _calibrate(
+        self, cs: Int64, t2: Float64, z: npt.NDArray[np.float64], at_end: npt.NDArray[np.bool_]
+    ) -> None:
+        """Track the calibration maxima; set the alarm limits on the warm-up's last row."""
+        p = self.params
+        st = self.state
+        st["cal_max"][cs] = np.maximum(st["cal_max"][cs], t2)
+        st["cal_zmax"][cs] = np.maximum(st["cal_zmax"][cs], np.abs(z))
+        ends = cs[at_end]
+        # The statistic of T²/channels is 1 on average for white noise: never below that.
+        st["limit"][ends] = p.limit_factor * np.maximum(st["cal_max"][ends], 1.0)
+        if p.channel_factor > 0:
+            st["chan_limit"][ends] = p.channel_factor * np.maximum(
+                st["cal_zmax"][ends], p.channel_floor
+            )
 
     def _adapt(self, ds: Int64, s: Float64, dts: Float64, sm: npt.NDArray[np.float64]) -> None:
         """Follow slow drift while calm; warm up again after ``relearn_after_s`` above release."""
@@ -352,17 +411,21 @@ class MultivariateDetector(Detector[MultivariateParams]):
         late: bool,
         names: tuple[str, ...],
     ) -> DetectionEvent:
-        ratio = float(scores.extra["ratio"][row])
+        t2_ratio = float(scores.extra["t2_ratio"][row])
         z = scores.extra["z_sigma"][row]
-        share = scores.extra["contribution"][row]
+        chan = scores.extra["channel_ratio"][row]
+        # A channel matters by its share of T² / limit or by its own ratio, whichever is larger.
+        share = np.maximum(scores.extra["contribution"][row], chan)
         top = [int(j) for j in np.argsort(-share)[:_TOP_CHANNELS] if share[j] > 0]
         parts = [f"{names[j]} {z[j]:+.1f} sigma" for j in top]
+        lead = f"T² is {t2_ratio:.1f}x its warm-up limit"
+        if chan.shape[0] and float(chan.max()) > t2_ratio:
+            j = int(np.argmax(chan))
+            lead = f"{names[j]} is {float(chan[j]):.1f}x its own warm-up limit ({lead})"
         explanation = (
-            f"T² is {ratio:.1f}x its warm-up limit; most from "
-            + ", ".join(parts)
-            + " (smoothed, vs. the warm-up level)"
+            lead + "; most from " + ", ".join(parts) + " (smoothed, vs. the warm-up level)"
         )
-        data = {"t2_over_limit": ratio}
+        data = {"t2_over_limit": t2_ratio, "over_limit": float(scores.extra["ratio"][row])}
         data.update({f"z_sigma.{names[j]}": float(z[j]) for j in top})
         return row_event(
             frame,

@@ -77,3 +77,41 @@ def test_all_nan_row_changes_nothing() -> None:
     assert np.all(scores.score == 0.0)
     for key, arr in before.items():
         np.testing.assert_array_equal(arr, det.snapshot()[key])
+
+
+def drifting_rig(n: int = 900, shift_from: int = 650) -> Frame:
+    """A temperature that dips hard in the calibration half, and a flow that drops later."""
+    rng = np.random.default_rng(3)
+    temp = 70.0 + 0.05 * rng.normal(size=n)
+    temp[250:330] -= 3.0  # a warm-up transient: inflates the joint T² limit
+    flow = 32.0 + 0.2 * rng.normal(size=n)
+    flow[shift_from:] -= 0.8  # 4 raw sigma, many smoothed sigma
+    values: dict[str, Float64] = {
+        "current_a": 2.0 + 0.05 * rng.normal(size=n),
+        "flow_lpm": flow,
+        "pressure_bar": 1.0 + 0.02 * rng.normal(size=n),
+        "temp_c": temp,
+    }
+    ts: Float64 = 1.7e9 + np.arange(n, dtype=np.float64)
+    return Frame.single("pump-1", ts, values)
+
+
+def test_per_channel_limit_sees_a_shift_the_joint_limit_hides() -> None:
+    scores, dec = MultivariateDetector().process(drifting_rig())
+    assert not dec.alert[:650].any()
+    assert dec.alert[700:].all()
+    assert scores.extra["channel_ratio"][700:, 1].min() > 1.0  # flow_lpm, on its own limit
+    assert scores.extra["t2_ratio"][700:].max() < 0.5  # the joint limit alone misses it
+    assert dec.events
+    assert dec.events[0].explanation.startswith("flow_lpm is")
+    # Without per-channel limits the detector is the T²-only one and misses the drop.
+    _, t2_only = MultivariateDetector(MultivariateParams(channel_factor=0.0)).process(
+        drifting_rig()
+    )
+    assert not t2_only.alert.any()
+
+
+def test_bad_channel_params() -> None:
+    with pytest.raises(DetectionError) as err:
+        MultivariateDetector(MultivariateParams(channel_floor=0.0))
+    assert err.value.key == "channel_factor"

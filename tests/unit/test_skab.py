@@ -64,11 +64,12 @@ def test_multivariate_on_skab() -> None:
     result = evaluate_skab(ROOT)
     assert result.counts.tp + result.counts.fn == 12771  # anomalous test rows
     assert sum(f.test_rows for f in result.files) == 23801
-    # Measured 2026-11: F1 0.760, FAR 11.4 %, MAR 32.7 %. The floors leave margin, and are far
-    # above the Isolation Forest row (F1 0.29).
-    assert result.f1 >= 0.72
+    # Measured 2026-11: F1 0.788, FAR 13.9 %, MAR 27.2 % (T² only, channel_factor=0: F1 0.760,
+    # FAR 11.4 %, MAR 32.7 %). The floors leave margin, and are far above the Isolation Forest
+    # row (F1 0.29).
+    assert result.f1 >= 0.75
     assert result.far_pct <= 15.0
-    assert result.mar_pct <= 38.0
+    assert result.mar_pct <= 33.0
     table = skab_table(result)
     assert table[0][1] == max(r[1] for r in table)
     assert any(name == "boltwatch multivariate" for name, *_ in table)
