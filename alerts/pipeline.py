@@ -46,7 +46,7 @@ from alerts.model import (
     Notification,
     Silence,
 )
-from alerts.rules import Route, Rules
+from alerts.rules import InhibitRule, Route, Rules
 from alerts.store import AlertStore, StoredAlert
 from detection.base import DetectionEvent
 
@@ -182,11 +182,7 @@ class Inhibitor:
         for src in changed:
             a = src.alert
             for rule in self.rules:
-                if rule.source_kinds and a.kind not in rule.source_kinds:
-                    continue
-                if rule.source_device_kinds and src.device_kind not in rule.source_device_kinds:
-                    continue
-                if a.severity < rule.source_min_severity:
+                if not _can_inhibit(rule, src):
                     continue
                 if rule.equal == "device":
                     devices.add(a.device_id)
@@ -210,16 +206,22 @@ class Inhibitor:
                 a = src.alert
                 if a.id == t.id or a.state is not AlertState.ACTIVE:
                     continue
-                if rule.source_kinds and a.kind not in rule.source_kinds:
-                    continue
-                if rule.source_device_kinds and src.device_kind not in rule.source_device_kinds:
-                    continue
-                if a.severity < rule.source_min_severity:
+                if not _can_inhibit(rule, src):
                     continue
                 if rule.equal == "device" and a.severity <= t.severity and not rule.source_kinds:
                     continue  # a critical mutes the *lower* severities of the same device
                 return True
         return False
+
+
+def _can_inhibit(rule: InhibitRule, src: StoredAlert) -> bool:
+    """Whether an alert matches a rule's source side (kind, device kind, severity)."""
+    a = src.alert
+    return (
+        (not rule.source_kinds or a.kind in rule.source_kinds)
+        and (not rule.source_device_kinds or src.device_kind in rule.source_device_kinds)
+        and a.severity >= rule.source_min_severity
+    )
 
 
 class _ActiveIndex:
