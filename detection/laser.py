@@ -11,7 +11,15 @@ A CO2 tube dies within seconds without cooling, so the checks are on the water l
   ``heat / (flow · c_p)`` with the jacket's time constant — to estimate the chiller's supply
   temperature, which must stay under ~22 °C (warning) and 25 °C (critical). Healthy lasing at full
   power adds ~4 °C at the outlet, so thresholds on the raw reading would either false-alarm or come
-  late.
+  late. The tube current between two readings is unknown (cuts and travel alternate every few
+  seconds): the filter is fed the mean of the two readings' currents, and the less of the jacket's
+  state that mean explains — the further apart the readings are against the jacket's time constant
+  (~11 s at 2 L/min) — the more one reading's estimate can be off: by up to half the full tube's
+  rise (2.2 °C at 2 L/min) times ``1 - exp(-dt / time constant)``. The supply estimate is
+  therefore averaged over as many readings as bring that spread down to ``supply_tol_c`` (~1.4
+  readings at 1 s, ~8 at 5 s, ~19 at 10 s: ~40 s and ~3 min). The reservoir it estimates changes
+  over minutes (a failed chiller warms it by at most ~1 °C/min), so sparse readings cost some
+  delay, no sensitivity.
 * **Rising trend**: the supply estimate's slope (a double exponential smoother, 10 min) above
   ``trend_c_h`` while the supply is already above ``trend_min_c``: a chiller losing ground.
 * **Outlet over-temperature**: the raw outlet above ``outlet_critical_c``.
@@ -43,6 +51,7 @@ from detection.base import (
     Bool,
     ConformanceCase,
     Decisions,
+    DetectionError,
     Detector,
     EventKind,
     Frame,
@@ -77,6 +86,10 @@ class LaserParams:
         water_w_k_per_lpm: Heat carried per kelvin per L/min of water flow, W/K.
         firing_ma: Tube current above which the tube counts as firing, mA.
         max_dt_s: Longest time step integrated between two readings, s.
+        tube_max_ma: Full tube current, mA: half its jacket rise is how far off one reading's
+            supply estimate can be when the current between readings is unknown.
+        supply_tol_c: The supply estimate averages as many readings as bring that spread down to
+            this, °C.
         scale: Where scores become alerts.
     """
 
@@ -96,7 +109,14 @@ class LaserParams:
     water_w_k_per_lpm: float = 4186.0 / 60.0
     firing_ma: float = 0.5
     max_dt_s: float = 30.0
+    tube_max_ma: float = 28.0
+    supply_tol_c: float = 0.3
     scale: AlertScale = field(default_factory=AlertScale)
+
+    def __post_init__(self) -> None:
+        """Reject a supply smoother that cannot average."""
+        if not self.supply_tol_c > 0.0 or not self.tube_max_ma >= 0.0:
+            raise DetectionError("supply", "needs supply_tol_c > 0 and tube_max_ma >= 0")
 
 
 class LaserDetector(Detector[LaserParams]):
@@ -105,8 +125,9 @@ class LaserDetector(Detector[LaserParams]):
     Reads ``chiller_water_c``, ``flow_lpm``, ``tube_current_ma`` and ``laser_power_pct``.
 
     Scores (``Scores.extra``): ``score_cooling_failure``; ``supply_c`` (estimated supply water
-    temperature, NaN without flow), ``trend_c_h``, ``flow_base_lpm``, ``flow_low_s``, ``cause``
-    (index into flow / supply / trend / outlet / flow_drop).
+    temperature, averaged as the module docs say; NaN without flow), ``trend_c_h``,
+    ``flow_base_lpm``, ``flow_low_s``, ``cause`` (index into flow / supply / trend / outlet /
+    flow_drop).
     """
 
     name: ClassVar[str] = "laser_cutter"
@@ -114,7 +135,9 @@ class LaserDetector(Detector[LaserParams]):
     params_type: ClassVar[type[Any]] = LaserParams
     state_spec: ClassVar[Mapping[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]] = {
         "last_ts": (np.float64, np.nan, ()),
-        "rise_c": (np.float64, 0.0, ()),
+        "rise_c": (np.float64, np.nan, ()),
+        "last_cur": (np.float64, np.nan, ()),
+        "supply": (np.float64, np.nan, ()),
         "s1": (np.float64, np.nan, ()),
         "s2": (np.float64, np.nan, ()),
         "flow_base": (np.float64, np.nan, ()),
@@ -145,18 +168,34 @@ class LaserDetector(Detector[LaserParams]):
             flowing = has_q & (q >= p.flow_min_lpm)
             # Jacket rise above the supply: first-order towards heat / (flow · c_p + UA).
             g = p.water_w_k_per_lpm * np.where(has_q, np.maximum(q, 0.0), 0.0) + p.jacket_ua_w_k
-            rise_eq = p.heat_w_per_ma * cur[rows] / g
+            # Tube current over the step: the mean of its two readings (unknown in between).
+            c_now = cur[rows]
+            c_prev = st["last_cur"][s]
+            c_step = 0.5 * (np.where(np.isnan(c_prev), c_now, c_prev) + c_now)
+            st["last_cur"][s] = c_now
+            rise_eq = p.heat_w_per_ma * c_step / g
             a = 1.0 - np.exp(-dt * g / p.jacket_c_j_k)
-            rise = np.clip(st["rise_c"][s] + (rise_eq - st["rise_c"][s]) * a, 0.0, 100.0)
+            # A device's first reading: the jacket at its equilibrium, not at 0 (mid-job restart).
+            r0 = st["rise_c"][s]
+            r0 = np.where(np.isnan(r0), rise_eq, r0)
+            rise = np.clip(r0 + (rise_eq - r0) * a, 0.0, 100.0)
             st["rise_c"][s] = rise
-            sup = np.where(flowing & np.isfinite(w), w - rise, np.nan)
+            # Supply estimate, averaged over n readings: spread / sqrt(n) = supply_tol_c.
+            one = np.where(flowing & np.isfinite(w), w - rise, np.nan)
+            ok = np.isfinite(one)
+            sf = st["supply"][s]
+            sf = np.where(ok & np.isnan(sf), one, sf)
+            spread = p.heat_w_per_ma * p.tube_max_ma / (2.0 * g) * a
+            weight = 1.0 / (1.0 + (spread / p.supply_tol_c) ** 2)
+            sf = np.where(ok, sf + (one - sf) * weight, sf)
+            st["supply"][s] = sf
+            sup = np.where(ok, sf, np.nan)
             # Double exponential smoother of the supply estimate: slope = (s1 - s2) / tau.
             at = 1.0 - np.exp(-dt / p.trend_tau_s)
             s1, s2 = st["s1"][s], st["s2"][s]
-            fresh = np.isnan(s1) & np.isfinite(sup)
+            fresh = np.isnan(s1) & ok
             s1 = np.where(fresh, sup, s1)
             s2 = np.where(fresh, sup, s2)
-            ok = np.isfinite(sup)
             s1 = np.where(ok, s1 + (sup - s1) * at, s1)
             s2 = np.where(ok, s2 + (s1 - s2) * at, s2)
             st["s1"][s], st["s2"][s] = s1, s2
