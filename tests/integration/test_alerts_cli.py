@@ -7,26 +7,21 @@ typer's CliRunner and talk HTTP to it. Nothing is faked.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from starlette.types import ASGIApp
 from typer.testing import CliRunner, Result
 
-from alerts.api import create_app, serve_api
+from alerts.api import create_app
 from alerts.pipeline import AlertPipeline
 from alerts.rules import load_rules
 from alerts.store import AlertStore
 from boltwatch.cli import app
 from detection.base import DetectionEvent, EventKind, Severity
+from tests.api_server import ApiServer
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -42,43 +37,6 @@ class Clock:
 
     def __call__(self) -> int:
         return self.ms
-
-
-class ApiServer:
-    """``serve_api`` in a background thread with its own event loop; stopped by cancelling."""
-
-    def __init__(self, app_: ASGIApp) -> None:
-        self.app = app_
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(serve_api(self.app, "127.0.0.1", self.port))
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    def __enter__(self) -> ApiServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url + "/healthz", timeout=1) as r,  # noqa: S310
-            ):
-                if r.status == 200:
-                    return self
-            time.sleep(0.02)
-        raise RuntimeError(f"the API did not start on {self.url}")
-
-    def __exit__(self, *_: object) -> None:
-        assert self._loop is not None
-        assert self._task is not None
-        self._loop.call_soon_threadsafe(self._task.cancel)
-        self._thread.join(timeout=10)
 
 
 @dataclass
