@@ -8,7 +8,7 @@ TEST_DEBS := mosquitto:mosquitto victoria-metrics:victoria-metrics prometheus-al
 # ... and those the benchmarks use as references.
 BENCH_DEBS := $(TEST_DEBS) mosquitto_pub:mosquitto-clients
 
-.PHONY: venv system-deps lint format typecheck unit test demo bench clean
+.PHONY: venv system-deps lint format typecheck unit test demo bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ bench: venv
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/detect.py
 	$(BIN)/python bench/alert_latency.py
+
+# Coverage-guided fuzzing (atheris, installed on demand: not a dev dependency) of each decoder and
+# the API's body parsers, FUZZ_SECONDS each; prints inputs, executions/s and crashes per harness.
+FUZZ_SECONDS ?= 600
+fuzz: venv
+	@$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/python -m pip install --quiet atheris
+	$(BIN)/python -m fuzz.run --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -3,7 +3,11 @@
 JSON in and out. Every ``/api/...`` route needs ``Authorization: Bearer <token>``; ``/metrics``
 (Prometheus text) and ``/healthz`` do not. Errors are ``{"error": "..."}`` — naming the field
 when a field is wrong — with 400 (malformed request), 401 (no or wrong token), 404 (no such alert
-or silence) or 422 (a field fails validation); a traceback is never sent.
+or silence) or 422 (a field fails validation); a traceback is never sent. Input is bounded before
+it reaches the store: ids fit SQLite's 64-bit integers, times lie in 1970..9999, text fields have a
+length limit and bodies a nesting limit, so no request body or path answers 500. Every response
+carries ``Content-Security-Policy: default-src 'self'``, ``X-Content-Type-Options: nosniff`` and
+``Referrer-Policy: no-referrer``.
 
 Times come from the injected ``clock`` (epoch milliseconds) so tests are exact. The store is
 synchronous SQLite: every call runs in a worker thread so the event loop is never blocked.
@@ -26,6 +30,9 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
+import math
+import os
 import socket
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
@@ -41,20 +48,52 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from alerts.errors import AlertsError, RuleError
+from alerts.errors import AlertsError, ListenError, RuleError
 from alerts.model import AlertState, Silence
 from alerts.rules import parse_duration_s
 from alerts.store import AlertStore, StoreClosedError
+from sensors.codec import nesting_depth
+from sensors.limits import MAX_TS_MS
 
-__all__ = ["ApiError", "create_app", "parse_listen", "serve_api"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_BODY_DEPTH",
+    "MAX_ID",
+    "MAX_NAME_CHARS",
+    "MAX_TEXT_CHARS",
+    "SECURITY_HEADERS",
+    "ApiError",
+    "create_app",
+    "parse_body",
+    "parse_listen",
+    "serve_api",
+    "silence_from",
+]
+
+_log = logging.getLogger("boltwatch.alerts.api")
 
 MAX_BODY_BYTES: Final = 64 * 1024
 """Requests are a few fields; anything bigger is refused (413) before it is read."""
+MAX_BODY_DEPTH: Final = 8
+"""Deepest nesting of arrays and objects in a request body (levels); bodies are flat objects."""
 MAX_LIMIT: Final = 10_000
 """Upper bound of ``limit`` on ``GET /api/alerts``."""
+MAX_ID: Final = 2**63 - 1
+"""Largest alert or silence id (SQLite's integer); a larger one in a path is refused (404)."""
+MAX_TEXT_CHARS: Final = 4_000
+"""Longest comment or silence reason (characters)."""
+MAX_NAME_CHARS: Final = 256
+"""Longest ``by``, ``author``, ``device_id``, ``site`` or ``kind`` (characters)."""
+SECURITY_HEADERS: Final = (
+    (b"content-security-policy", b"default-src 'self'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+"""Sent with every response (errors included)."""
 _MATCHERS: Final = ("device_id", "site", "kind")
+_TEXT_FIELDS: Final = frozenset({"comment", "text", "reason"})
 
 _T = TypeVar("_T")
 
@@ -102,6 +141,27 @@ class _BearerAuth:
         await self.app(scope, receive, send)
 
 
+class _SecurityHeaders:
+    """ASGI middleware: the :data:`SECURITY_HEADERS` on every HTTP response (401 and 413 too)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def _str_field(body: Mapping[str, Any], name: str, *, required: bool) -> str:
     value = body.get(name)
     if value is None:
@@ -113,28 +173,50 @@ def _str_field(body: Mapping[str, Any], name: str, *, required: bool) -> str:
     value = value.strip()
     if required and not value:
         raise _invalid(name, "required (must not be empty)")
+    limit = MAX_TEXT_CHARS if name in _TEXT_FIELDS else MAX_NAME_CHARS
+    if len(value) > limit:
+        raise _invalid(name, f"{len(value)} characters; at most {limit}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): not storable text
+        raise _invalid(name, "not valid Unicode (lone surrogate)") from None
     return value
 
 
 def _time_ms(value: object, name: str) -> int:
-    """Epoch ms of an RFC 3339 string or of a number of epoch milliseconds."""
+    """Epoch ms of an RFC 3339 string or of a number of epoch milliseconds (1970..9999)."""
+    what = "must be an RFC 3339 time or epoch milliseconds"
     if isinstance(value, bool):
-        raise _invalid(name, "must be an RFC 3339 time or epoch milliseconds")
+        raise _invalid(name, what)
     if isinstance(value, int | float):
+        # Bounded before int(): NaN, infinity and 1e300 would fail there or overflow SQLite.
+        if not (isinstance(value, int) or math.isfinite(value)) or not 0 <= value <= MAX_TS_MS:
+            raise _invalid(name, f"epoch milliseconds must be between 0 and {MAX_TS_MS} (9999)")
         return int(value)
     if isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise _invalid(name, f"{value!r} is not an RFC 3339 time") from None
+            raise _invalid(name, f"{value[:64]!r} is not an RFC 3339 time") from None
         if dt.tzinfo is None:
-            raise _invalid(name, f"{value!r} has no UTC offset (add Z or +01:00)")
-        return int(dt.timestamp() * 1000)
-    raise _invalid(name, "must be an RFC 3339 time or epoch milliseconds")
+            raise _invalid(name, f"{value[:64]!r} has no UTC offset (add Z or +01:00)")
+        ms = round(dt.timestamp() * 1000)
+        if not 0 <= ms <= MAX_TS_MS:
+            raise _invalid(name, f"{value[:64]!r} is not between 1970 and 9999 (UTC)")
+        return ms
+    raise _invalid(name, what)
 
 
-def _silence_from(body: Mapping[str, Any], now_ms: int) -> Silence:
-    """Validate a ``POST /api/silences`` body into a silence (id 0, not stored yet)."""
+def silence_from(body: Mapping[str, Any], now_ms: int) -> Silence:
+    """Validate a ``POST /api/silences`` body into a silence (id 0, not stored yet).
+
+    Args:
+        body: The parsed body (see :func:`parse_body`).
+        now_ms: Current time, epoch milliseconds (the default ``starts``).
+
+    Raises:
+        ApiError: A field is missing or invalid (422, naming it).
+    """
     author = _str_field(body, "author", required=True)
     reason = _str_field(body, "reason", required=True)
     matchers = {m: _str_field(body, m, required=False) for m in _MATCHERS}
@@ -148,9 +230,12 @@ def _silence_from(body: Mapping[str, Any], now_ms: int) -> Silence:
         ends_ms = _time_ms(ends, "ends")
     elif duration is not None:
         try:
-            ends_ms = starts_ms + round(parse_duration_s(duration, "duration") * 1000)
+            duration_s = parse_duration_s(duration, "duration")
         except RuleError as exc:
             raise _invalid("duration", exc.reason) from exc
+        if duration_s * 1000 > MAX_TS_MS - starts_ms:
+            raise _invalid("duration", "ends after 9999-12-31")
+        ends_ms = starts_ms + round(duration_s * 1000)
     else:
         raise _invalid("ends", "give ends (a time) or duration (like 2h)")
     if ends_ms <= starts_ms:
@@ -158,17 +243,37 @@ def _silence_from(body: Mapping[str, Any], now_ms: int) -> Silence:
     return Silence(0, starts_ms, ends_ms, author, reason, **matchers)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object (``{}`` when empty).
+
+    Raises:
+        ApiError: 400 when the body is not a JSON object, nests deeper than
+            :data:`MAX_BODY_DEPTH`, or holds a number Python refuses to parse (over 4300 digits).
+    """
     if not raw.strip():
         return {}
+    # Bounded before parsing: json's recursion would end in RecursionError (a 500) first.
+    if nesting_depth(raw, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
+        raise ApiError(400, f"the body nests arrays and objects deeper than {MAX_BODY_DEPTH}")
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the body is not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, not UTF-8, huge int
+        raise ApiError(400, f"the body is not JSON ({str(exc)[:200]})") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     return body
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    return parse_body(await request.body())
+
+
+def _path_id(request: Request, name: str, what: str) -> int:
+    """An id from the path; beyond SQLite's integers it cannot exist (404, naming the field)."""
+    value: int = request.path_params[name]
+    if value > MAX_ID:
+        raise ApiError(404, f"no {what} {value} (ids are at most {MAX_ID})", name)
+    return value
 
 
 def _query_str(request: Request, name: str) -> str | None:
@@ -233,7 +338,7 @@ class _Handlers:
 
     async def show_alert(self, request: Request) -> Response:
         """``GET /api/alerts/{id}``: the alert and its history, oldest first."""
-        alert_id: int = request.path_params["alert_id"]
+        alert_id = _path_id(request, "alert_id", "alert")
         stored = await self._alert_or_404(alert_id, lambda: self.store.get(alert_id))
         history = await run_in_threadpool(self.store.history, alert_id)
         body = stored.alert.as_dict()
@@ -242,7 +347,7 @@ class _Handlers:
 
     async def ack_alert(self, request: Request) -> Response:
         """``POST /api/alerts/{id}/ack`` ``{"by", "comment"?}``."""
-        alert_id: int = request.path_params["alert_id"]
+        alert_id = _path_id(request, "alert_id", "alert")
         body = await _json_body(request)
         by = _str_field(body, "by", required=True)
         comment = _str_field(body, "comment", required=False)
@@ -254,7 +359,7 @@ class _Handlers:
 
     async def unack_alert(self, request: Request) -> Response:
         """``POST /api/alerts/{id}/unack`` ``{"by"}``."""
-        alert_id: int = request.path_params["alert_id"]
+        alert_id = _path_id(request, "alert_id", "alert")
         by = _str_field(await _json_body(request), "by", required=True)
         now = self.clock()
         alert = await self._alert_or_404(
@@ -264,7 +369,7 @@ class _Handlers:
 
     async def comment_alert(self, request: Request) -> Response:
         """``POST /api/alerts/{id}/comment`` ``{"by", "text"}``."""
-        alert_id: int = request.path_params["alert_id"]
+        alert_id = _path_id(request, "alert_id", "alert")
         body = await _json_body(request)
         by = _str_field(body, "by", required=True)
         text = _str_field(body, "text", required=True)
@@ -289,13 +394,13 @@ class _Handlers:
 
     async def add_silence(self, request: Request) -> Response:
         """``POST /api/silences``: 201 and the stored silence."""
-        silence = _silence_from(await _json_body(request), self.clock())
+        silence = silence_from(await _json_body(request), self.clock())
         stored = await run_in_threadpool(self.store.add_silence, silence)
         return JSONResponse(stored.as_dict(), status_code=201)
 
     async def end_silence(self, request: Request) -> Response:
         """``DELETE /api/silences/{id}``: ends it now (kept for the record)."""
-        silence_id: int = request.path_params["silence_id"]
+        silence_id = _path_id(request, "silence_id", "silence")
         now = self.clock()
 
         def end() -> Silence | None:
@@ -360,11 +465,12 @@ def create_app(
             Route("/metrics", api.metrics, methods=["GET"]),
             Route("/healthz", api.healthz, methods=["GET"]),
         ],
-        middleware=[Middleware(_BearerAuth, token=token)],
+        middleware=[Middleware(_SecurityHeaders), Middleware(_BearerAuth, token=token)],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
             StoreClosedError: _store_closed,
+            Exception: _internal_error,
         },
         max_body_size=MAX_BODY_BYTES,
     )
@@ -382,6 +488,17 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 async def _store_closed(_: Request, exc: Exception) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=503)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # A bug, not input (inputs are bounded above): logged with its traceback, and answered as
+    # JSON with the security headers (this handler runs outside the middleware stack).
+    _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"error": "internal error (logged)"},
+        status_code=500,
+        headers={k.decode(): v.decode() for k, v in SECURITY_HEADERS},
+    )
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -430,14 +547,19 @@ async def serve_api(app: ASGIApp, host: str, port: int) -> None:
         port: TCP port.
 
     Raises:
-        OSError: The address cannot be bound (in use, not local); the message names it.
+        ListenError: The address cannot be bound (in use, not local); an OSError whose message
+            names the address and whose ``key`` is ``alerts.api_listen``.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         # Bound here rather than by uvicorn, which would sys.exit() on a port already in use.
         sock = socket.create_server((host, port), family=family)
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        # os.strerror: create_server's own strerror repeats the address ("while attempting...").
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(
+            "alerts.api_listen", exc.errno, f"cannot listen on {host}:{port}: {reason}"
+        ) from exc
     # log_config=None: the host service's logging setup stays; uvicorn's loggers are only quieted.
     config = uvicorn.Config(
         app,

@@ -695,8 +695,11 @@ class AlertPipeline:
             self._wake.clear()  # before the work: an event arriving meanwhile wakes us again
             self.evaluate()
             await self.deliver()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and the task then never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
+                async with asyncio.timeout(interval_s):
+                    await self._wake.wait()
 
     async def aclose(self) -> None:
         """Close every channel."""

@@ -48,6 +48,7 @@ Every error names its key (``routes[1].receivers``).
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -116,15 +117,24 @@ def parse_duration_s(value: object, key: str) -> float:
     """
     if isinstance(value, bool):
         raise RuleError(key, f"{value!r} is not a duration")
+    seconds: float | None = None
     if isinstance(value, int | float):
         if value < 0:
             raise RuleError(key, "must not be negative")
-        return float(value)
-    if isinstance(value, str):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond the float range
+            seconds = math.inf
+    elif isinstance(value, str):
         m = _DURATION.match(value)
         if m:
-            return float(m.group(1)) * _UNIT_S[m.group(2)]
-    raise RuleError(key, f"{value!r} is not a duration like 90s, 5m, 2h, 1d")
+            seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if seconds is None:
+        raise RuleError(key, f"{value!r} is not a duration like 90s, 5m, 2h, 1d")
+    # NaN and infinity (or "1e400"-sized numbers) would overflow every time computed from them.
+    if not math.isfinite(seconds):
+        raise RuleError(key, "must be a finite number of seconds")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

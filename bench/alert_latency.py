@@ -348,8 +348,10 @@ async def _latency(
         run_service(cfg, Console(quiet=True), mqtt_version=5, stop=stop, on_ready=ready.set)
     )
     try:
-        await asyncio.wait_for(feeder.stdout.readline(), 30)  # "ready": receiver and MQTT up
-        await asyncio.wait_for(ready.wait(), 30)
+        async with asyncio.timeout(30):
+            await feeder.stdout.readline()  # "ready": receiver and MQTT up
+        async with asyncio.timeout(30):
+            await ready.wait()
         console.print(
             f"    warm-up: {warmup_readings:,} readings ({bolts:,} bolts x {steps} x "
             f"{WARMUP_STEP_S // 60} min) in gateway batches of {GATEWAY_BATCH} ..."

@@ -132,6 +132,14 @@ def reference_pub(port: int, tmp: Path, messages: int, batch: int) -> tuple[floa
     return messages / dt, messages * batch / dt
 
 
+async def _drive_bounded(
+    url: str, bolts: int, speed: float, seconds: float
+) -> tuple[int, int, float, float, int]:
+    """:func:`_drive`, or TimeoutError when it has not stopped 90 s after its time."""
+    async with asyncio.timeout(seconds + 90.0):
+        return await _drive(url, bolts, speed, seconds)
+
+
 async def _drive(
     url: str, bolts: int, speed: float, seconds: float
 ) -> tuple[int, int, float, float, int]:
@@ -175,9 +183,7 @@ def online(console: Console, bolts: int, seconds: float) -> Table:
             speed = 1.0
             while speed <= 64:
                 try:
-                    step = asyncio.run(
-                        asyncio.wait_for(_drive(url, bolts, speed, seconds), seconds + 90.0)
-                    )
+                    step = asyncio.run(_drive_bounded(url, bolts, speed, seconds))
                 except TimeoutError:
                     console.print(f"{speed:g}x: did not stop within {seconds + 90:g} s: overloaded")
                     break

@@ -64,18 +64,39 @@ ConfigOption = Annotated[
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn the project's typed errors into one clear line and exit status 2."""
-    from alerts.errors import RuleError
+    """Turn the project's typed errors into one clear line and exit status 2.
+
+    Also when a service's task group reports them (``boltwatch run``: the API's port in use is
+    raised by its task, inside an ExceptionGroup); a group holding anything else is a bug and
+    goes on as it is.
+    """
+    from alerts.errors import ListenError, RuleError
     from boltwatch.config import ConfigError
     from detection.base import DetectionError
     from sensors.errors import SensorsError
 
+    user_errors = (ConfigError, SensorsError, RuleError, DetectionError, ListenError)
     try:
         yield
-    except (ConfigError, SensorsError, RuleError, DetectionError) as exc:
+    except user_errors as exc:
         # escape(): paths such as metrics[preload_kn] or $.readings[3] are not rich markup.
         err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         raise typer.Exit(2) from exc
+    except BaseExceptionGroup as group:
+        rest = group.split(user_errors)[1]
+        if rest is not None:
+            raise
+        for leaf in _leaves(group):
+            err.print(f"[bold red]error:[/] {escape(str(leaf))}", markup=True)
+        raise typer.Exit(2) from group
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions of a (nested) exception group, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 @app.command()

@@ -73,6 +73,8 @@ class BrokerConfig(_Section, frozen=True):
         tls_cert_file: Client certificate (mutual TLS).
         tls_key_file: Client private key (mutual TLS).
         topics: Topic filters to subscribe to (``$share/GROUP/...`` splits work between workers).
+            Each message is decoded by its topic's prefix: ``boltwatch/v1/`` JSON, ``spBv1.0/``
+            Sparkplug B; both are subscribed by default.
         keepalive_s: MQTT keep-alive.
         session_expiry_s: How long the broker keeps our session (and queued QoS 1 messages).
         receive_maximum: In-flight QoS 1 messages at once: the backpressure bound.
@@ -86,7 +88,8 @@ class BrokerConfig(_Section, frozen=True):
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
-    topics: list[str] = msgspec.field(default_factory=lambda: ["boltwatch/v1/+/+/+/+"])
+    # ingest.decoders.DEFAULT_TOPICS (not imported: ingest imports this module).
+    topics: list[str] = msgspec.field(default_factory=lambda: ["boltwatch/v1/+/+/+/+", "spBv1.0/#"])
     keepalive_s: Annotated[int, Meta(ge=5, le=3_600)] = 60
     session_expiry_s: Annotated[int, Meta(ge=0, le=2**32 - 1)] = 86_400
     receive_maximum: Annotated[int, Meta(ge=1, le=65_535)] = 1_000

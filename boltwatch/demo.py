@@ -25,9 +25,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
 from boltwatch.broker import EmbeddedBroker
 from boltwatch.config import parse_config
-from boltwatch.run import ServiceSummary, run_service
+from boltwatch.run import ServiceSummary, StopDeadline, run_service
 from boltwatch.simulate import build_scenario_fleet
 from firmware_sim.scenario import load_scenario, parse_duration, run_scenario
+from ingest.store import Store
 
 __all__ = ["DEMO_RULES", "run_demo"]
 
@@ -35,7 +36,7 @@ DEMO_RULES: Final = """
 [defaults]
 for = "0s"
 clear_after = "10m"
-repeat_interval = "1h"
+repeat_interval = "7d"
 group_wait = "1s"
 
 [[routes]]
@@ -51,7 +52,12 @@ equal = "device"
 name = "console"
 channel = "console"
 """
-"""Everything to the console, quickly: the demo's simulated hours pass in seconds."""
+"""Everything to the console, quickly, on the simulation's clock (its hours pass in seconds): no
+repeats within the scenario's two days."""
+_CATCH_UP_S: Final = 15.0
+"""At the end, ingest gets this long (real seconds) to store what the fleet published."""
+_STALLED_S: Final = 2.0
+"""... and stops waiting when nothing more was stored for this long."""
 
 
 def _free_port() -> int:
@@ -64,6 +70,10 @@ async def run_demo(
     out: Console, *, duration_s: float | None, speed: float, seed: int = 1
 ) -> ServiceSummary:
     """Run the demo until ``duration_s`` real seconds have passed, the scenario ends, or Ctrl-C.
+
+    Everything runs on the simulation's clock: ingest's receipt times and lateness, the silence
+    watcher and the alerts' timers, so only what the simulation caused raises an alert. The stop
+    (Ctrl-C, SIGTERM or the end) is bounded by a :class:`~boltwatch.run.StopDeadline`.
 
     Args:
         out: Where everything is printed.
@@ -80,8 +90,14 @@ async def run_demo(
     result = run_scenario(scenario, seed)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    deadline = StopDeadline()
+
+    def on_signal() -> None:
+        deadline.start()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         with tempfile.TemporaryDirectory(prefix="boltwatch-demo-") as tmp:
             rules = Path(tmp) / "rules.toml"
@@ -99,6 +115,18 @@ async def run_demo(
                     },
                     environ={},
                 )
+                # Built before the service: its simulated clock is the service's clock. It stands
+                # at the scenario's start until the fleet runs, and where it ended afterwards.
+                fleet = build_scenario_fleet(
+                    scenario,
+                    result,
+                    broker.url,
+                    devices=None,
+                    speed=speed,
+                    gateway_size=100,
+                    sparkplug=False,
+                    seed=seed,
+                )
                 ready = asyncio.Event()
                 service = asyncio.create_task(
                     run_service(
@@ -109,7 +137,9 @@ async def run_demo(
                         alert_console=out,
                         api_token=token,
                         on_ready=ready.set,
-                        late_by_age=False,
+                        clock=lambda: fleet.sim_ms() / 1000.0,
+                        speed=speed,
+                        deadline=deadline,
                     ),
                     name="service",
                 )
@@ -124,28 +154,43 @@ async def run_demo(
                     f"[bold]Authorization: Bearer {token}[/]"
                 )
                 out.print(f"  try: boltwatch alerts list --url http://{api} --token {token}")
-                fleet = build_scenario_fleet(
-                    scenario,
-                    result,
-                    broker.url,
-                    devices=None,
-                    speed=speed,
-                    gateway_size=100,
-                    sparkplug=False,
-                    seed=seed,
-                )
-                await _drive(fleet, sim_s, duration_s, stop, out)
+                published = await _drive(fleet, sim_s, duration_s, stop, out)
+                await _catch_up(Path(tmp) / "data", published, stop)
+                deadline.start()
                 stop.set()
                 return await service
     finally:
+        deadline.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
 
 
+async def _catch_up(store_dir: Path, published: int, stop: asyncio.Event) -> None:
+    """Wait until ingest has stored what the fleet published (bounded; not after Ctrl-C).
+
+    When the fleet ends, the last of its messages are still on their way through the broker:
+    stopping at once would drop them, and with them the end of the story.
+    """
+    started = time.monotonic()
+    last, moved = -1, started
+    with Store(store_dir) as reader:  # a second connection: WAL lets it read while ingest writes
+        while not stop.is_set() and time.monotonic() - started < _CATCH_UP_S:
+            stats = await asyncio.to_thread(reader.stats)
+            stored = stats.readings + stats.events
+            if stored >= published:
+                return
+            if stored != last:
+                last, moved = stored, time.monotonic()
+            elif time.monotonic() - moved > _STALLED_S:
+                return
+            await asyncio.sleep(0.1)
+
+
 async def _drive(
     fleet: object, sim_s: float, duration_s: float | None, stop: asyncio.Event, out: Console
-) -> None:
+) -> int:
+    """Run the fleet with a progress bar; returns the readings and events it published."""
     from firmware_sim.fleet import Fleet
 
     assert isinstance(fleet, Fleet)  # noqa: S101 - narrowing for the type checker
@@ -175,3 +220,4 @@ async def _drive(
         f"simulated {stats.sim_elapsed_s / 3600:.1f} h in {stats.real_elapsed_s:.0f} s: "
         f"{stats.published:,} messages from {stats.nodes} devices"
     )
+    return stats.published

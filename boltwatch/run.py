@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
@@ -18,7 +22,7 @@ from alerts.api import create_app, parse_listen, serve_api
 from alerts.channels import make_channel
 from alerts.channels.console import ConsoleChannel
 from alerts.model import Channel
-from alerts.pipeline import AlertMetrics, AlertPipeline
+from alerts.pipeline import AlertMetrics, AlertPipeline, Clock, system_clock
 from alerts.rules import load_rules
 from alerts.store import AlertStore
 from boltwatch.config import Config
@@ -30,11 +34,27 @@ from ingest.store import Store, WriteResult
 from sensors.codec import DecodedBatch
 from sensors.registry import Registry, load_registry
 
-__all__ = ["ServiceSummary", "build_alerts", "run_service", "setup_logging"]
+__all__ = [
+    "STOP_DEADLINE_S",
+    "ServiceSummary",
+    "StopDeadline",
+    "build_alerts",
+    "run_service",
+    "setup_logging",
+]
 
 _log = logging.getLogger("boltwatch")
 _SNAPSHOT_EVERY_S = 60.0
 """Detection state is saved this often (and at stop), so a restart keeps its baselines."""
+STOP_DEADLINE_S: Final = 8.0
+"""A stop (SIGTERM, Ctrl-C) still running after this many seconds ends the process anyway."""
+_LAST_DELIVERY_S: Final = 2.0
+"""At stop, the last outbox delivery gets at most this long; the rest is sent after a restart."""
+_CLOSE_CHANNELS_S: Final = 1.0
+_SILENCE_CHECK_S: Final = 30.0
+"""Real seconds between two looks for silent devices (shortened by a faster clock)."""
+_SILENCE_CHECK_MIN_S: Final = 0.25
+_FORCED_EXIT: Final = 1
 
 
 def setup_logging(config: Config) -> None:
@@ -47,6 +67,97 @@ def setup_logging(config: Config) -> None:
     logging.basicConfig(level=config.log.level.upper(), format=fmt)
     # gmqtt logs every lost connection with a traceback; ingest logs its own line instead.
     logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
+
+
+class StopDeadline:
+    """Ends the process when a stop takes longer than ``limit_s``, after logging what is stuck.
+
+    A stop that hangs is worse than one cut short: what ingest had not acknowledged is delivered
+    again by the broker, and the alert outbox is sent after the restart. The watch runs in a
+    daemon thread, so it fires even when the event loop is blocked.
+
+    Args:
+        limit_s: Seconds from :meth:`start` to the forced exit.
+        exit_code: The process's exit status when it fires.
+    """
+
+    def __init__(self, limit_s: float = STOP_DEADLINE_S, *, exit_code: int = _FORCED_EXIT) -> None:
+        self.limit_s = limit_s
+        self.exit_code = exit_code
+        self.phase = "stopping"
+        """What the stop is doing now (named in the log line if the deadline passes)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: threading.Timer | None = None
+        self._started = 0.0
+
+    def start(self) -> None:
+        """Start counting (from the first call; later calls change nothing)."""
+        if self._timer is not None:
+            return
+        with contextlib.suppress(RuntimeError):  # not in a loop: no task list in the log line
+            self._loop = asyncio.get_running_loop()
+        self._started = time.monotonic()
+        self._timer = threading.Timer(self.limit_s, self._expire)
+        self._timer.name = "boltwatch-stop-deadline"
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining_s(self) -> float:
+        """Seconds left before the forced exit (``limit_s`` before :meth:`start`)."""
+        if self._timer is None:
+            return self.limit_s
+        return max(0.0, self.limit_s - (time.monotonic() - self._started))
+
+    def cancel(self) -> None:
+        """The stop is over: no forced exit."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _expire(self) -> None:
+        _log.error(
+            "stop still running after %g s (%s); exiting anyway. Still running: %s",
+            self.limit_s,
+            self.phase,
+            "; ".join(self._stuck()) or "nothing visible",
+        )
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):  # a closed stream must not stop the exit
+                handler.flush()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(self.exit_code)
+
+    def _stuck(self) -> list[str]:
+        """Where each asyncio task and each other thread is now (best effort, another thread)."""
+        found: list[str] = []
+        if self._loop is not None:
+            try:
+                tasks = asyncio.all_tasks(self._loop)
+            except RuntimeError:  # the set changed while it was read
+                tasks = set()
+            found += [f"task {t.get_name()} at {_innermost(t.get_coro())}" for t in tasks]
+        names = {t.ident: t.name for t in threading.enumerate()}
+        here = threading.get_ident()
+        for ident, frame in sys._current_frames().items():
+            if ident != here:
+                code = frame.f_code
+                where = f"{code.co_name} ({Path(code.co_filename).name}:{frame.f_lineno})"
+                found.append(f"thread {names.get(ident, ident)} at {where}")
+        return found
+
+
+def _innermost(coro: object) -> str:
+    """The chain of coroutines a task waits in, ``outer > inner (file:line)``."""
+    names: list[str] = []
+    where = "?"
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            names.append(frame.f_code.co_qualname)
+            where = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return f"{' > '.join(names) or '?'} ({where})"
 
 
 def _influx_writer(config: Config) -> InfluxWriter | None:
@@ -102,8 +213,17 @@ def build_alerts(
     registry: Registry | None,
     metrics_registry: CollectorRegistry | None,
     console: Console | None = None,
+    *,
+    clock: Clock = system_clock,
 ) -> AlertPipeline:
     """The alert pipeline of ``[alerts]``: rules, store, one channel per receiver.
+
+    Args:
+        config: The validated configuration.
+        registry: Known devices (alerts are grouped by joint), if any.
+        metrics_registry: Where the pipeline's metrics are registered.
+        console: Console receivers print here (default: stdout).
+        clock: The pipeline's time, epoch ms (the demo's simulated clock drives its timers).
 
     Raises:
         RuleError: Bad rules or receiver options (naming the key).
@@ -124,6 +244,7 @@ def build_alerts(
         channels,
         metrics=AlertMetrics(metrics_registry),
         group_of=_group_of(registry),
+        clock=clock,
     )
 
 
@@ -137,6 +258,9 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
     api_token: str | None = None,
     on_ready: Callable[[], None] | None = None,
     late_by_age: bool = True,
+    clock: Callable[[], float] = time.time,
+    speed: float = 1.0,
+    deadline: StopDeadline | None = None,
 ) -> ServiceSummary:
     """Ingest, detection, alerts and the HTTP API until SIGTERM/Ctrl-C (or ``stop``), then flush
     and stop cleanly.
@@ -149,14 +273,27 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
         alert_console: Console receivers print here (default: stdout).
         api_token: API token overriding the config's (the demo makes one up).
         on_ready: Called once everything is up and subscribed.
-        late_by_age: Readings older than 10 minutes on arrival are late (backfill). The demo
-            turns it off: its simulated clock runs ahead of the wall clock.
+        late_by_age: Readings older than 10 minutes (of ``clock``) on arrival are late
+            (backfill).
+        clock: Seconds since the epoch: the one clock of ingest (receipt times, lateness,
+            silence), detection (lateness) and alerts (timers). The demo passes its simulation's.
+        speed: ``clock`` seconds per real second. Faster than real time (a simulation), the
+            silence check runs that much more often and judges devices by when they were last
+            heard from (ingest trails the simulation by a fraction of a real second, which is
+            already minutes of simulated time).
+        deadline: Ends the process if the stop takes too long. Without ``stop``, a
+            :class:`StopDeadline` of :data:`STOP_DEADLINE_S` is made here; with ``stop`` there is
+            none unless one is given (the caller owns the process). It starts when the stop does.
     """
     registry: Registry | None = None
     if config.registry.path is not None:
         registry = load_registry(config.registry.path)
     metrics = IngestMetrics()
-    pipeline = build_alerts(config, registry, metrics.registry, alert_console)
+
+    def clock_ms() -> int:
+        return int(clock() * 1000)
+
+    pipeline = build_alerts(config, registry, metrics.registry, alert_console, clock=clock_ms)
     if config.ingest.metrics_listen:
         host, _, port = config.ingest.metrics_listen.rpartition(":")
         start_http_server(int(port), addr=host, registry=metrics.registry)
@@ -181,7 +318,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
     saved_at = [time.monotonic()]
 
     def consume(batch: DecodedBatch, result: WriteResult) -> None:
-        engine.process_batch(batch, now_ms=int(time.time() * 1000) if late_by_age else None)
+        engine.process_batch(batch, now_ms=clock_ms() if late_by_age else None)
         seen: set[str] = set()
         for cols in batch.telemetry.values():
             seen.update(cols.device_id.tolist())
@@ -193,9 +330,23 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
     loop = asyncio.get_running_loop()
     own_signals = stop is None
     stop_event = stop if stop is not None else asyncio.Event()
+    own_deadline = deadline is None and own_signals
+    if own_deadline:
+        deadline = StopDeadline()
+
+    def stopping(what: str) -> None:
+        if deadline is not None:
+            deadline.start()
+            deadline.phase = what
+
+    def on_signal() -> None:
+        # Counting starts at the signal, so a stop that arrives during start-up is bounded too.
+        stopping("stop requested (still starting, or the loop is blocked)")
+        stop_event.set()
+
     if own_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop_event.set)
+            loop.add_signal_handler(sig, on_signal)
     influx = _influx_writer(config)
     token = api_token or _api_token(config)
     try:
@@ -209,6 +360,9 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                 metrics=metrics,
                 mqtt_version=mqtt_version,
                 consumer=consume,
+                clock=clock,
+                silence_check_s=max(_SILENCE_CHECK_MIN_S, _SILENCE_CHECK_S / speed),
+                silence_by_receipt=speed != 1.0,
             )
             async with service, asyncio.TaskGroup() as tasks:
                 alerts_task = tasks.create_task(
@@ -237,28 +391,59 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                 if on_ready is not None:
                     on_ready()
                 await stop_event.wait()
+                stopping("stopping the alert loop and the API, then committing what was received")
                 out.print("stopping: committing what was received ...")
                 alerts_task.cancel()
                 if api_task is not None:
                     api_task.cancel()
+            stopping("counting what the store holds")
             stats = store.stats()
-        # Last evaluation and delivery after the final commit.
+        # Last evaluation and delivery after the final commit; bounded: what is not sent now
+        # stays in the outbox and is sent after a restart.
+        stopping("last alert evaluation and delivery")
         pipeline.evaluate()
-        await pipeline.deliver()
+        await _last_delivery(pipeline, deadline)
     finally:
+        stopping("saving the detection state")
         engine.save(state_path)
-        await pipeline.aclose()
+        stopping("closing the notification channels")
+        try:
+            async with asyncio.timeout(_CLOSE_CHANNELS_S):
+                await pipeline.aclose()
+        except TimeoutError:
+            _log.warning("stop: notification channels not closed within %.0f s", _CLOSE_CHANNELS_S)
+        stopping("closing the alert store")
         counts = pipeline.store.counts()
         pipeline.store.close()
         if influx is not None:
+            stopping("closing the InfluxDB writer")
             influx.close()
         if own_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
+        if own_deadline and deadline is not None:
+            deadline.cancel()  # the stop is over (a caller's deadline is the caller's to end)
     out.print(
         f"stopped; the store holds {stats.readings:,} readings of {stats.devices} devices; "
         f"{engine.stats.events:,} detection events, "
         f"{sum(v for k, v in counts.items() if k.startswith('alerts_'))} alerts"
     )
     return ServiceSummary(stats.readings, stats.devices, engine.stats.events, counts)
+
+
+async def _last_delivery(pipeline: AlertPipeline, deadline: StopDeadline | None) -> None:
+    """Deliver what is due once more, within :data:`_LAST_DELIVERY_S` (less when the stop's
+    deadline is near); a channel that does not answer in time is tried again after a restart."""
+    budget_s = _LAST_DELIVERY_S
+    if deadline is not None:
+        budget_s = max(0.1, min(budget_s, deadline.remaining_s() - 2.0))
+    try:
+        async with asyncio.timeout(budget_s):
+            await pipeline.deliver()
+    except TimeoutError:
+        _log.warning(
+            "stop: the last delivery did not finish within %.1f s; the outbox keeps what is "
+            "left for after the restart",
+            budget_s,
+        )

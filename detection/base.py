@@ -102,6 +102,8 @@ class EventKind(StrEnum):
     TOOL_WEAR = "tool_wear"
     MOTOR = "motor"
     ANOMALY = "anomaly"
+    INTERNAL_ERROR = "internal_error"
+    """The device's detector raised (a bug): the device is no longer evaluated (faulted)."""
 
 
 @dataclass(frozen=True, slots=True)

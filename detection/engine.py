@@ -12,6 +12,13 @@ returned.
 * **Late readings** — older than the device's newest evaluated reading, or older than
   ``late_after_s`` when they reach the engine (a store-and-forward backlog after an outage) — are
   evaluated like the others, and their events carry ``late=True``.
+* **Faults** — a detector that raises on a batch does not stop the engine (the one
+  detector-isolation boundary, :meth:`Engine.process_columns`): the frame is evaluated again one
+  device at a time, each device it still raises on is marked faulted (its learned state is reset,
+  it gets one ``internal_error`` event, and its readings are no longer evaluated until
+  :meth:`Engine.clear_fault` or a restart), and the other devices go on. Rows of the good devices
+  that the failed attempt had already applied are applied again — the same as a redelivered
+  batch, which detectors already take.
 * **Snapshots** — :meth:`Engine.save` writes every detector's state arrays and the slot maps to one
   ``.npz`` file (atomically); :meth:`Engine.load` continues from it, so a restarted service keeps
   its baselines and does not re-alert.
@@ -20,6 +27,7 @@ returned.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -31,7 +39,17 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from detection.base import DetectionError, DetectionEvent, Detector, Float64, Frame, Int64
+from detection.base import (
+    Decisions,
+    DetectionError,
+    DetectionEvent,
+    Detector,
+    EventKind,
+    Float64,
+    Frame,
+    Int64,
+    Severity,
+)
 from detection.joints import JointAnalyzer, JointBoltRef
 from detection.preload import BoltPreloadDetector
 from detection.registry import make_detector
@@ -65,12 +83,14 @@ class EngineStats:
         late: Of which late.
         events: Events emitted.
         batches: Batches processed.
+        faults: Devices whose detector raised (``internal_error``) since start.
     """
 
     readings: int = 0
     late: int = 0
     events: int = 0
     batches: int = 0
+    faults: int = 0
 
 
 class Engine:
@@ -105,6 +125,9 @@ class Engine:
         self.sites: dict[str, dict[str, str]] = {kind: {} for kind in self.detectors}
         self._newest: dict[str, Float64] = {kind: np.zeros(0) for kind in self.detectors}
         self._swap_pending: set[str] = set()
+        # kind -> devices whose detector raised: not evaluated until clear_fault (or a restart).
+        self.faulted: dict[str, set[str]] = {kind: set() for kind in self.detectors}
+        self._fault_logged: set[tuple[str, type[BaseException]]] = set()
         self.joints = JointAnalyzer()
         self.stats = EngineStats()
 
@@ -187,6 +210,15 @@ class Engine:
         det = self.detectors.get(kind)
         if det is None or len(cols) == 0:
             return []
+        faulted = self.faulted[kind]
+        if faulted:
+            cols = cols.select(
+                np.fromiter(
+                    (d not in faulted for d in cols.device_id.tolist()), np.bool_, len(cols)
+                )
+            )
+            if len(cols) == 0:
+                return []
         slot = self._slot_array(kind, cols.device_id)
         ts = cols.ts_ms.astype(np.float64) / 1000.0
         values = dict(cols.values)
@@ -215,8 +247,12 @@ class Engine:
             late |= frame.ts_s < now_ms / 1000.0 - self.late_after_s
         frame.late = late
         np.maximum.at(newest, frame.slot, frame.ts_s)
-        _, decisions = det.process(frame)
-        events = [dataclasses.replace(e, device_kind=kind) for e in decisions.events]
+        faults: list[DetectionEvent] = []
+        try:
+            _, decisions = det.process(frame)
+        except Exception as exc:  # noqa: BLE001 - the detector-isolation boundary (module doc)
+            frame, decisions, faults = self._isolate(kind, det, frame, exc)
+        events = [dataclasses.replace(e, device_kind=kind) for e in [*faults, *decisions.events]]
         if self.on_activity is not None and len(frame):
             last = np.flatnonzero(np.r_[frame.slot[1:] != frame.slot[:-1], True])
             self.on_activity(
@@ -225,13 +261,96 @@ class Engine:
                     for i in last.tolist()
                 }
             )
-        if kind == "cbolt" and isinstance(det, BoltPreloadDetector) and self.joints.joints:
+        if (
+            kind == "cbolt"
+            and isinstance(det, BoltPreloadDetector)
+            and self.joints.joints
+            and len(frame)
+        ):
             events = events + self._joint_events(det, frame)
         self.stats.readings += len(frame)
         self.stats.late += int(late.sum())
         if emit:
             self._emit(events)
         return events
+
+    def _isolate(
+        self, kind: str, det: Detector[Any], frame: Frame, exc: Exception
+    ) -> tuple[Frame, Decisions, list[DetectionEvent]]:
+        """After ``det`` raised on ``frame``: each device alone; those it still raises on are
+        faulted. Returns the frame of the good devices, their decisions and one
+        ``internal_error`` event per faulted device."""
+        bounds = np.flatnonzero(np.r_[True, frame.slot[1:] != frame.slot[:-1], True]).tolist()
+        keep: list[Int64] = []
+        parts: list[Decisions] = []
+        faults: list[DetectionEvent] = []
+        for start, stop in itertools.pairwise(bounds):
+            rows = np.arange(start, stop, dtype=np.int64)
+            one = frame.take(rows)
+            try:
+                _, decided = det.process(one)
+            except Exception as again:  # noqa: BLE001 - the same boundary, per device
+                faults.append(self._fault(kind, det, one, again))
+                continue
+            keep.append(rows)
+            parts.append(decided)
+        if (kind, type(exc)) not in self._fault_logged:
+            self._fault_logged.add((kind, type(exc)))
+            log.error(
+                "detector %s raised %s on %s readings (traceback logged once per kind and type)",
+                det.name,
+                type(exc).__name__,
+                kind,
+                exc_info=exc,
+            )
+        if faults:
+            log.error(
+                "detector %s faulted on %d %s device(s), no longer evaluated: %s",
+                det.name,
+                len(faults),
+                kind,
+                ", ".join(f.device_id for f in faults[:20]) + (" ..." if len(faults) > 20 else ""),
+            )
+        rows = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+        decisions = Decisions.empty(0)
+        if parts:
+            decisions = Decisions(
+                np.concatenate([p.alert for p in parts]),
+                np.concatenate([p.severity for p in parts]),
+                [e for p in parts for e in p.events],
+            )
+        return frame.take(rows), decisions, faults
+
+    def _fault(self, kind: str, det: Detector[Any], one: Frame, exc: Exception) -> DetectionEvent:
+        """Mark one device's detector faulted; its ``internal_error`` event."""
+        device = str(one.device_id[0])
+        self.faulted[kind].add(device)
+        self.stats.faults += 1
+        slot = one.slot[:1]
+        if int(slot[0]) < det.state.size:
+            det.state.reset(slot)  # half-updated by the failed call: not to be trusted later
+        return DetectionEvent(
+            device_id=device,
+            kind=EventKind.INTERNAL_ERROR,
+            severity=Severity.ALARM,
+            ts_ms=round(float(one.ts_s[-1]) * 1000),
+            score=0.0,
+            explanation=(
+                f"detector {det.name} failed on this device ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); its readings are stored but no longer evaluated until the "
+                "service restarts"
+            ),
+            detector=det.name,
+            site="" if one.site is None else str(one.site[0]),
+        )
+
+    def clear_fault(self, kind: str, device_id: str) -> bool:
+        """Evaluate a faulted device again (from a fresh state). Returns whether it was faulted."""
+        faulted = self.faulted.get(kind, set())
+        if device_id not in faulted:
+            return False
+        faulted.discard(device_id)
+        return True
 
     def _joint_events(self, det: BoltPreloadDetector, frame: Frame) -> list[DetectionEvent]:
         st = det.state

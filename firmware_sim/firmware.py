@@ -912,7 +912,8 @@ class Uplink:
         Raises:
             TimeoutError: Not connected within ``timeout`` real seconds.
         """
-        await asyncio.wait_for(self._up.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._up.wait()
 
     async def wait_subscribed(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - mirrors asyncio.wait_for
         """Wait until the broker has acknowledged the subscription to the ``cmd`` topics (after
@@ -921,7 +922,8 @@ class Uplink:
         Raises:
             TimeoutError: Not within ``timeout`` real seconds.
         """
-        await asyncio.wait_for(self._sub_acked.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._sub_acked.wait()
 
     def submit(self, node: Node | None, reading: Reading) -> None:
         """Hand over a reading of ``node`` (None: the uplink's own) to publish or buffer."""
@@ -1132,16 +1134,14 @@ class Uplink:
     async def _connect(self) -> None:
         addr = self.address
         cfg = self.config
-        await asyncio.wait_for(
-            self._client.connect(
+        async with asyncio.timeout(cfg.connect_timeout_s):
+            await self._client.connect(
                 addr.host,
                 addr.port,
                 ssl=addr.tls,
                 keepalive=cfg.keepalive_s,
                 version=cfg.mqtt_version,
-            ),
-            cfg.connect_timeout_s,
-        )
+            )
 
     def _before_connect(self) -> None:
         """Hook run before every connection attempt (Sparkplug sets its will there)."""

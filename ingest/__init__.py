@@ -4,6 +4,7 @@ Decides nothing about what is anomalous: it stores, acknowledges, and hands comm
 to a consumer (the detection engine).
 """
 
+from ingest.decoders import Decoder, DecoderRegistry, default_decoders
 from ingest.influx import InfluxWriter, RejectedBatch, WriteOutcome, line_protocol
 from ingest.service import BatchConsumer, IngestMetrics, IngestService, NoDataEvent
 from ingest.store import DeadLetter, DeviceRecord, Store, StoreError, StoreStats, WriteResult
@@ -11,6 +12,8 @@ from ingest.store import DeadLetter, DeviceRecord, Store, StoreError, StoreStats
 __all__ = [
     "BatchConsumer",
     "DeadLetter",
+    "Decoder",
+    "DecoderRegistry",
     "DeviceRecord",
     "InfluxWriter",
     "IngestMetrics",
@@ -22,5 +25,6 @@ __all__ = [
     "StoreStats",
     "WriteOutcome",
     "WriteResult",
+    "default_decoders",
     "line_protocol",
 ]

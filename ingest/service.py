@@ -39,9 +39,11 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from boltwatch.config import Config, ConfigError
+from ingest.decoders import DecoderRegistry, default_decoders
 from ingest.influx import InfluxWriter, RejectedBatch
-from ingest.store import DeadLetter, Store, WriteResult
-from sensors.codec import DecodedBatch, TelemetryDecoder
+from ingest.isolation import DECODER_ERROR, DecoderError, DecoderGuard
+from ingest.store import DeadLetter, Store, StoreError, WriteResult
+from sensors.codec import DecodedBatch
 from sensors.errors import PayloadError, TopicError
 from sensors.registry import Registry
 from sensors.schema import DeviceKind
@@ -86,6 +88,9 @@ _FIRST_CONNECT_MIN_S: Final = 30.0
 # A broker that cannot be reached at start is tried again after these pauses (~3.75 s in all:
 # a broker started at the same moment gets its chance; a wrong URL fails fast).
 _UNREACHABLE_RETRY_S: Final = (0.25, 0.5, 1.0, 2.0)
+# At stop: how long the broker may take to see our DISCONNECT (a frozen or vanished broker must
+# not hold the stop up: the connection is closed either way).
+_DISCONNECT_S: Final = 2.0
 # After the broker closed the first connection, how long a refusing CONNACK that came just before
 # may take to surface from gmqtt's connect() (it is a few loop iterations away).
 _REFUSAL_GRACE_S: Final = 0.5
@@ -131,6 +136,8 @@ def reason_category(error: PayloadError) -> str:
     """A bounded label for ``rejected_total{reason=...}`` (field paths are unbounded)."""
     if isinstance(error, TopicError):
         return "topic"
+    if isinstance(error, DecoderError):
+        return DECODER_ERROR
     text = error.reason
     category = next((label for words, label in _CATEGORIES if words in text), None)
     if category is not None:
@@ -215,10 +222,22 @@ class IngestService:
             acknowledgement: InfluxDB being slow or down never holds up ingest; its spool is
             durable).
         registry: Known devices; with ``ingest.strict_registry`` unknown ones are dead-lettered.
-        on_no_data: Called with each device that fell silent.
+        on_no_data: Called with each device that fell silent, on the event loop.
         metrics: Counters (a fresh registry by default).
-        clock: Seconds since the epoch (injected for tests).
+        clock: Seconds since the epoch (injected for tests; the demo's simulated clock). Receipt
+            times, lateness, timestamp plausibility, silence and retention all read it.
         mqtt_version: 5 (default; ack after store) or 4 (MQTT 3.1.1, for amqtt).
+        decoders: Decoder per topic prefix (default: JSON under ``boltwatch/v1/``, Sparkplug B
+            under ``spBv1.0/``).
+        silence_check_s: Real seconds between two looks for silent devices.
+        silence_by_receipt: Judge silence by when each device was last heard from (receipt
+            time), up to when any device was last heard from, instead of by its newest reading
+            against ``clock``. For simulations faster than real time: there ingest trails the
+            data by a fraction of a real second, which is already minutes of simulated time, and
+            one busy moment would make every device look silent. A device is then silent when
+            the others were heard from without it for its timeout.
+        drain_timeout_s: At stop, how long the messages already received may take to be
+            committed; past it the rest is left unacknowledged, for the broker to deliver again.
     """
 
     def __init__(
@@ -233,6 +252,10 @@ class IngestService:
         metrics: IngestMetrics | None = None,
         clock: Callable[[], float] = time.time,
         mqtt_version: int = _MQTT_V5,
+        decoders: DecoderRegistry | None = None,
+        silence_check_s: float = 30.0,
+        silence_by_receipt: bool = False,
+        drain_timeout_s: float = 5.0,
     ) -> None:
         self.config = config
         self.store = store
@@ -244,9 +267,13 @@ class IngestService:
         self.metrics = metrics or IngestMetrics()
         self.clock = clock
         self.mqtt_version = mqtt_version
-        self.decoder = TelemetryDecoder(
+        self.decoder = decoders or default_decoders(
             max_payload_bytes=config.ingest.max_payload_bytes, clock=clock
         )
+        self.silence_check_s = silence_check_s
+        self.silence_by_receipt = silence_by_receipt
+        self.drain_timeout_s = drain_timeout_s
+        self.decoder_guard = DecoderGuard()
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._state = _State()
@@ -289,16 +316,31 @@ class IngestService:
     async def __aexit__(self, *exc: object) -> None:
         self._stopping = True
         if self._client is not None:
-            with contextlib.suppress(Exception):  # a broker already gone is fine here
-                await self._client.disconnect()
+            # A broker already gone (or frozen) is fine here: the connection is closed either way.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_DISCONNECT_S):
+                    await self._client.disconnect()
+            await _stop_reconnecting(self._client)
         self._wake.set()
         for task in (self._silence, self._drainer, self._upkeep):
             if task is not None:
                 task.cancel()
         assert self._tasks is not None  # noqa: S101 - set in __aenter__
-        await self._tasks.__aexit__(None, None, None)
-        self._influx_pool.shutdown(wait=True)
-        self._db.shutdown(wait=True)
+        try:
+            # The committer ends once what was received is committed; bounded, so a store that
+            # stays locked cannot hold the stop up (what is left was never acknowledged).
+            async with asyncio.timeout(self.drain_timeout_s):
+                await self._tasks.__aexit__(None, None, None)
+        except TimeoutError:
+            _log.warning(
+                "stop: %d messages not committed within %.1f s; left unacknowledged, the "
+                "broker delivers them again",
+                len(self._queue),
+                self.drain_timeout_s,
+            )
+        # Off the event loop: a store or InfluxDB call still running finishes in its thread.
+        await asyncio.to_thread(self._influx_pool.shutdown, wait=True)
+        await asyncio.to_thread(self._db.shutdown, wait=True)
 
     async def run(self) -> None:
         """Run until cancelled (SIGTERM in ``boltwatch run``)."""
@@ -307,7 +349,8 @@ class IngestService:
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a bound
         """Wait until the subscription is in place (tests, start-up logs)."""
-        await asyncio.wait_for(self._state.subscribed.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._state.subscribed.wait()
 
     # -- MQTT -----------------------------------------------------------------------------------
 
@@ -490,7 +533,8 @@ class IngestService:
             # The first message of a group waits at most the window for company.
             if len(self._queue) < limit and not self._stopping:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full(limit), window_s)
+                    async with asyncio.timeout(window_s):
+                        await self._full(limit)
             group, self._queue = self._queue[:limit], self._queue[limit:]
             await self.commit(group)
 
@@ -502,7 +546,10 @@ class IngestService:
     async def commit(self, group: Sequence[_Pending]) -> WriteResult:
         """Decode, store (one transaction, in a worker thread) and acknowledge a group."""
         now_ms = int(self.clock() * 1000)
-        batch = self.decoder.decode_batch((p.topic, p.payload) for p in group)
+        messages = [(p.topic, p.payload) for p in group]
+        # Decoders are total; should one still raise, only the messages it raises on are lost
+        # (to the dead-letter store, as decoder_error), never the service (ingest/isolation.py).
+        batch = self.decoder_guard.decode(self.decoder.decode_batch, messages)
         self._check_registry(batch)
         dead = [
             DeadLetter(
@@ -601,23 +648,22 @@ class IngestService:
     async def _drain_influx(self, period_s: float = 5.0) -> None:
         assert self.influx is not None  # noqa: S101 - only started with a writer
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(asyncio.CancelledError):
-            while not self._stopping:
-                await asyncio.sleep(period_s)
-                if self.influx.backlog():
-                    await loop.run_in_executor(self._influx_pool, self.influx.drain_once)
-                    self.metrics.influx_backlog.set(self.influx.backlog())
-                    # Spooled batches the server refused when they were finally sent.
-                    self._dead_letter_influx(self.influx.take_rejected())
+        # Ended by cancellation at stop.
+        while not self._stopping:
+            await asyncio.sleep(period_s)
+            if self.influx.backlog():
+                await loop.run_in_executor(self._influx_pool, self.influx.drain_once)
+                self.metrics.influx_backlog.set(self.influx.backlog())
+                # Spooled batches the server refused when they were finally sent.
+                self._dead_letter_influx(self.influx.take_rejected())
 
     # -- upkeep: rollups and retention ----------------------------------------------------------
 
     async def _maintain(self, period_s: float = 60.0) -> None:
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(asyncio.CancelledError):
-            while not self._stopping:
-                await asyncio.sleep(period_s)
-                await loop.run_in_executor(self._db, self.maintain)
+        while not self._stopping:  # ended by cancellation at stop
+            await asyncio.sleep(period_s)
+            await loop.run_in_executor(self._db, self.maintain)
 
     def maintain(self) -> tuple[int, int]:
         """Recompute the 1-minute / 1-hour rollups touched since last time and drop raw readings
@@ -635,29 +681,68 @@ class IngestService:
 
     # -- device state ---------------------------------------------------------------------------
 
-    async def _watch_silence(self, period_s: float = 30.0) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            while not self._stopping:
-                await asyncio.sleep(period_s)
-                await asyncio.get_running_loop().run_in_executor(self._db, self.check_silence)
+    async def _watch_silence(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.silence_check_s)
+            try:
+                await self.check_silence()
+            except StoreError as exc:
+                _log.warning("no_data check skipped: %s", exc)
 
-    def check_silence(self) -> list[NoDataEvent]:
-        """Report devices silent past their kind's timeout (once each until they speak again)."""
+    async def check_silence(self) -> list[NoDataEvent]:
+        """Report devices silent past their kind's timeout (once each until they speak again).
+
+        The store is read in its own thread; the result is judged, and ``on_no_data`` called,
+        here on the event loop (the alert pipeline's state is the loop's alone).
+
+        Returns:
+            The devices found silent now.
+
+        Raises:
+            StoreError: The store could not be read.
+        """
+        devices = await asyncio.get_running_loop().run_in_executor(self._db, self.store.devices)
         now_ms = int(self.clock() * 1000)
+        if self.silence_by_receipt:
+            newest = max((d.updated_ms or 0 for d in devices), default=0)
+            now_ms = min(now_ms, newest) if newest else now_ms
         found: list[NoDataEvent] = []
-        for dev in self.store.devices():
-            kind = DeviceKind(dev.kind)
-            limit_ms = int(NO_DATA_AFTER_S[kind] * 1000)
+        for dev in devices:
             if dev.last_seen_ms is None or dev.device_id in self._silent_reported:
                 continue
-            if now_ms - dev.last_seen_ms > limit_ms:
-                event = NoDataEvent(dev.device_id, kind, dev.site, dev.last_seen_ms, now_ms)
-                self._silent_reported.add(dev.device_id)
-                self.metrics.no_data.labels(kind=kind.value).inc()
-                found.append(event)
-                if self.on_no_data is not None:
-                    self.on_no_data(event)
+            heard_ms = dev.updated_ms if self.silence_by_receipt else dev.last_seen_ms
+            kind = DeviceKind(dev.kind)
+            limit_s = NO_DATA_AFTER_S.get(kind)
+            if limit_s is None or heard_ms is None or now_ms - heard_ms <= limit_s * 1000:
+                continue
+            event = NoDataEvent(dev.device_id, kind, dev.site, dev.last_seen_ms, now_ms)
+            self._silent_reported.add(dev.device_id)
+            self.metrics.no_data.labels(kind=kind.value).inc()
+            found.append(event)
+            if self.on_no_data is not None:
+                self.on_no_data(event)
         return found
+
+
+async def _stop_reconnecting(client: gmqtt.Client) -> None:
+    """End gmqtt's reconnection attempt still waiting out its delay after a lost connection.
+
+    gmqtt starts it as a task of its own, which nothing ends before its delay (up to a minute):
+    cancelled at the loop's end instead, its done-callback logs the cancellation as an error with
+    a traceback. gmqtt offers no handle on it, so it is found among the loop's tasks.
+    """
+    waiting = [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "") == "Client.reconnect"
+        and getattr(getattr(t.get_coro(), "cr_frame", None), "f_locals", {}).get("self") is client
+    ]
+    for task in waiting:
+        for callback, _ in getattr(task, "_callbacks", None) or ():
+            if "_handle_exception_in_future" in repr(callback):
+                task.remove_done_callback(callback)
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
 
 
 def _refusal(

@@ -5,7 +5,10 @@ A payload is one reading object or ``{"readings": [...]}``; UTF-8 JSON of at mos
 numpy array per field, per device kind) — what ingest stores and detection consumes. A message is
 the unit of acceptance: if anything in it breaks the contract, the whole message is rejected with
 one :class:`~sensors.errors.PayloadError` naming the field, and the other messages of the batch
-are unaffected.
+are unaffected. The decoder is total: for any topic and any bytes it returns a batch, and a message
+it cannot accept is reported with a PayloadError — never another exception. Size, nesting depth,
+timestamp window and ``seq`` bounds are those of :mod:`sensors.limits`, checked before a value
+reaches numpy or :mod:`datetime`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ import numpy as np
 import numpy.typing as npt
 
 from sensors.errors import PayloadError, TopicError
+from sensors.limits import (
+    MAX_FUTURE_MS,
+    MAX_NESTING_DEPTH,
+    MAX_PAYLOAD_BYTES,
+    MAX_TS_MS,
+    MIN_TS_MS,
+)
 from sensors.schema import (
     DEVICE_ID_PATTERN,
     READING_TYPES,
@@ -40,6 +50,7 @@ from sensors.topics import Topic, parse_topic
 
 __all__ = [
     "MAX_FUTURE_MS",
+    "MAX_NESTING_DEPTH",
     "MAX_PAYLOAD_BYTES",
     "MIN_TS_MS",
     "DecodedBatch",
@@ -51,15 +62,9 @@ __all__ = [
     "encode_event",
     "encode_reading",
     "encode_readings",
+    "nesting_depth",
     "to_epoch_ms",
 ]
-
-MAX_PAYLOAD_BYTES: Final = 256 * 1024
-"""Largest payload accepted (bytes)."""
-MAX_FUTURE_MS: Final = 86_400_000
-"""A timestamp more than this far ahead of the receiver's clock is rejected (one day)."""
-MIN_TS_MS: Final = 946_684_800_000
-"""2000-01-01T00:00:00Z: earlier timestamps are rejected (usually seconds sent as milliseconds)."""
 
 Float64 = npt.NDArray[np.float64]
 Int64 = npt.NDArray[np.int64]
@@ -70,6 +75,7 @@ _BATCH_HEAD: Final = b'{"readings"'
 _KIND_KEY: Final = b'"kind"'
 _KIND_OF: Final[dict[type[Reading], DeviceKind]] = {cls: k for k, cls in READING_TYPES.items()}
 _TOPIC_CACHE_MAX: Final = 65_536
+_TS_CEILING: Final = f"Expected `int` <= {MAX_TS_MS}"
 
 
 def to_epoch_ms(ts: int | datetime) -> int:
@@ -206,6 +212,8 @@ def _error_from(exc: msgspec.MsgspecError) -> PayloadError:
         path = rest.rstrip("`")
     if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
         return PayloadError("payload", f"not valid JSON: {text}")
+    if path.endswith(".ts") and text == _TS_CEILING:
+        text = f"{text}: after 9999-12-31, more than a day in the future"
     return PayloadError(path, text)
 
 
@@ -268,6 +276,8 @@ class TelemetryDecoder:
         max_payload_bytes: Larger payloads are rejected without being parsed.
         max_future_ms: Readings further ahead of ``clock`` than this are rejected.
         clock: Seconds since the epoch (injected for tests).
+        max_nesting_depth: Payloads nesting arrays and objects deeper than this (levels) are
+            rejected without being parsed.
     """
 
     def __init__(
@@ -276,9 +286,11 @@ class TelemetryDecoder:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         max_future_ms: int = MAX_FUTURE_MS,
         clock: Callable[[], float] = time.time,
+        max_nesting_depth: int = MAX_NESTING_DEPTH,
     ) -> None:
         self.max_payload_bytes = max_payload_bytes
         self.max_future_ms = max_future_ms
+        self.max_nesting_depth = max_nesting_depth
         self._clock = clock
         self._kinds = {k: _KindCodec(k, cls) for k, cls in READING_TYPES.items()}
         self._gateway_single: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyReading)
@@ -301,7 +313,9 @@ class TelemetryDecoder:
             try:
                 hit = parse_topic(name)
             except TopicError as exc:
-                hit = exc
+                # Without its traceback: a cached exception would keep its frames alive, and a
+                # client publishing on made-up topics fills the cache.
+                hit = exc.with_traceback(None)
             if len(self._topics) >= _TOPIC_CACHE_MAX:
                 self._topics.clear()
                 self._fast_topics.clear()
@@ -366,7 +380,7 @@ class TelemetryDecoder:
                 self._one(i, topic, payload, out, rows)
             except PayloadError as exc:
                 errors.append((i, exc))
-            except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
+            except _DECODE_FAILURES as exc:
                 errors.append((i, _decode_failure(exc)))
         if singles.payloads:
             for kind, group in _by_kind(singles):
@@ -384,6 +398,15 @@ class TelemetryDecoder:
         if len(payload) > self.max_payload_bytes:
             raise PayloadError(
                 "payload", f"{len(payload)} bytes is over the {self.max_payload_bytes}-byte limit"
+            )
+        # Before parsing: a union's decoder (gateway readings, events) skips unknown values
+        # recursively while it looks for the tag, so depth must be bounded before it runs.
+        depth = nesting_depth(payload, self.max_nesting_depth)
+        if depth > self.max_nesting_depth:
+            raise PayloadError(
+                "payload",
+                f"arrays and objects nested {depth} levels deep; the limit is "
+                f"{self.max_nesting_depth}",
             )
         channel = topic.channel
         if channel is Channel.TELEMETRY:
@@ -414,7 +437,7 @@ class TelemetryDecoder:
         if joined.count(b"\n") == count - 1:
             try:
                 readings = codec.single.decode_lines(joined)
-            except msgspec.MsgspecError:
+            except _DECODE_FAILURES:
                 readings = None  # some message is bad: find it below, one by one
             if readings is not None and len(readings) != count:
                 readings = None
@@ -432,7 +455,7 @@ class TelemetryDecoder:
                     keep.append(j)
                 except PayloadError as exc:
                     errors.append((index[j], exc))
-                except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
+                except _DECODE_FAILURES as exc:
                     errors.append((index[j], _decode_failure(exc)))
             if len(keep) != count:
                 index = [index[j] for j in keep]
@@ -495,20 +518,9 @@ class TelemetryDecoder:
                 bucket.devices.extend(devices)
                 bucket.msg.extend([i] * k)
                 return
-            for j, r in enumerate(readings):
-                r_kind = _KIND_OF[type(r)]
-                dev = r.device_id
-                if r_kind is _GATEWAY:
-                    if dev is not None and dev != owner:
-                        raise _spoofed(_path(is_batch, j), dev, owner)
-                    dev = owner
-                elif dev is None:
-                    raise PayloadError(
-                        _path(is_batch, j) + ".device_id",
-                        "a gateway's reading must name the device it comes from",
-                    )
-                else:
-                    self._check_ids([dev], is_batch, j)
+            # Checked first, added after: a message is accepted whole or not at all.
+            placed = self._mixed_gateway_readings(readings, owner, is_batch)
+            for r_kind, r, dev in placed:
                 bucket = _bucket(rows, r_kind)
                 bucket.readings.append(r)
                 bucket.sites.append(topic.site)
@@ -539,6 +551,33 @@ class TelemetryDecoder:
         bucket.sites.extend([topic.site] * k)
         bucket.devices.extend([dev] * k)
         bucket.msg.extend([i] * k)
+
+    def _mixed_gateway_readings(
+        self, readings: list[Any], owner: str, is_batch: bool
+    ) -> list[tuple[DeviceKind, Any, str]]:
+        """Kind, reading and device of each reading of a gateway batch mixing kinds (or holding
+        the gateway's own health).
+
+        Raises:
+            PayloadError: A reading without its device, spoofing the gateway, or with a bad id.
+        """
+        placed: list[tuple[DeviceKind, Any, str]] = []
+        for j, r in enumerate(readings):
+            r_kind = _KIND_OF[type(r)]
+            dev = r.device_id
+            if r_kind is _GATEWAY:
+                if dev is not None and dev != owner:
+                    raise _spoofed(_path(is_batch, j), dev, owner)
+                dev = owner
+            elif dev is None:
+                raise PayloadError(
+                    _path(is_batch, j) + ".device_id",
+                    "a gateway's reading must name the device it comes from",
+                )
+            else:
+                self._check_ids([dev], is_batch, j)
+            placed.append((r_kind, r, dev))
+        return placed
 
     def _events(self, i: int, topic: Topic, payload: bytes, sink: list[DeviceEvent]) -> None:
         is_batch = _is_batch(payload)
@@ -743,10 +782,58 @@ def _spoofed(where: str, claimed: str, topic_device: str) -> PayloadError:
     )
 
 
-def _decode_failure(exc: msgspec.MsgspecError | UnicodeDecodeError) -> PayloadError:
+# What msgspec raises for bytes it cannot accept. RecursionError is a backstop only: depth is
+# bounded before parsing (see nesting_depth), but a parser's recursion limit is never a crash.
+_DECODE_FAILURES: Final = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
+
+
+def _decode_failure(
+    exc: msgspec.MsgspecError | UnicodeDecodeError | RecursionError,
+) -> PayloadError:
     if isinstance(exc, UnicodeDecodeError):
         return PayloadError("payload", f"not UTF-8: {exc.reason} at byte {exc.start}")
+    if isinstance(exc, RecursionError):
+        return PayloadError("payload", "arrays and objects nested too deeply to parse")
     return _error_from(exc)
+
+
+# Per byte: +1 opens an array or object, -1 closes one, 0 anything else.
+_STEP: Final = np.zeros(256, np.int64)
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+_QUOTE: Final = ord('"')
+_BACKSLASH: Final = ord("\\")
+
+
+def nesting_depth(payload: bytes, limit: int = MAX_NESTING_DEPTH) -> int:
+    """How deep JSON arrays and objects nest in ``payload`` (levels; brackets in strings skip).
+
+    Linear time in numpy, and only when the payload has more than ``limit`` opening brackets in
+    all (otherwise that count bounds the depth and is returned). Bytes that are not JSON get a
+    number too: at least the depth a parser would reach before failing.
+
+    Args:
+        payload: The raw message.
+        limit: The depth that matters; payloads with at most this many ``[``/``{`` are not scanned.
+    """
+    opening = payload.count(b"[") + payload.count(b"{")
+    if opening <= limit:
+        return opening
+    b = np.frombuffer(payload, np.uint8)
+    step = _STEP[b]
+    quote = b == _QUOTE
+    if quote.any():
+        backslash = b == _BACKSLASH
+        if backslash.any():
+            # A quote preceded by an odd run of backslashes is escaped (inside a string).
+            idx = np.arange(b.shape[0], dtype=np.int64)
+            last_other = np.maximum.accumulate(np.where(backslash, -1, idx))
+            run = np.zeros(b.shape[0], np.int64)
+            run[1:] = idx[:-1] - last_other[:-1]
+            quote &= run % 2 == 0
+        inside = (np.cumsum(quote, dtype=np.int64) & 1).astype(np.bool_)
+        step[inside] = 0
+    return int(np.cumsum(step).max(initial=0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta
 
+from sensors.limits import MAX_SEQ, MAX_TS_MS
+
 __all__ = [
     "ANY_READING",
     "DEVICE_ID_PATTERN",
@@ -93,12 +95,13 @@ class Channel(StrEnum):
 # Length here (cheap, in C); the characters are checked once per distinct id by the codec, which
 # is twice as fast as a regex per reading.
 DeviceId = Annotated[str, Meta(min_length=1, max_length=64)]
-EpochMs = Annotated[int, Meta(ge=0)]
-"""Milliseconds since 1970-01-01 UTC. Plausibility (not far in the future) is checked per batch."""
+EpochMs = Annotated[int, Meta(ge=0, le=MAX_TS_MS)]
+"""Milliseconds since 1970-01-01 UTC, at most year 9999 (so it fits int64 and a datetime).
+Plausibility (not far in the future) is checked per batch."""
 Rfc3339 = Annotated[datetime, Meta(tz=True)]
 """An RFC 3339 timestamp string; its UTC offset is required (``Z`` or ``+01:00``)."""
 Timestamp = EpochMs | Rfc3339
-Seq = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Seq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
 
 
 # Physically plausible ranges: wide enough for every real sensor, narrow enough to reject a unit

@@ -48,7 +48,10 @@ Mapping:
 
 A message is the unit of acceptance, as for JSON: anything wrong rejects the whole message with one
 :class:`~sensors.errors.PayloadError` naming the field, and leaves the birth state as it was. The
-payload size limit (256 KiB) and timestamp plausibility are the JSON decoder's.
+payload size limit (256 KiB), the timestamp window and the ``seq`` bounds are those of
+:mod:`sensors.limits`, as for JSON; a birth's or death's own timestamp must lie in 1970..9999. The
+decoder is total: whatever pysparkplug or protobuf raise on a crafted payload is reported as a
+PayloadError, never passed on.
 """
 
 from __future__ import annotations
@@ -65,16 +68,9 @@ import pysparkplug as psp
 # protobuf ships no type information (see pyproject's mypy overrides); only DecodeError is used.
 from google.protobuf.message import DecodeError
 
-from sensors.codec import (
-    MAX_FUTURE_MS,
-    MAX_PAYLOAD_BYTES,
-    MIN_TS_MS,
-    DecodedBatch,
-    DeviceStatus,
-    Rows,
-    TelemetryDecoder,
-)
+from sensors.codec import DecodedBatch, DeviceStatus, Rows, TelemetryDecoder
 from sensors.errors import PayloadError, TopicError
+from sensors.limits import MAX_FUTURE_MS, MAX_PAYLOAD_BYTES, MAX_TS_MS, MIN_TS_MS
 from sensors.schema import (
     DEVICE_ID_PATTERN,
     READING_TYPES,
@@ -299,7 +295,7 @@ class SparkplugDecoder:
         readings = self._readings(kind, metrics, birth.timestamp, birth=True)
         status = Status(
             state="online",
-            ts=birth.timestamp,
+            ts=_status_ts(birth.timestamp),
             boot_id=None if bd_seq is None or device is not None else str(bd_seq),
         )
         key = (site, edge, device)
@@ -359,7 +355,7 @@ class SparkplugDecoder:
         born = self._born.pop((topic.group, topic.edge_node, device), None)
         if born is None or device is None:
             return  # never born here: its kind is unknown, and it was not known to be online
-        status = Status(state="offline", ts=death.timestamp or None)
+        status = Status(state="offline", ts=_status_ts(death.timestamp) or None)
         out.statuses.append(DeviceStatus(topic.group, born.kind, device, status, i))
 
     # -- metrics to readings --------------------------------------------------------------------
@@ -451,6 +447,13 @@ def _group_metrics(
     return groups, ts_where
 
 
+def _status_ts(ts: int | None) -> int | None:
+    """A birth's or death's own timestamp (epoch ms), inside the range a status may carry."""
+    if ts is not None and not 0 <= ts <= MAX_TS_MS:
+        raise PayloadError("timestamp", f"{ts} is not epoch milliseconds between 1970 and 9999")
+    return ts
+
+
 def _decode(
     cls: type[_P], mt: psp.MessageType, payload: bytes, birth: psp.NBirth | psp.DBirth | None
 ) -> _P:
@@ -476,6 +479,15 @@ def _decode(
         if isinstance(exc, TypeError) and "'seq'" in str(exc):  # pysparkplug's payload classes
             reason = f"the {mt} payload has no Sparkplug seq (required)"
         raise PayloadError("payload", reason) from exc
+    except Exception as exc:  # the library boundary, see below
+        # Only pysparkplug and protobuf run inside this try, on bytes from the network, and
+        # pysparkplug does not document what it raises on a crafted payload (e.g. an
+        # AttributeError for a STRING_ARRAY metric whose value is a double). Our own code is
+        # outside the try, so no bug of ours is hidden; the message is rejected and says which
+        # exception it was.
+        raise PayloadError(
+            "payload", f"not a valid Sparkplug B {mt} payload ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _name(m: psp.Metric) -> str:

@@ -1,4 +1,4 @@
-"""HTTP POST for the webhook and Alertmanager channels (standard library, run in a thread).
+"""HTTP POST for the webhook and Alertmanager channels (standard library, run in a daemon thread).
 
 The answer is classified as Alertmanager's notifiers do: 2xx delivered; 429, 5xx, connection
 errors and timeouts are worth retrying (with the server's ``Retry-After`` when it gave one);
@@ -7,7 +7,6 @@ any other status (4xx, a redirect) is not.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import http.client
 import time
@@ -17,6 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from alerts.channels._options import redact_url
+from alerts.channels._thread import run_detached
 from alerts.model import ChannelError
 
 __all__ = ["HttpChannelError", "parse_retry_after", "post"]
@@ -127,7 +127,8 @@ def _post_sync(url: str, body: bytes, headers: Mapping[str, str], timeout_s: flo
 
 
 async def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
-    """POST ``body`` to ``url`` (in a worker thread) and return the 2xx status.
+    """POST ``body`` to ``url`` (in a daemon thread: a stop never waits for it) and return the
+    2xx status.
 
     Args:
         url: ``http://`` or ``https://`` URL (checked by the caller).
@@ -140,4 +141,4 @@ async def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: flo
             timeouts. The message names the server as ``scheme://host:port`` only (paths and
             queries may hold tokens).
     """
-    return await asyncio.to_thread(_post_sync, url, body, headers, timeout_s)
+    return await run_detached(_post_sync, url, body, headers, timeout_s)

@@ -19,7 +19,6 @@ receivers that cannot deduplicate may then see a message twice.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, ClassVar, Self
 import apprise
 
 from alerts.channels._options import parse_options, resolve_secret
+from alerts.channels._thread import run_detached
 from alerts.errors import RuleError
 from alerts.model import AlertSeverity, ChannelError, Notification
 
@@ -130,7 +130,7 @@ class AppriseChannel:
         Raises:
             ChannelError: A service failed or timed out (retryable).
         """
-        result = await asyncio.to_thread(
+        result = await run_detached(
             self._apprise.notify,
             body=notification.text(),
             title=notification.title,

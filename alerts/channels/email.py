@@ -16,7 +16,6 @@ errors, timeouts and 4xx answers -> retryable.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import smtplib
 import ssl
@@ -27,6 +26,7 @@ from email.utils import formatdate, parseaddr
 from typing import Any, ClassVar, Final, Self
 
 from alerts.channels._options import parse_options, resolve_secret
+from alerts.channels._thread import run_detached
 from alerts.errors import RuleError
 from alerts.model import ChannelError, Notification
 
@@ -177,7 +177,7 @@ class EmailChannel:
         msg = self.message(notification)
         where = f"SMTP {self.options.host}:{self.options.port}"
         try:
-            await asyncio.to_thread(self._send_sync, msg)
+            await run_detached(self._send_sync, msg)
         except smtplib.SMTPAuthenticationError as exc:
             raise ChannelError(
                 f"{where}: authentication refused for user {self.options.username!r} "

@@ -257,12 +257,10 @@ class MqttChannel:
         client.on_disconnect = on_disconnect
         where = f"MQTT {redact_url(o.url)}"
         try:
-            await asyncio.wait_for(
-                client.connect(
+            async with asyncio.timeout(o.timeout_s):
+                await client.connect(
                     host, port, ssl=context, keepalive=o.keepalive_s, version=o.mqtt_version
-                ),
-                o.timeout_s,
-            )
+                )
         except ssl.SSLCertVerificationError as exc:
             raise ChannelError(
                 f"{where}: the broker's certificate did not verify ({exc.verify_message}); "
@@ -288,7 +286,8 @@ class MqttChannel:
     @staticmethod
     async def _drop(client: Any) -> None:  # noqa: ANN401 - gmqtt.Client is untyped
         try:
-            await asyncio.wait_for(client.disconnect(), 5.0)
+            async with asyncio.timeout(5.0):
+                await client.disconnect()
         except (OSError, RuntimeError, AttributeError, TimeoutError):
             # Half-open or dead connection: nothing more to close.
             return
@@ -324,9 +323,8 @@ class MqttChannel:
             if not acks:
                 return
             try:
-                results = await asyncio.wait_for(
-                    asyncio.gather(*acks, return_exceptions=True), o.timeout_s
-                )
+                async with asyncio.timeout(o.timeout_s):
+                    results = await asyncio.gather(*acks, return_exceptions=True)
             except TimeoutError as exc:
                 await self._drop(client)
                 self._client = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import pwd
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import gmqtt
 import pytest
@@ -334,6 +335,56 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
         yield server
     finally:
         server.stop()
+
+
+_Proc = TypeVar("_Proc", subprocess.Popen[bytes], asyncio.subprocess.Process)
+
+
+class Reaper:
+    """The processes a test started; :func:`reaper` kills those still running when it ends.
+
+    A test that fails half-way (an assertion, a timeout) must not leave a ``boltwatch run``
+    behind: the ``reaper`` fixture SIGKILLs whatever is still alive at teardown.
+    """
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes] | asyncio.subprocess.Process] = []
+
+    def track(self, proc: _Proc) -> _Proc:
+        """Kill ``proc`` at teardown if it is still running then."""
+        self._procs.append(proc)
+        return proc
+
+    def popen(self, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """``subprocess.Popen(args, **kwargs)``, tracked."""
+        proc: subprocess.Popen[bytes] = subprocess.Popen(args, **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def kill_all(self) -> None:
+        """SIGKILL every tracked process still running, and reap it."""
+        for proc in self._procs:
+            if isinstance(proc, subprocess.Popen):
+                if proc.poll() is None:
+                    proc.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(10)
+            elif proc.returncode is None:
+                # An asyncio child: its loop may be gone, so signal and reap it by pid.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(proc.pid, 0)
+
+
+@pytest.fixture
+def reaper() -> Iterator[Reaper]:
+    """Tracks the processes a test starts; kills the survivors, whether the test passed or not."""
+    procs = Reaper()
+    try:
+        yield procs
+    finally:
+        procs.kill_all()
 
 
 @pytest.fixture

@@ -262,3 +262,27 @@ async def test_boltwatch_run_against_a_closed_port_exits_2_with_one_line(tmp_pat
     assert "tried 5 times" in errors[0]
     assert "Traceback" not in run.stdout + run.stderr
     assert "retrying" not in run.stderr
+
+
+async def test_boltwatch_run_with_the_api_port_in_use_exits_2_with_one_line(
+    mosquitto: MosquittoServer, tmp_path: Path
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = await asyncio.to_thread(
+            _cli,
+            ["run", "--broker", mosquitto.url, "--store", str(tmp_path / "store")],
+            {
+                "BOLTWATCH_INGEST_METRICS_LISTEN": "",
+                "BOLTWATCH_ALERTS_API_LISTEN": f"127.0.0.1:{port}",
+                "BOLTWATCH_ALERTS_API_TOKEN": "t0ken",
+            },
+        )
+    assert run.returncode == 2, f"{run.stdout}\n{run.stderr}"
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: alerts.api_listen: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ], run.stderr
+    assert "Traceback" not in run.stdout + run.stderr

@@ -1,15 +1,18 @@
 """The whole job: `boltwatch run` against Mosquitto, the simulator publishing a loosening bolt at
-high speed, and a webhook receiving the loosening alert with its forecast; and `boltwatch demo`."""
+high speed, and a webhook receiving the loosening alert with its forecast; and `boltwatch demo`
+run to its end, raising exactly the alerts its simulation causes."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import pytest
 
 from alerts.channels.webhook import verify_signature
-from tests.integration.conftest import MosquittoServer
+from tests.integration.conftest import MosquittoServer, Reaper
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +61,16 @@ def _loosening(received: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
 def test_run_detects_a_loosening_bolt_and_the_webhook_gets_the_forecast(
-    mosquitto: MosquittoServer, tmp_path: Path
+    mosquitto: MosquittoServer, reaper: Reaper, tmp_path: Path
 ) -> None:
     server, received = _webhook()
     rules = tmp_path / "rules.toml"
@@ -94,14 +105,16 @@ interval_s = 0.2
 """
     )
     env = {**os.environ, "E2E_WEBHOOK_SECRET": SECRET}
-    run = subprocess.Popen(
-        [str(BOLTWATCH), "run", "--config", str(config)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        run = reaper.popen(
+            [str(BOLTWATCH), "run", "--config", str(config)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        time.sleep(2.0)
+        _wait_for(lambda: "ingesting " in log.read_text(), 60, "boltwatch run to subscribe")
         sim = subprocess.run(
             [
                 str(BOLTWATCH),
@@ -121,9 +134,7 @@ interval_s = 0.2
             check=False,
         )
         assert sim.returncode == 0, sim.stderr.decode()
-        deadline = time.monotonic() + 30
-        while not _loosening(received) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _wait_for(lambda: bool(_loosening(received)), 60, "the loosening alert")
         loose = _loosening(received)
         assert loose, f"no loosening alert; webhook got {[r['body']['title'] for r in received]}"
         assert all(r["ok"] for r in received)  # every body signed with the secret
@@ -136,13 +147,31 @@ interval_s = 0.2
         assert devices == {"bridge-loose-b001"}  # healthy and stuck bolts never loosen
     finally:
         run.send_signal(signal.SIGTERM)
-        output = run.communicate(timeout=30)[0].decode()
         server.shutdown()
+    run.wait(timeout=30)  # the reaper kills it if the test fails before
+    output = log.read_text()
     assert run.returncode == 0, output
     assert "stopped;" in output
 
 
-def test_demo_runs_for_30_seconds_and_reports_alerts() -> None:
+_ALERT_LINE = re.compile(
+    r"^\d\d:\d\d:\d\d (?P<severity>[A-Z]+) +(?P<kind>\w+) (?P<device>[\w-]+)"
+    r"(?: \([^)]*\))?(?P<cleared> cleared)?:"
+)
+DEMO_ALERTS = {
+    ("thermal_runaway", "printer-1"),  # thermistor detached after 3 h
+    ("cooling_failure", "laser-1"),  # chiller failing after 5 h
+    ("sensor_fault", "bridge-stuck-b001"),  # stuck after 6 h
+    ("loosening", "bridge-loose-b001"),  # vibration loosening from 8 h on
+    ("preload_low", "bridge-loose-b001"),  # ... down to 80 % of its preload after about 20 h
+}
+"""What the demo's simulation causes in its first 30 simulated hours, and nothing else."""
+
+
+def test_demo_runs_to_its_end_and_raises_exactly_the_simulated_alerts() -> None:
+    """30 real seconds: 30 simulated hours, all on the simulation's clock. Before, the silence
+    watcher compared simulated timestamps with the wall clock and ended the demo with no_data
+    for every device ("no data for 400455 min")."""
     demo = subprocess.run(
         [str(BOLTWATCH), "demo", "--duration", "30"],
         capture_output=True,
@@ -158,3 +187,7 @@ def test_demo_runs_for_30_seconds_and_reports_alerts() -> None:
     assert "alerts API http://127.0.0.1:" in out
     assert "demo over:" in out
     assert "Traceback" not in out + demo.stderr.decode()
+    assert "no_data" not in out
+    matches = [m for m in map(_ALERT_LINE.match, out.splitlines()) if m is not None]
+    firing = {(m["kind"], m["device"]) for m in matches if not m["cleared"]}
+    assert firing == DEMO_ALERTS, out

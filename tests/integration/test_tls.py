@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     BROKER_USER,
     Collector,
     MosquittoServer,
+    Reaper,
     TlsFiles,
     client_tls_context,
 )
@@ -377,7 +378,7 @@ async def test_boltwatch_run_reports_tls_and_login_failures_in_one_line(
 
 
 async def test_boltwatch_run_over_mutual_tls_keeps_the_password_out_of_its_output(
-    secure_mosquitto: MosquittoServer, tls_files: TlsFiles, tmp_path: Path
+    secure_mosquitto: MosquittoServer, tls_files: TlsFiles, reaper: Reaper, tmp_path: Path
 ) -> None:
     """The real service at debug level, password from the environment: ingest, stop, read."""
     env = {
@@ -392,7 +393,7 @@ async def test_boltwatch_run_over_mutual_tls_keeps_the_password_out_of_its_outpu
         "BOLTWATCH_STORE_PATH": str(tmp_path / "store"),
     }
     log = tmp_path / "run.log"
-    proc = _spawn_run(env, log)
+    proc = reaper.track(_spawn_run(env, log))  # killed at teardown if the test fails
     try:
         await wait_until(lambda: "u'ingest'" in secure_mosquitto.log_text(), 30, "the login")
         await asyncio.sleep(0.5)  # subscribed

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from alerts.api import create_app, parse_listen, serve_api
+from alerts.errors import ListenError
 from alerts.pipeline import AlertMetrics, AlertPipeline
 from alerts.rules import load_rules
 from alerts.store import AlertStore
@@ -419,3 +420,117 @@ def test_parse_listen() -> None:
     ]:
         with pytest.raises(ValueError, match=why):
             parse_listen(bad)
+
+
+# -- hostile input: 4xx naming the field, never 500 (issue 14) ----------------------------------
+
+
+_S = {"author": "a", "reason": "r", "site": "s"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("GET", f"/api/alerts/{2**64}", None, 404, "alert_id"),
+        ("POST", f"/api/alerts/{2**63}/ack", {"by": "a"}, 404, "alert_id"),
+        ("POST", f"/api/alerts/{10**40}/comment", {"by": "a", "text": "t"}, 404, "alert_id"),
+        ("DELETE", f"/api/silences/{2**64}", None, 404, "silence_id"),
+        ("POST", "/api/silences", {**_S, "ends": 1e300}, 422, "ends"),
+        ("POST", "/api/silences", {**_S, "ends": 10**30}, 422, "ends"),
+        ("POST", "/api/silences", {**_S, "starts": -1e300, "duration": "1h"}, 422, "starts"),
+        ("POST", "/api/silences", {**_S, "duration": 1e300}, 422, "duration"),
+        ("POST", "/api/silences", {**_S, "duration": "9" * 400}, 422, "duration"),
+        ("POST", "/api/silences", {**_S, "duration": 10**400}, 422, "duration"),
+        ("POST", "/api/silences", {**_S, "ends": "9999-12-31T23:59:59-23:00"}, 422, "ends"),
+        ("POST", "/api/silences", {**_S, "author": "a" * 300, "duration": "1h"}, 422, "author"),
+        ("POST", "/api/alerts/1/comment", {"by": "a", "text": "[" * 30_000}, 422, "text"),
+        ("POST", "/api/alerts/1/comment", {"by": "\ud800", "text": "t"}, 422, "by"),
+    ],
+    ids=lambda case: f"{case[0]} {case[1][:30]} {case[4]}",
+)
+def test_hostile_input_is_4xx_naming_the_field(
+    env: tuple[Env, str], case: tuple[str, str, Any, int, str]
+) -> None:
+    e, url = env
+    method, path, body, status, field = case
+    got, answer = http(method, url + path, body)
+    assert got == status, answer
+    assert answer["error"].startswith(f"{field}: "), answer
+    assert e.store.silences() == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 30_000,
+        b'{"by": "a", "text": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+        b'{"by": "a", "text": "t", "x": ' + b"9" * 5_000 + b"}",
+        b'{"by": "a", "text": NaN}',
+        b"\xff\xfe",
+    ],
+    ids=["brackets", "deep", "huge-int", "nan", "not-utf8"],
+)
+def test_hostile_bodies_are_400(env: tuple[Env, str], raw: bytes) -> None:
+    e, url = env
+    status, answer = http("POST", url + f"/api/alerts/{e.ids['b1']}/comment", raw=raw)
+    assert status in (400, 422), answer
+    assert "error" in answer
+
+
+def _headers(url: str, method: str = "GET", token: str | None = TOKEN) -> tuple[int, Any]:
+    req = urllib.request.Request(url, method=method)  # noqa: S310 - http:// only
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310
+            return r.status, r.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers
+
+
+def test_security_headers_on_every_response(env: tuple[Env, str]) -> None:
+    e, url = env
+    cases = [
+        ("GET", "/api/alerts", TOKEN, 200),
+        ("GET", f"/api/alerts/{e.ids['b1']}", TOKEN, 200),
+        ("GET", "/api/alerts/999", TOKEN, 404),
+        ("GET", "/api/alerts", None, 401),
+        ("GET", "/api/alerts?limit=x", TOKEN, 400),
+        ("POST", "/api/silences", TOKEN, 422),
+        ("GET", "/no-such-page", None, 404),
+        ("GET", "/metrics", None, 200),
+        ("GET", "/healthz", None, 200),
+    ]
+    for method, path, token, status in cases:
+        got, headers = _headers(url + path, method, token)
+        assert got == status, path
+        assert headers["Content-Security-Policy"] == "default-src 'self'", path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["Referrer-Policy"] == "no-referrer", path
+
+
+def test_a_bug_is_a_json_500_with_the_headers(tmp_path: Path) -> None:
+    """Not input: the one way to a 500 is a bug; still no traceback, still the headers."""
+    with AlertStore(tmp_path / "a.db") as store:
+
+        def broken_clock() -> int:
+            raise RuntimeError("a bug")
+
+        app = create_app(store, token=TOKEN, clock=broken_clock)
+        with ApiServer(app) as server:
+            status, answer = http("POST", server.url + "/api/alerts/1/ack", {"by": "a"})
+            assert (status, answer) == (500, {"error": "internal error (logged)"})
+            _, headers = _headers(server.url + "/api/silences?active=true")
+            assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_port_in_use_names_the_setting(tmp_path: Path) -> None:
+    with AlertStore(tmp_path / "a.db") as store, socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        app = create_app(store, token=TOKEN, clock=Clock())
+        with pytest.raises(ListenError) as info:
+            asyncio.run(serve_api(app, "127.0.0.1", port))
+        assert info.value.key == "alerts.api_listen"
+        assert str(info.value).startswith(f"alerts.api_listen: cannot listen on 127.0.0.1:{port}")

@@ -173,3 +173,26 @@ def test_error_paths_with_brackets_are_printed_whole() -> None:
     )
     assert result.exit_code == 2
     assert "$.readings[0].device_id" in result.output
+
+
+def test_user_errors_raised_by_a_task_group_are_one_line_each(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``boltwatch run``'s API task fails inside a TaskGroup: still one line and status 2."""
+    import errno
+
+    import typer
+
+    from alerts.errors import ListenError
+    from boltwatch.cli import _user_errors
+
+    busy = ListenError("alerts.api_listen", errno.EADDRINUSE, "cannot listen on 127.0.0.1:8080")
+    with pytest.raises(typer.Exit) as info, _user_errors():
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [busy])
+    assert info.value.exit_code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: alerts.api_listen: cannot listen on 127.0.0.1:8080"
+    )
+    # A group holding anything else is a bug: it goes on as it is (a traceback).
+    with pytest.raises(ExceptionGroup), _user_errors():
+        raise ExceptionGroup("x", [busy, ZeroDivisionError()])

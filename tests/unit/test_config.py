@@ -14,7 +14,7 @@ def test_defaults_are_the_embedded_setup() -> None:
     assert cfg == Config()
     assert cfg.broker.url == "mqtt://127.0.0.1:1883"
     assert cfg.store.path == "./boltwatch-data"
-    assert cfg.broker.topics == ["boltwatch/v1/+/+/+/+"]
+    assert cfg.broker.topics == ["boltwatch/v1/+/+/+/+", "spBv1.0/#"]  # JSON and Sparkplug B
 
 
 def test_file_values(tmp_path: Path) -> None:

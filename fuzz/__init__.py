@@ -1,0 +1,1 @@
+"""Fuzzing of the decoders and the API body parsers (atheris; see fuzz/README.md)."""

@@ -1,0 +1,27 @@
+"""Atheris harness of the alerts API's body parsers (``alerts.api.parse_body``, the silence and
+ack/comment field readers).
+
+Input: one request body, as raw bytes; the properties are :func:`fuzz.common.check_api_body`.
+Run through ``make fuzz``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports(include=["alerts.api", "alerts.rules", "sensors.codec"]):
+    import alerts.api  # noqa: F401 - imported here to be instrumented
+
+from fuzz.common import check_api_body
+from fuzz.harness import fuzz
+
+
+def one_input(data: bytes) -> None:
+    """Parse and validate one body; a broken property raises."""
+    check_api_body(data)
+
+
+if __name__ == "__main__":
+    fuzz("api", one_input, sys.argv)
