@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -79,18 +79,26 @@ class PreloadParams:
     Attributes:
         min_learn_h: Shortest learning after a tightening or first sight, hours.
         max_learn_h: Longest learning: the baseline is taken then even if still settling, hours.
-        settle_pct_per_h: The bolt is settled when its compensated level moves less than this
-            (% of the level per hour).
+        settle_pct_per_h: The bolt is settled when it is confidently (two standard errors)
+            losing less than this, % of the level per hour: the embedding still to come is then
+            at most about this rate times the longest time constant (24 h), well under
+            ``min_loss_pct``.
+        settle_window_h: Hours of hourly means the settling regression uses (at most 48).
+        tempco_window_h: With at least this many hours, the settling regression estimates the
+            joint's temperature coefficient itself (a daily cycle tells it from time).
         level_q_pct_per_sqrt_h: Random-walk process noise of the level, % of the level per √h.
         tempco_q_per_sqrt_h: Process noise of the temperature coefficient, fraction of the
             level per °C per √h.
-        cusum_k: CUSUM reference value, in innovation sigmas.
-        cusum_h: CUSUM decision interval, in innovation sigmas.
-        latch_h: A CUSUM crossing stays evidence of a change for this long, hours.
-        min_loss_pct: A CUSUM alarm needs at least this loss of level, % of the baseline
-            (while the CUSUM crossing is latched).
-        loss_pct: A loss of level this large is loosening whatever the CUSUM says, %.
-        clear_loss_pct: A loosening alert clears below this loss (and a reset CUSUM), %.
+        cusum_k: CUSUM reference value, in innovation sigmas (diagnostic and score only).
+        cusum_h: CUSUM decision interval, in innovation sigmas (diagnostic and score only).
+        min_loss_pct: Loosening needs at least this loss of compensated level below the settled
+            baseline, %.
+        min_rate_pct_per_day: ... and a loss that still goes on: the trend of the hourly means
+            since the baseline falls faster than this, % of the baseline per day,
+        trend_z: ... by at least this many standard errors of the slope.
+        sudden_loss_pct: A confirmed step down this large (% of the baseline) is loosening at
+            once (impact, fracture).
+        sudden_hold_h: A sudden-loss alert stays on at least this long, hours.
         trend_h: Hours of hourly means the Theil-Sen trend uses (at most 48).
         warning_ratio: ``preload_low`` warning below this fraction of the baseline.
         alarm_ratio: ``preload_low`` alarm below this fraction (also the forecast's line).
@@ -102,16 +110,19 @@ class PreloadParams:
     """
 
     min_learn_h: float = 6.0
-    max_learn_h: float = 72.0
-    settle_pct_per_h: float = 0.05
+    max_learn_h: float = 120.0
+    settle_pct_per_h: float = 0.04
+    settle_window_h: float = 24.0
+    tempco_window_h: float = 20.0
     level_q_pct_per_sqrt_h: float = 0.05
     tempco_q_per_sqrt_h: float = 1e-6
     cusum_k: float = 0.5
     cusum_h: float = 12.0
-    latch_h: float = 48.0
-    min_loss_pct: float = 1.5
-    loss_pct: float = 3.0
-    clear_loss_pct: float = 0.75
+    min_loss_pct: float = 3.0
+    min_rate_pct_per_day: float = 0.5
+    trend_z: float = 3.0
+    sudden_loss_pct: float = 10.0
+    sudden_hold_h: float = 24.0
     trend_h: float = 24.0
     warning_ratio: float = 0.80
     alarm_ratio: float = 0.70
@@ -133,16 +144,19 @@ _STATE: Final[dict[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]] = {
     "p00": (np.float64, np.nan, ()),
     "p01": (np.float64, 0.0, ()),
     "p11": (np.float64, np.nan, ()),
-    "m_fast": (np.float64, np.nan, ()),  # EW means of the compensated preload (settling slope)
-    "m_slow": (np.float64, np.nan, ()),
     "baseline": (np.float64, np.nan, ()),  # B, kN
     "cusum": (np.float64, 0.0, ()),
-    "t_trip": (np.float64, np.nan, ()),  # last time the CUSUM crossed h, epoch s
+    "t_shift": (np.float64, np.nan, ()),  # last confirmed sudden loss, epoch s
+    "h_armed": (np.float32, np.nan, ()),  # hour the baseline was taken (ring's hour scale)
+    "tr_slope": (np.float32, np.nan, ()),  # trend since the baseline, % of baseline per day
+    "tr_z": (np.float32, np.nan, ()),  # that slope over its standard error
     "diameter_mm": (np.float64, np.nan, ()),  # from the registry (nut-factor check)
     "hr_sum": (np.float64, 0.0, ()),
     "hr_n": (np.int16, 0, ()),
+    "hr_tsum": (np.float64, 0.0, ()),
     "hr_idx": (np.float64, np.nan, ()),  # current hour, epoch hours
-    "tr_val": (np.float32, np.nan, (TREND_SLOTS,)),  # hourly means, kN
+    "tr_val": (np.float32, np.nan, (TREND_SLOTS,)),  # hourly means of the raw preload, kN
+    "tr_temp": (np.float32, np.nan, (TREND_SLOTS,)),  # hourly means of the temperature, °C
     "tr_hour": (np.float32, np.nan, (TREND_SLOTS,)),  # their hour, hours since t_learn's hour
     "tr_pos": (np.int16, 0, ()),
     "act_loose": (np.int8, 0, ()),  # active alert severities (0 = none) for decide()
@@ -227,6 +241,9 @@ class BoltPreloadDetector(Detector[PreloadParams]):
             "loss": np.full(n, np.nan),
             "cusum": np.zeros(n),
             "tripped": np.zeros(n, np.bool_),
+            "declining": np.zeros(n, np.bool_),
+            "holding": np.zeros(n, np.bool_),
+            "trend_pct_per_day": np.full(n, np.nan),
             "slope_kn_per_h": np.full(n, np.nan),
             "tightened": np.zeros(n, np.bool_),
             "nut_factor": np.full(n, np.nan),
@@ -292,14 +309,18 @@ class BoltPreloadDetector(Detector[PreloadParams]):
             first = np.isnan(s["p11"][r])
             s["p11"][r] = np.where(first, (y[relearn] * 0.003) ** 2, s["p11"][r])
             s["t_ref"][r] = np.where(np.isfinite(s["t_ref"][r]), s["t_ref"][r], temp[relearn])
-            s["m_fast"][r] = np.nan
-            s["m_slow"][r] = np.nan
             s["baseline"][r] = np.nan
             s["cusum"][r] = 0.0
+            s["t_shift"][r] = np.nan
+            s["h_armed"][r] = np.nan
+            s["tr_slope"][r] = np.nan
+            s["tr_z"][r] = np.nan
             s["hr_n"][r] = 0
             s["hr_sum"][r] = 0.0
+            s["hr_tsum"][r] = 0.0
             s["hr_idx"][r] = np.nan
             s["tr_val"][r] = np.nan
+            s["tr_temp"][r] = np.nan
             s["tr_hour"][r] = np.nan
             s["tr_pos"][r] = 0
             s["t_ref"][r] = np.where(np.isfinite(s["t_ref"][r]), s["t_ref"][r], 20.0)
@@ -352,66 +373,69 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         s["p11"][slots] = p11_n
         s["t_last"][slots] = np.fmax(t, np.nan_to_num(t_last, nan=-np.inf))
 
-        # Settling slope from two EW means of the compensated preload.
-        comp = y - b_n * u
-        a_fast = 1.0 - np.exp(-dt_h / 1.0)
-        a_slow = 1.0 - np.exp(-dt_h / 4.0)
-        mf = s["m_fast"][slots]
-        ms = s["m_slow"][slots]
-        mf = np.where(use, np.where(np.isfinite(mf), mf + a_fast * (comp - mf), comp), mf)
-        ms = np.where(use, np.where(np.isfinite(ms), ms + a_slow * (comp - ms), comp), ms)
-        s["m_fast"][slots] = mf
-        s["m_slow"][slots] = ms
-        slope_pct_h = np.abs(mf - ms) / 3.0 / np.abs(mf) * 100.0
-
-        # Arm after settling.
-        age_h = (t - s["t_learn"][slots]) / _HOUR
-        # Only a tightening makes a bolt embed: otherwise the learning time is enough.
-        settled = (slope_pct_h < p.settle_pct_per_h) | (s["settling"][slots] == 0)
-        arm = learning & use & (((age_h >= p.min_learn_h) & settled) | (age_h >= p.max_learn_h))
-        if arm.any():
-            ra = slots[arm]
-            s["phase"][ra] = _ARMED
-            s["baseline"][ra] = level_n[arm]
-            s["cusum"][ra] = 0.0
+        # Hourly means of the raw preload and the temperature; at each finished hour the
+        # settling test (learning bolts) or the trend since the baseline (armed bolts).
+        t_ref = s["t_ref"][slots]
+        temp_f = np.where(np.isfinite(temp), temp, t_ref)
+        self._trend_push(slots, t, y, temp_f, use)
         armed = s["phase"][slots] == _ARMED
+        arm = learning & armed  # armed just now by the settling test in _trend_push
+        s["t_shift"][slots] = np.where(armed & shift_down, t, s["t_shift"][slots])
 
-        # Lower CUSUM on standardised innovations (armed bolts, trusted readings).
+        # Lower CUSUM on standardised innovations (armed bolts, trusted readings): a diagnostic
+        # and part of the score; the decision needs a loss that goes on (the trend).
         c = s["cusum"][slots]
         c = np.where(armed & use & ~arm, np.maximum(0.0, c - z - p.cusum_k), c)
         s["cusum"][slots] = c
-        s["t_trip"][slots] = np.where(armed & (c >= p.cusum_h), t, s["t_trip"][slots])
-        tripped = armed & ((t - s["t_trip"][slots]) <= p.latch_h * _HOUR)
-
-        # Hourly means for the trend.
-        self._trend_push(slots, t, comp, use & armed)
 
         base = s["baseline"][slots]
-        ratio = level_n / base
+        level_now = s["level"][slots]
+        ratio = level_now / base
         loss = 1.0 - ratio
+        loss_pct = np.nan_to_num(loss, nan=0.0) * 100.0
+        slope = s["tr_slope"][slots].astype(np.float64)
+        tz = s["tr_z"][slots].astype(np.float64)
+        declining = (np.nan_to_num(slope, nan=0.0) <= -p.min_rate_pct_per_day) & (
+            np.nan_to_num(tz, nan=0.0) <= -p.trend_z
+        )
+        sudden = (
+            armed
+            & ((t - s["t_shift"][slots]) <= p.sudden_hold_h * _HOUR)
+            & (loss_pct >= p.sudden_loss_pct)
+        )
         ex["phase"][rows] = s["phase"][slots]
-        ex["level_kn"][rows] = level_n
+        ex["level_kn"][rows] = level_now
         ex["baseline_kn"][rows] = base
         ex["ratio"][rows] = ratio
         ex["loss"][rows] = loss
         ex["cusum"][rows] = c
-        ex["tripped"][rows] = tripped
-        # Score: 0.5 at either decision threshold, towards 1 beyond.
-        strength = np.fmax(
-            np.where(loss * 100.0 >= p.min_loss_pct, np.fmax(c / p.cusum_h, tripped), 0.0),
-            np.nan_to_num(loss * 100.0 / p.loss_pct, nan=0.0),
+        ex["tripped"][rows] = armed & ((declining & (loss_pct >= p.min_loss_pct)) | sudden)
+        ex["declining"][rows] = armed & declining
+        # Hysteresis: an active alert holds while half of each condition still holds.
+        ex["holding"][rows] = armed & (
+            (
+                (loss_pct >= p.min_loss_pct / 2.0)
+                & (np.nan_to_num(slope, nan=0.0) <= -p.min_rate_pct_per_day / 2.0)
+                & (np.nan_to_num(tz, nan=0.0) <= -p.trend_z / 2.0)
+            )
+            | sudden
         )
+        ex["trend_pct_per_day"][rows] = np.where(armed, slope, np.nan)
+        # Score: 0.5 where every condition of the decision just holds, towards 1 beyond.
+        strength = np.fmin(
+            np.fmin(loss_pct / p.min_loss_pct, -np.nan_to_num(tz, nan=0.0) / p.trend_z),
+            -np.nan_to_num(slope, nan=0.0) / p.min_rate_pct_per_day,
+        )
+        strength = np.where(sudden, np.fmax(strength, loss_pct / p.sudden_loss_pct), strength)
         sc = np.where(armed, 1.0 - np.exp2(-np.maximum(strength, 0.0)), 0.0)
         score[rows] = np.clip(np.nan_to_num(sc, nan=0.0), 0.0, 1.0)
 
-        suspicious = armed & (
-            (np.nan_to_num(loss) * 100.0 >= p.min_loss_pct) | (c >= p.cusum_h / 2.0)
-        )
+        suspicious = armed & ((loss_pct >= p.min_loss_pct) | declining)
         if suspicious.any():
             ex["slope_kn_per_h"][rows[suspicious]] = self._trend_slope(slots[suspicious])
 
-    def _trend_push(self, slots: Int64, t: Float64, comp: Float64, use: Bool) -> None:
-        """Accumulate hourly means of the compensated preload; push finished hours to the ring."""
+    def _trend_push(self, slots: Int64, t: Float64, y: Float64, temp: Float64, use: Bool) -> None:
+        """Accumulate hourly means; at each finished hour, test settling or update the trend."""
         s = self.state
         if not use.any():
             return
@@ -422,29 +446,113 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         if done.any():
             d = sl[done]
             pos = s["tr_pos"][d].astype(np.int64)
-            s["tr_val"][d, pos] = (s["hr_sum"][d] / s["hr_n"][d]).astype(np.float32)
+            nn = s["hr_n"][d]
+            s["tr_val"][d, pos] = (s["hr_sum"][d] / nn).astype(np.float32)
+            s["tr_temp"][d, pos] = (s["hr_tsum"][d] / nn).astype(np.float32)
             s["tr_hour"][d, pos] = (cur[done] - np.floor(s["t_learn"][d] / _HOUR)).astype(
                 np.float32
             )
             s["tr_pos"][d] = ((pos + 1) % TREND_SLOTS).astype(np.int16)
+            self._hour_done(d, t[use][done])
         new = ~np.isfinite(cur) | (hour != cur)
-        s["hr_sum"][sl] = np.where(new, comp[use], s["hr_sum"][sl] + comp[use])
+        s["hr_sum"][sl] = np.where(new, y[use], s["hr_sum"][sl] + y[use])
+        s["hr_tsum"][sl] = np.where(new, temp[use], s["hr_tsum"][sl] + temp[use])
         s["hr_n"][sl] = np.where(new, 1, s["hr_n"][sl] + 1)
         s["hr_idx"][sl] = hour
 
-    def _trend_slope(self, slots: Int64) -> Float64:
-        """Theil-Sen slope (kN/h) of the bolts' hourly means, the current partial hour included."""
+    def _hour_done(self, d: Int64, t: Float64) -> None:  # noqa: PLR0915 - both tests in one place
+        """Bolts ``d`` just finished an hour: settling test if learning, trend if armed."""
         s = self.state
-        vals = s["tr_val"][slots].astype(np.float64)
+        p = self.params
+        hours = s["tr_hour"][d].astype(np.float64)
+        last = np.nanmax(hours, axis=1)
+        learning = s["phase"][d] == _LEARNING
+        if learning.any():
+            dl = d[learning]
+            x = hours[learning]
+            win = np.isfinite(x) & (x > (last[learning] - p.settle_window_h)[:, None])
+            b_now = s["tempco"][dl]
+            comp_l = s["tr_val"][dl] - b_now[:, None] * (s["tr_temp"][dl] - s["t_ref"][dl][:, None])
+            # Over a day or more the daily cycle tells temperature from time, and the regression
+            # estimates the joint's coefficient itself; over a few hours the two are confounded,
+            # so the filter's coefficient compensates instead.
+            fit_t = _robust_regress(x, s["tr_val"][dl], s["tr_temp"][dl], win)
+            fit_c = _robust_regress(x, comp_l, None, win)
+            fit_r = _robust_regress(x, s["tr_val"][dl], None, win)
+            first = np.where(win, x, np.inf).min(axis=1)
+            long = ((last[learning] - first) >= p.tempco_window_h) & (fit_t.temp_span >= 3.0)
+            long &= np.isfinite(fit_t.slope) & np.isfinite(fit_t.tempco)
+            age_h = (t[learning] - s["t_learn"][dl]) / _HOUR
+            line = -p.settle_pct_per_h / 100.0 * np.abs(fit_r.level)
+            # Confidently flat: the slope's lower 97.5 % bound (Student's t, few hours) is above
+            # the settling line. Over a day, with the temperature in the regression; over a few
+            # hours both raw and compensated by the filter must be flat (a monotonic temperature
+            # change can hide embedding in either).
+            flat_t = (fit_t.slope - _t975(fit_t.n - 3) * fit_t.slope_se) >= line
+            # Over a few hours (a bolt first seen, no tightening), a one-sigma bound: a settled
+            # bolt must arm within hours; embedding it missed is caught by the trend test later.
+            flat_c = (fit_c.slope - fit_c.slope_se) >= line
+            flat_r = (fit_r.slope - fit_r.slope_se) >= line
+            # After a tightening the bolt embeds: only a day's regression can tell.
+            short_ok = s["settling"][dl] == 0
+            flat = np.where(long, flat_t, short_ok & flat_c & flat_r)
+            ok = (fit_r.n >= 5) & np.isfinite(fit_r.slope)
+            arm = ((age_h >= p.min_learn_h) & ok & flat) | (age_h >= p.max_learn_h)
+            if arm.any():
+                da = dl[arm]
+                tc = np.where(long[arm], fit_t.tempco[arm], b_now[arm])
+                s["tempco"][da] = tc
+                recent = np.isfinite(x[arm]) & (x[arm] > (last[learning][arm] - 6.0)[:, None])
+                comp = s["tr_val"][da] - tc[:, None] * (s["tr_temp"][da] - s["t_ref"][da][:, None])
+                with np.errstate(all="ignore"):
+                    base = np.nanmean(np.where(recent, comp, np.nan), axis=1)
+                base = np.where(np.isfinite(base), base, s["level"][da])
+                s["phase"][da] = _ARMED
+                s["baseline"][da] = base
+                s["level"][da] = base
+                s["p00"][da] = (base * 0.005) ** 2
+                s["p01"][da] = 0.0
+                s["cusum"][da] = 0.0
+                s["h_armed"][da] = last[learning][arm]
+        armed = s["phase"][d] == _ARMED
+        if armed.any():
+            dm = d[armed]
+            x = hours[armed]
+            win = (
+                np.isfinite(x)
+                & (x >= s["h_armed"][dm][:, None])
+                & (x > (last[armed] - self.params.trend_h)[:, None])
+            )
+            comp = s["tr_val"][dm] - s["tempco"][dm][:, None] * (
+                s["tr_temp"][dm] - s["t_ref"][dm][:, None]
+            )
+            fit = _robust_regress(x, comp, None, win)
+            base = s["baseline"][dm]
+            ok = fit.n >= 6
+            with np.errstate(all="ignore"):
+                s["tr_slope"][dm] = np.where(ok, fit.slope * 24.0 / base * 100.0, np.nan)
+                s["tr_z"][dm] = np.where(ok, fit.slope / fit.slope_se, np.nan)
+
+    def _trend_slope(self, slots: Int64) -> Float64:
+        """Theil-Sen slope (kN/h) of the bolts' compensated hourly means, current hour included."""
+        s = self.state
+        b = s["tempco"][slots]
+        t_ref = s["t_ref"][slots]
+        vals = s["tr_val"][slots].astype(np.float64) - b[:, None] * (
+            s["tr_temp"][slots].astype(np.float64) - t_ref[:, None]
+        )
         hours = s["tr_hour"][slots].astype(np.float64)
         cur_h = s["hr_idx"][slots] - np.floor(s["t_learn"][slots] / _HOUR)
+        n = np.maximum(s["hr_n"][slots], 1)
         cur_v = np.where(
-            s["hr_n"][slots] > 0, s["hr_sum"][slots] / np.maximum(s["hr_n"][slots], 1), np.nan
+            s["hr_n"][slots] > 0,
+            s["hr_sum"][slots] / n - b * (s["hr_tsum"][slots] / n - t_ref),
+            np.nan,
         )
         x = np.concatenate([hours, cur_h[:, None]], axis=1)
         v = np.concatenate([vals, cur_v[:, None]], axis=1)
-        # The trend of the last day only: older hours may predate the change.
-        recent = x >= (cur_h - self.params.trend_h)[:, None]
+        # The trend of the last day only, and only since the baseline.
+        recent = (x >= (cur_h - self.params.trend_h)[:, None]) & (x >= s["h_armed"][slots][:, None])
         v = np.where(np.isfinite(x) & recent, v, np.nan)
         x = np.where(np.isfinite(v), x, np.nan)
         return theil_sen(x, v)
@@ -454,14 +562,13 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         p = self.params
         ex = scores.extra
         dec = decide_sensor(self, frame, scores, self.state["act_sensor"])
-        loss = np.nan_to_num(ex["loss"], nan=0.0) * 100.0
         ratio = ex["ratio"]
         armed = ex["phase"] == _ARMED
         trusted = (ex["quality"] & (FaultCode.STUCK | FaultCode.BATTERY_BAD)) == 0
-        loose = (
-            armed & trusted & ((ex["tripped"] & (loss >= p.min_loss_pct)) | (loss >= p.loss_pct))
-        )
-        clear = (~armed) | (~ex["tripped"] & (loss < p.clear_loss_pct))
+        # Loosening is a loss below the settled baseline that still goes on (or a sudden one);
+        # it clears as soon as that no longer holds: a flat bolt is never loosening.
+        loose = armed & trusted & ex["tripped"]
+        clear = ~ex["holding"]
         low_sev = np.where(
             ratio < p.critical_ratio,
             int(Severity.CRITICAL),
@@ -615,3 +722,121 @@ def _hours_to_line(level: float, line: float, slope_kn_per_h: float) -> float:
     if level <= line:
         return 0.0
     return (level - line) / -slope_kn_per_h
+
+
+class _Fit(NamedTuple):
+    """A per-bolt least-squares fit of hourly means: level + slope·hour (+ tempco·temperature)."""
+
+    level: Float64  # at the newest hour in the window, kN
+    slope: Float64  # kN per hour
+    slope_se: Float64  # its standard error (noise estimated from the residuals)
+    tempco: Float64  # kN per °C (NaN without temperature)
+    temp_span: Float64  # °C covered in the window
+    n: Int64  # hours in the window
+    resid: Float64  # residual per hour (0 outside the mask)
+
+
+def _regress(
+    hours: Float64,
+    y: npt.NDArray[np.floating[Any]],
+    temp: npt.NDArray[np.floating[Any]] | None,
+    mask: Bool,
+) -> _Fit:
+    """Ordinary least squares per row over the masked hourly means, batched with numpy.
+
+    With ``temp``, the model is ``y = a + s·(h - h̄) + c·(T - T̄)``; the temperature term keeps a
+    daily cycle or a cold snap of a steel-in-aluminium joint out of the slope.
+    """
+    y64 = np.asarray(y, np.float64)
+    m = mask & np.isfinite(y64)
+    if temp is not None:
+        t64 = np.asarray(temp, np.float64)
+        m &= np.isfinite(t64)
+    w = m.astype(np.float64)
+    n = w.sum(axis=1)
+    nz = np.maximum(n, 1.0)
+    x = np.where(m, hours, 0.0)
+    yy = np.where(m, y64, 0.0)
+    xc = np.where(m, x - (x.sum(axis=1) / nz)[:, None], 0.0)
+    yc = np.where(m, yy - (yy.sum(axis=1) / nz)[:, None], 0.0)
+    sxx = (xc * xc).sum(axis=1)
+    sxy = (xc * yc).sum(axis=1)
+    k = 2
+    with np.errstate(all="ignore"):
+        if temp is None:
+            slope = sxy / sxx
+            tempco = np.full(n.shape, np.nan)
+            span = np.zeros(n.shape)
+            resid = yc - slope[:, None] * xc
+        else:
+            tt = np.where(m, t64, 0.0)
+            tc = np.where(m, tt - (tt.sum(axis=1) / nz)[:, None], 0.0)
+            stt = (tc * tc).sum(axis=1)
+            sxt = (xc * tc).sum(axis=1)
+            sty = (tc * yc).sum(axis=1)
+            det = sxx * stt - sxt * sxt
+            # Too little temperature change to tell: the temperature term is left out.
+            weak = ~(stt > 1e-6 * np.maximum(n, 1)) | ~(np.abs(det) > 1e-9 * sxx * stt)
+            slope = np.where(weak, sxy / sxx, (stt * sxy - sxt * sty) / det)
+            tempco = np.where(weak, np.nan, (sxx * sty - sxt * sxy) / det)
+            resid = yc - slope[:, None] * xc - np.nan_to_num(tempco)[:, None] * tc
+            k = 3
+            tmax = np.where(m, tt, -np.inf).max(axis=1)
+            tmin = np.where(m, tt, np.inf).min(axis=1)
+            span = np.where(n > 0, tmax - tmin, 0.0)
+            # Slope variance with the temperature term: sigma² · stt / det.
+            var_factor = np.where(weak, 1.0 / sxx, stt / det)
+        sigma2 = (resid * resid * w).sum(axis=1) / np.maximum(n - k, 1.0)
+        if temp is None:
+            var_factor = 1.0 / sxx
+        slope_se = np.sqrt(sigma2 * var_factor)
+        last = np.where(m, x, -np.inf).max(axis=1)
+        xbar = x.sum(axis=1) / nz
+        level = yy.sum(axis=1) / nz + slope * (last - xbar)
+    enough = n >= k + 1
+    nan = np.full(n.shape, np.nan)
+    return _Fit(
+        level=np.where(enough, level, nan),
+        slope=np.where(enough, slope, nan),
+        slope_se=np.where(enough, slope_se, nan),
+        tempco=np.where(enough, tempco, nan),
+        temp_span=span,
+        n=n.astype(np.int64),
+        resid=np.where(m, resid, 0.0),
+    )
+
+
+_T975: Final = np.array(
+    [np.inf, 12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14]
+)
+
+
+def _t975(dof: Int64) -> Float64:
+    """Student's t 97.5 % quantile for ``dof`` degrees of freedom (2.0 from 15 on)."""
+    d = np.asarray(dof, np.int64)
+    out: Float64 = np.where(d < _T975.shape[0], _T975[np.clip(d, 0, _T975.shape[0] - 1)], 2.0)
+    return out
+
+
+def _robust_regress(
+    hours: Float64,
+    y: npt.NDArray[np.floating[Any]],
+    temp: npt.NDArray[np.floating[Any]] | None,
+    mask: Bool,
+) -> _Fit:
+    """:func:`_regress`, then again without the hours whose residual exceeds 4 robust sigmas.
+
+    An hourly mean that a spike slipped into (one the Hampel filter could not confirm) must not
+    tilt a trend.
+    """
+    fit = _regress(hours, y, temp, mask)
+    if mask.shape[1] == 0:
+        return fit
+    with np.errstate(all="ignore"):
+        absr = np.where(mask, np.abs(fit.resid), np.nan)
+        sig = 1.4826 * np.nanmedian(np.where(fit.n[:, None] >= 10, absr, 0.0), axis=1)
+    sig = np.where(np.isfinite(sig), sig, np.inf)
+    # Too few hours to call one an outlier: keep them all.
+    sig = np.where(fit.n >= 10, sig, np.inf)
+    keep = mask & ~(np.abs(fit.resid) > 4.0 * np.fmax(sig, 1e-9)[:, None])
+    return _regress(hours, y, temp, keep)
