@@ -472,7 +472,7 @@ class BoltPreloadDetector(Detector[PreloadParams]):
             x = hours[learning]
             win = np.isfinite(x) & (x > (last[learning] - p.settle_window_h)[:, None])
             b_now = s["tempco"][dl]
-            comp_l = s["tr_val"][dl] - b_now[:, None] * (s["tr_temp"][dl] - s["t_ref"][dl][:, None])
+            comp_l = self._ring_comp(dl, b_now)
             # Over a day or more the daily cycle tells temperature from time, and the regression
             # estimates the joint's coefficient itself; over a few hours the two are confounded,
             # so the filter's coefficient compensates instead.
@@ -503,7 +503,7 @@ class BoltPreloadDetector(Detector[PreloadParams]):
                 tc = np.where(long[arm], fit_t.tempco[arm], b_now[arm])
                 s["tempco"][da] = tc
                 recent = np.isfinite(x[arm]) & (x[arm] > (last[learning][arm] - 6.0)[:, None])
-                comp = s["tr_val"][da] - tc[:, None] * (s["tr_temp"][da] - s["t_ref"][da][:, None])
+                comp = self._ring_comp(da, tc)
                 with np.errstate(all="ignore"):
                     base = np.nanmean(np.where(recent, comp, np.nan), axis=1)
                 base = np.where(np.isfinite(base), base, s["level"][da])
@@ -523,9 +523,7 @@ class BoltPreloadDetector(Detector[PreloadParams]):
                 & (x >= s["h_armed"][dm][:, None])
                 & (x > (last[armed] - self.params.trend_h)[:, None])
             )
-            comp = s["tr_val"][dm] - s["tempco"][dm][:, None] * (
-                s["tr_temp"][dm] - s["t_ref"][dm][:, None]
-            )
+            comp = self._ring_comp(dm, s["tempco"][dm])
             fit = _robust_regress(x, comp, None, win)
             base = s["baseline"][dm]
             ok = fit.n >= 6
@@ -533,14 +531,20 @@ class BoltPreloadDetector(Detector[PreloadParams]):
                 s["tr_slope"][dm] = np.where(ok, fit.slope * 24.0 / base * 100.0, np.nan)
                 s["tr_z"][dm] = np.where(ok, fit.slope / fit.slope_se, np.nan)
 
+    def _ring_comp(self, slots: Int64, tempco: Float64) -> Float64:
+        """The bolts' hourly means compensated to ``T_ref`` with ``tempco`` (kN/°C), kN."""
+        s = self.state
+        comp: Float64 = s["tr_val"][slots].astype(np.float64) - tempco[:, None] * (
+            s["tr_temp"][slots].astype(np.float64) - s["t_ref"][slots][:, None]
+        )
+        return comp
+
     def _trend_slope(self, slots: Int64) -> Float64:
         """Theil-Sen slope (kN/h) of the bolts' compensated hourly means, current hour included."""
         s = self.state
         b = s["tempco"][slots]
         t_ref = s["t_ref"][slots]
-        vals = s["tr_val"][slots].astype(np.float64) - b[:, None] * (
-            s["tr_temp"][slots].astype(np.float64) - t_ref[:, None]
-        )
+        vals = self._ring_comp(slots, b)
         hours = s["tr_hour"][slots].astype(np.float64)
         cur_h = s["hr_idx"][slots] - np.floor(s["t_learn"][slots] / _HOUR)
         n = np.maximum(s["hr_n"][slots], 1)
