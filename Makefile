@@ -8,7 +8,7 @@ TEST_DEBS := mosquitto:mosquitto victoria-metrics:victoria-metrics prometheus-al
 # ... and those the benchmarks use as references.
 BENCH_DEBS := $(TEST_DEBS) mosquitto_pub:mosquitto-clients
 
-.PHONY: venv system-deps lint format typecheck unit test demo bench fuzz clean
+.PHONY: venv system-deps lint format typecheck unit test demo bench fuzz chaos soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,10 +49,23 @@ bench: venv
 
 # Coverage-guided fuzzing (atheris, installed on demand: not a dev dependency) of each decoder and
 # the API's body parsers, FUZZ_SECONDS each; prints inputs, executions/s and crashes per harness.
+# FUZZ_RUNS stops each harness after that many inputs (the README's figure: 10000000).
 FUZZ_SECONDS ?= 600
+FUZZ_RUNS ?= 0
 fuzz: venv
 	@$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/python -m pip install --quiet atheris
-	$(BIN)/python -m fuzz.run --seconds $(FUZZ_SECONDS)
+	$(BIN)/python -m fuzz.run --seconds $(FUZZ_SECONDS) --runs $(FUZZ_RUNS)
+
+# The chaos suite at full size (tests/chaos; `make test` runs it at short size): kill -9 x10 under
+# 50,000 readings, a 10-minute webhook outage, a 10-minute overload, ... (tens of minutes).
+chaos: venv system-deps
+	CHAOS_FULL=1 $(BIN)/python -m pytest -m chaos -rA -s tests/chaos
+
+# RSS of `boltwatch run` over SOAK_MINUTES at a rated load, with its flatness verdict.
+SOAK_MINUTES ?= 30
+soak: venv
+	@bash scripts/system-deps.sh $(BENCH_DEBS)
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

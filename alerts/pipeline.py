@@ -377,7 +377,7 @@ class AlertPipeline:
                     "severity": int(sev),
                     "ms": max(ev.ts_ms, 0) if ev.late else now,
                     "explanation": ev.explanation,
-                    "data": {k: v for k, v in ev.data.items() if not math.isnan(v)},
+                    "data": {k: v for k, v in ev.data.items() if math.isfinite(v)},
                     "late": ev.late,
                     "inactive": now if kind in _ONE_SHOT else 0,
                 }

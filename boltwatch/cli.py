@@ -24,6 +24,7 @@ from boltwatch import __version__
 from boltwatch.alerts_cli import alerts_app
 
 if TYPE_CHECKING:
+    from detection.engine import SnapshotFaults
     from ingest.store import Store
     from sensors.codec import DecodedBatch
 
@@ -68,14 +69,16 @@ def _user_errors() -> Iterator[None]:
 
     Also when a service's task group reports them (``boltwatch run``: the API's port in use is
     raised by its task, inside an ExceptionGroup); a group holding anything else is a bug and
-    goes on as it is.
+    goes on as it is. A store that cannot be opened, or is locked by another ``boltwatch run``
+    (:class:`~ingest.store.StoreError`), is one of them too.
     """
     from alerts.errors import ListenError, RuleError
     from boltwatch.config import ConfigError
     from detection.base import DetectionError
+    from ingest.store import StoreError
     from sensors.errors import SensorsError
 
-    user_errors = (ConfigError, SensorsError, RuleError, DetectionError, ListenError)
+    user_errors = (ConfigError, SensorsError, RuleError, DetectionError, ListenError, StoreError)
     try:
         yield
     except user_errors as exc:
@@ -306,6 +309,13 @@ def simulate(
     sparkplug: Annotated[
         bool, typer.Option(help="Online: machines speak Sparkplug B instead of JSON.")
     ] = False,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(
+            help="Online: each gateway and machine logs in with its own secret from this "
+            "device-secrets.toml (or its folder), written by `boltwatch broker config`."
+        ),
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the scenario library.")] = False,
 ) -> None:
     """Simulate smart bolts and fablab machines with labelled faults: offline to CSV files with
@@ -335,6 +345,7 @@ def simulate(
                 gateway_size=gateway_size,
                 sparkplug=sparkplug,
                 out=out,
+                credentials=credentials,
             )
         else:
             assert out_dir is not None  # noqa: S101 - checked above
@@ -419,20 +430,48 @@ def run(
         asyncio.run(run_service(cfg, out, mqtt_version=4 if mqtt311 else 5))
 
 
+_FAULTED_SHOWN = 20
+"""``boltwatch stats`` names at most this many faulted devices per kind (and counts them all)."""
+
+
+def _detector_faults(store: Path) -> SnapshotFaults | None:
+    """The faulted devices the detection snapshot of ``store`` records (None: no snapshot, or
+    one that cannot be read, which is said on stderr)."""
+    from detection.base import DetectionError
+    from detection.engine import SNAPSHOT_FILE, snapshot_faults
+
+    path = store / SNAPSHOT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return snapshot_faults(path)
+    except DetectionError as exc:
+        err.print(f"warning: detector faults unknown: {escape(str(exc))}")
+        return None
+
+
 @app.command()
 def stats(
     store: StoreOption = Path("./boltwatch-data"),
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Readings stored, devices, dead letters by reason."""
+    """Readings stored, devices, dead letters by reason, and devices whose detector faulted
+    (as of the detection state's last snapshot)."""
     with _open_store(store) as db:
         s = db.stats()
+    faults = _detector_faults(store)
+    faulted = faults.faulted if faults is not None else {}
     data = {
         "readings": s.readings,
         "readings_by_kind": dict(s.readings_by_kind),
         "devices": s.devices,
         "events": s.events,
         "dead_letters": dict(s.dead_letters_by_reason),
+        "detector_faults": {
+            kind: {"count": len(devices), "devices": devices[:_FAULTED_SHOWN]}
+            for kind, devices in faulted.items()
+        },
+        "detector_faults_as_of_ms": faults.saved_ms if faults is not None else None,
     }
     if as_json:
         sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
@@ -444,6 +483,24 @@ def stats(
     out.print(f"dead letters {total:,}")
     for reason, n in sorted(s.dead_letters_by_reason.items(), key=lambda kv: -kv[1]):
         out.print(f"  {n:>8,}  {reason}")
+    _print_faults(faults)
+
+
+def _print_faults(faults: SnapshotFaults | None) -> None:
+    if faults is None:
+        out.print("detector faults unknown (no detection snapshot in the store)", markup=False)
+        return
+    from firmware_sim.offline import iso
+
+    when = f"snapshot of {iso(faults.saved_ms)}" if faults.saved_ms is not None else "snapshot"
+    total = sum(len(devices) for devices in faults.faulted.values())
+    out.print(f"detector faults {total:,}  ({when})", markup=False)
+    for kind, devices in faults.faulted.items():
+        named = ", ".join(devices[:_FAULTED_SHOWN])
+        more = len(devices) - _FAULTED_SHOWN
+        if more > 0:
+            named += f", … (+{more:,})"
+        out.print(f"  {kind:<14} {len(devices):>12,}  {named}", markup=False)
 
 
 @app.command()
@@ -646,6 +703,137 @@ def demo(
         f"demo over: {summary.readings:,} readings stored, {summary.events} detection events, "
         f"{alerts} alerts"
     )
+
+
+broker_app = typer.Typer(
+    help="Device identity on the broker: Mosquitto password, ACL and TLS listener files.",
+    no_args_is_help=True,
+)
+app.add_typer(broker_app, name="broker")
+
+_RELOAD_HINT = (
+    "Mosquitto reads the password and ACL files again on SIGHUP: `systemctl reload mosquitto` "
+    "(or `kill -HUP <pid>`); it then also disconnects clients whose credentials no longer hold."
+)
+
+
+def _names(users: tuple[str, ...], limit: int = 8) -> str:
+    shown = ", ".join(users[:limit])
+    return f"{shown}, … (+{len(users) - limit})" if len(users) > limit else shown
+
+
+@broker_app.command("config")
+def broker_config(
+    registry: Annotated[
+        Path, typer.Option("--registry", help="Registry TOML file: one credential per device.")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder of the broker files (created, mode 0700).")
+    ],
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="Broker certificate chain, PEM (default: a placeholder)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option("--tls-key", help="Its private key, PEM (default: a placeholder)."),
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option("--tls-ca", help="CA of client certificates (cafile; default: none)."),
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65_535, help="TLS listener port.")] = 8883,
+    bind: Annotated[
+        str | None, typer.Option(help="Address of the TLS listener (default: every interface).")
+    ] = None,
+    local_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65_535, help="Also plain MQTT on 127.0.0.1:PORT (boltwatch on the host)."
+        ),
+    ] = None,
+    service_user: Annotated[
+        str, typer.Option(help="MQTT user name of the boltwatch service.")
+    ] = "boltwatch",
+    rotate_all: Annotated[
+        bool, typer.Option("--rotate-all", help="New secrets for every device and the service.")
+    ] = False,
+) -> None:
+    """Write what Mosquitto needs so that each device of the registry can only speak as itself:
+    password file, ACL, listener snippet (TLS, no anonymous clients) and the devices' secrets.
+    Re-running keeps existing secrets and drops devices no longer in the registry."""
+    from boltwatch.broker_identity import (
+        CONF_FILE,
+        SECRETS_FILE,
+        SERVICE_PASSWORD_FILE,
+        BrokerIdentityError,
+        FileChange,
+        ListenerOptions,
+        write_broker_files,
+    )
+    from sensors.registry import load_registry
+
+    with _user_errors():
+        if (tls_cert is None) != (tls_key is None):
+            raise BrokerIdentityError("--tls-key", "give --tls-cert and --tls-key together")
+        options = ListenerOptions(
+            port=port,
+            bind=bind,
+            tls_cert=tls_cert.resolve() if tls_cert else None,
+            tls_key=tls_key.resolve() if tls_key else None,
+            tls_ca=tls_ca.resolve() if tls_ca else None,
+            local_port=local_port,
+        )
+        reg = load_registry(registry)
+        report = write_broker_files(
+            reg, out_dir, options=options, service_user=service_user, rotate_all=rotate_all
+        )
+    out.print(
+        f"broker files in {out_dir}: {report.users} users (the devices and {service_user})",
+        markup=False,
+    )
+    for label, users in (
+        ("added", report.added),
+        ("removed", report.removed),
+        ("rotated", report.rotated),
+    ):
+        out.print(f"  {label:<8} {len(users):>5}  {_names(users)}".rstrip())
+    out.print(f"  {'kept':<8} {len(report.kept):>5}")
+    for name, change in report.files.items():
+        secret = " (secrets, 0600)" if name in (SECRETS_FILE, SERVICE_PASSWORD_FILE) else ""
+        out.print(f"  {name:<22} {change.value}{secret}")
+    if not report.changed:
+        out.print("nothing changed")
+        return
+    out.print(_RELOAD_HINT)
+    if report.files.get(CONF_FILE, FileChange.UNCHANGED) is not FileChange.UNCHANGED:
+        out.print(f"{CONF_FILE} changed: a new listener or certificate needs a Mosquitto restart")
+    out.print(
+        f'boltwatch run: [broker] username = "{service_user}", '
+        f'password_file = "{(out_dir / SERVICE_PASSWORD_FILE).resolve()}"',
+        markup=False,
+    )
+
+
+@broker_app.command("credentials")
+def broker_credentials(
+    device: Annotated[str, typer.Argument(help="Device id (or the service user name).")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder written by `boltwatch broker config`.")
+    ],
+) -> None:
+    """Issue a new secret for one device in the broker files and print it once, alone on the
+    last line of standard output (the old secret works until Mosquitto is reloaded)."""
+    from boltwatch.broker_identity import SERVICE_PASSWORD_FILE, FileChange, rotate_credential
+
+    with _user_errors():
+        report = rotate_credential(out_dir, device)
+    changed = ", ".join(f"{name} {c.value}" for name, c in report.files.items())
+    err.print(f"new secret for {device} in {out_dir} ({changed})", markup=False)
+    err.print(_RELOAD_HINT)
+    if report.files.get(SERVICE_PASSWORD_FILE, FileChange.UNCHANGED) is not FileChange.UNCHANGED:
+        err.print("the service's password changed: restart `boltwatch run` after the reload")
+    sys.stdout.write(report.secret + "\n")
 
 
 def main() -> None:

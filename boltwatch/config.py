@@ -9,6 +9,7 @@ typo never silently falls back to a default. Secrets (``password``, ``token``) m
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +38,8 @@ ENV_PREFIX: Final = "BOLTWATCH_"
 # Environment variables with our prefix that are not config keys.
 _RESERVED_ENV: Final = frozenset({"BOLTWATCH_CONFIG"})
 _SECRET_KEYS: Final = frozenset({"password", "token", "api_token"})
+# A web origin as browsers send it in ``Origin``: scheme, host (name, IPv4 or [IPv6]), port.
+_ORIGIN: Final = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 Port = Annotated[int, Meta(ge=1, le=65_535)]
 PositiveS = Annotated[float, Meta(gt=0.0, le=86_400.0 * 365)]
@@ -77,7 +80,10 @@ class BrokerConfig(_Section, frozen=True):
             Sparkplug B; both are subscribed by default.
         keepalive_s: MQTT keep-alive.
         session_expiry_s: How long the broker keeps our session (and queued QoS 1 messages).
-        receive_maximum: In-flight QoS 1 messages at once: the backpressure bound.
+        receive_maximum: In-flight QoS 1 messages at once, asked of the broker (MQTT 5 Receive
+            Maximum). Ingest also stops reading past max(this, 2 x
+            ``ingest.batch_max_messages``) messages waiting for their commit, for brokers that
+            send more (docs/operations.md, back-pressure).
     """
 
     url: str = "mqtt://127.0.0.1:1883"
@@ -181,6 +187,15 @@ class AlertsConfig(_Section, frozen=True):
         api_token: Bearer token the API requires (or ``api_token_file``; or
             ``BOLTWATCH_ALERTS_API_TOKEN``). Without one, the API is not started.
         api_token_file: File whose first line is the token.
+        api_rate_per_s: Requests per second the API answers per client address, and per token,
+            before 429 (with ``Retry-After``); 0 turns rate limiting off.
+        api_burst: Requests a client (or the token) may send at once before ``api_rate_per_s``
+            applies.
+        api_auth_failures_per_min: Failed authentications (no or wrong token) per minute per
+            client address; past them the address gets 429 on ``/api`` until one has drained.
+            0 turns it off.
+        api_cors_origins: Origins (``https://ops.example.com``) whose web pages may call the API
+            (CORS); empty: none, and no ``Access-Control-*`` headers are sent.
         interval_s: How often alert lifecycles are evaluated and the outbox is drained.
     """
 
@@ -189,6 +204,10 @@ class AlertsConfig(_Section, frozen=True):
     api_listen: str = "127.0.0.1:8080"
     api_token: str | None = None
     api_token_file: str | None = None
+    api_rate_per_s: Annotated[float, Meta(ge=0.0, le=1_000_000.0)] = 20.0
+    api_burst: Annotated[int, Meta(ge=1, le=1_000_000)] = 40
+    api_auth_failures_per_min: Annotated[float, Meta(ge=0.0, le=1_000_000.0)] = 5.0
+    api_cors_origins: list[str] = msgspec.field(default_factory=list)
     interval_s: Annotated[float, Meta(gt=0.0, le=3_600.0)] = 1.0
 
 
@@ -335,6 +354,13 @@ def _check_alerts(config: Config) -> None:
         host, _, port = a.api_listen.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
             raise ConfigError("alerts.api_listen", f"{a.api_listen!r} must be host:port (or empty)")
+    for origin in a.api_cors_origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                "alerts.api_cors_origins",
+                f"{origin!r} is not an origin: scheme://host[:port], like https://ops.example.com "
+                "(no path, no trailing slash, no wildcard)",
+            )
 
 
 def _check_influx(config: Config) -> None:

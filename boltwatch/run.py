@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -21,13 +23,16 @@ from rich.console import Console
 from alerts.api import create_app, parse_listen, serve_api
 from alerts.channels import make_channel
 from alerts.channels.console import ConsoleChannel
+from alerts.errors import ListenError
 from alerts.model import Channel
 from alerts.pipeline import AlertMetrics, AlertPipeline, Clock, system_clock
+from alerts.ratelimit import RateLimits
 from alerts.rules import load_rules
 from alerts.store import AlertStore
-from boltwatch.config import Config
+from boltwatch.config import Config, ConfigError
+from boltwatch.store_lock import StoreLock
 from detection.base import DetectionError, DetectionEvent
-from detection.engine import Engine
+from detection.engine import SNAPSHOT_FILE, Engine
 from ingest.influx import InfluxWriter
 from ingest.service import IngestMetrics, IngestService, NoDataEvent
 from ingest.store import Store, WriteResult
@@ -45,7 +50,9 @@ __all__ = [
 
 _log = logging.getLogger("boltwatch")
 _SNAPSHOT_EVERY_S = 60.0
-"""Detection state is saved this often (and at stop), so a restart keeps its baselines."""
+"""Detection state is saved this often (and at start and stop), so a restart keeps its baselines."""
+_FAULT_SNAPSHOT_S: Final = 5.0
+"""... and this soon after a detector faulted, so that ``boltwatch stats`` shows the fault."""
 STOP_DEADLINE_S: Final = 8.0
 """A stop (SIGTERM, Ctrl-C) still running after this many seconds ends the process anyway."""
 _LAST_DELIVERY_S: Final = 2.0
@@ -160,6 +167,66 @@ def _innermost(coro: object) -> str:
     return f"{' > '.join(names) or '?'} ({where})"
 
 
+class _Snapshots:
+    """The detection state's snapshot in the store folder: restored and written again at start
+    (the previous run's faulted devices are evaluated again, and ``boltwatch stats`` says so),
+    written every :data:`_SNAPSHOT_EVERY_S` while readings arrive, within
+    :data:`_FAULT_SNAPSHOT_S` of a new fault, and at stop.
+
+    A write that fails (a full disk) is logged, once until a write succeeds again, and the service
+    goes on: the engine writes atomically, so the previous snapshot is intact and a restart loses
+    only what was learned since.
+    """
+
+    def __init__(self, engine: Engine, path: Path) -> None:
+        self.engine = engine
+        self.path = path
+        self._saved_at = time.monotonic()
+        self._faults_saved = engine.stats.faults
+        self._failing: int | None = None
+        """errno of the write that last failed (None: the last one succeeded)."""
+
+    def restore(self) -> None:
+        """Continue from the snapshot, if there is one, and write it again."""
+        if self.path.exists():
+            try:
+                self.engine.load(self.path)
+            except DetectionError as exc:
+                _log.warning("detection state not restored (%s): baselines are learned afresh", exc)
+        self.save()
+
+    def save_if_due(self) -> None:
+        """Write the snapshot if the last write is old enough (sooner after a new fault)."""
+        every = _SNAPSHOT_EVERY_S
+        if self.engine.stats.faults != self._faults_saved:
+            every = _FAULT_SNAPSHOT_S
+        if time.monotonic() - self._saved_at > every:
+            self.save()
+
+    def save(self) -> bool:
+        """Write the snapshot now; False (and one log line) when it could not be written."""
+        self._saved_at = time.monotonic()
+        faults = self.engine.stats.faults
+        try:
+            self.engine.save(self.path)
+        except OSError as exc:
+            if exc.errno != self._failing or self._failing is None:
+                code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+                _log.error(
+                    "detection state not saved to %s: %s (%s); the previous snapshot is kept",
+                    self.path,
+                    exc.strerror or exc,
+                    code,
+                )
+            self._failing = exc.errno or 0
+            return False
+        if self._failing is not None:
+            _log.info("detection state saved to %s again", self.path)
+            self._failing = None
+        self._faults_saved = faults
+        return True
+
+
 def _influx_writer(config: Config) -> InfluxWriter | None:
     """The InfluxDB writer of ``[influx]``, or None when it is off."""
     if not config.influx.url:
@@ -187,6 +254,21 @@ class ServiceSummary:
     devices: int
     events: int
     alerts: dict[str, int]
+
+
+def _serve_metrics(listen: str, registry: CollectorRegistry) -> None:
+    """Serve ``/metrics`` on ``listen`` (host:port) in a thread.
+
+    Raises:
+        ListenError: The port is in use or the address is not local (``ingest.metrics_listen``).
+    """
+    host, _, port = listen.rpartition(":")
+    try:
+        start_http_server(int(port), addr=host, registry=registry)
+    except OSError as exc:
+        reason = f"cannot listen on {listen}: {exc.strerror or exc}"
+        raise ListenError("ingest.metrics_listen", exc.errno, reason) from exc
+    _log.info("metrics on http://%s/metrics", listen)
 
 
 def _api_token(config: Config) -> str | None:
@@ -227,6 +309,7 @@ def build_alerts(
 
     Raises:
         RuleError: Bad rules or receiver options (naming the key).
+        ConfigError: The alert store cannot be opened (naming ``alerts.store`` or ``store.path``).
     """
     rules = load_rules(config.alerts.rules)
     path = config.alerts.store or str(Path(config.store.path) / "alerts.db")
@@ -238,9 +321,14 @@ def build_alerts(
             )
         else:
             channels[r.name] = make_channel(r.channel, r.options, r.key)
+    try:
+        store = AlertStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        key = "alerts.store" if config.alerts.store else "store.path"
+        raise ConfigError(key, f"{path}: cannot open the alert store ({exc})") from exc
     return AlertPipeline(
         rules,
-        AlertStore(path),
+        store,
         channels,
         metrics=AlertMetrics(metrics_registry),
         group_of=_group_of(registry),
@@ -248,7 +336,7 @@ def build_alerts(
     )
 
 
-async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one part after another
+async def run_service(
     config: Config,
     out: Console,
     *,
@@ -263,7 +351,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
     deadline: StopDeadline | None = None,
 ) -> ServiceSummary:
     """Ingest, detection, alerts and the HTTP API until SIGTERM/Ctrl-C (or ``stop``), then flush
-    and stop cleanly.
+    and stop cleanly. The store folder is locked for the whole run (:mod:`boltwatch.store_lock`).
 
     Args:
         config: The validated configuration.
@@ -284,7 +372,43 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
         deadline: Ends the process if the stop takes too long. Without ``stop``, a
             :class:`StopDeadline` of :data:`STOP_DEADLINE_S` is made here; with ``stop`` there is
             none unless one is given (the caller owns the process). It starts when the stop does.
+
+    Raises:
+        StoreInUseError: Another process runs on the same store folder.
+        StoreError: The store cannot be opened (naming the path).
+        ListenError: The API's or the metrics' port is in use (naming the key).
     """
+    with StoreLock(config.store.path):
+        return await _serve(
+            config,
+            out,
+            mqtt_version=mqtt_version,
+            stop=stop,
+            alert_console=alert_console,
+            api_token=api_token,
+            on_ready=on_ready,
+            late_by_age=late_by_age,
+            clock=clock,
+            speed=speed,
+            deadline=deadline,
+        )
+
+
+async def _serve(  # noqa: PLR0912, PLR0915 - the composition root, one part after another
+    config: Config,
+    out: Console,
+    *,
+    mqtt_version: int = 5,
+    stop: asyncio.Event | None = None,
+    alert_console: Console | None = None,
+    api_token: str | None = None,
+    on_ready: Callable[[], None] | None = None,
+    late_by_age: bool = True,
+    clock: Callable[[], float] = time.time,
+    speed: float = 1.0,
+    deadline: StopDeadline | None = None,
+) -> ServiceSummary:
+    """:func:`run_service` with the store folder locked (same arguments)."""
     registry: Registry | None = None
     if config.registry.path is not None:
         registry = load_registry(config.registry.path)
@@ -295,9 +419,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
 
     pipeline = build_alerts(config, registry, metrics.registry, alert_console, clock=clock_ms)
     if config.ingest.metrics_listen:
-        host, _, port = config.ingest.metrics_listen.rpartition(":")
-        start_http_server(int(port), addr=host, registry=metrics.registry)
-        _log.info("metrics on http://%s/metrics", config.ingest.metrics_listen)
+        _serve_metrics(config.ingest.metrics_listen, metrics.registry)
 
     def silent(event: NoDataEvent) -> None:
         pipeline.on_no_data(event.device_id, event.kind.value, event.site, event.last_seen_ms)
@@ -309,13 +431,8 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
         pipeline.on_events(events)
 
     engine = Engine(registry=registry, sink=detected, on_activity=activity)
-    state_path = Path(config.store.path) / "detection-state.npz"
-    if state_path.exists():
-        try:
-            engine.load(state_path)
-        except DetectionError as exc:
-            _log.warning("detection state not restored (%s): baselines are learned afresh", exc)
-    saved_at = [time.monotonic()]
+    snapshots = _Snapshots(engine, Path(config.store.path) / SNAPSHOT_FILE)
+    snapshots.restore()
 
     def consume(batch: DecodedBatch, result: WriteResult) -> None:
         engine.process_batch(batch, now_ms=clock_ms() if late_by_age else None)
@@ -323,9 +440,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
         for cols in batch.telemetry.values():
             seen.update(cols.device_id.tolist())
         pipeline.on_seen(seen)
-        if time.monotonic() - saved_at[0] > _SNAPSHOT_EVERY_S:
-            engine.save(state_path)
-            saved_at[0] = time.monotonic()
+        snapshots.save_if_due()
 
     loop = asyncio.get_running_loop()
     own_signals = stop is None
@@ -376,6 +491,12 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                         token=token,
                         clock=pipeline.clock,
                         metrics_registry=metrics.registry,
+                        rate_limits=RateLimits(
+                            rate_per_s=config.alerts.api_rate_per_s,
+                            burst=config.alerts.api_burst,
+                            auth_failures_per_min=config.alerts.api_auth_failures_per_min,
+                        ),
+                        cors_origins=config.alerts.api_cors_origins,
                     )
                     api_task = tasks.create_task(serve_api(app, api_host, api_port), name="api")
                     _log.info("alerts API on http://%s/api/alerts", config.alerts.api_listen)
@@ -405,7 +526,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
         await _last_delivery(pipeline, deadline)
     finally:
         stopping("saving the detection state")
-        engine.save(state_path)
+        snapshots.save()
         stopping("closing the notification channels")
         try:
             async with asyncio.timeout(_CLOSE_CHANNELS_S):

@@ -17,10 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from boltwatch.broker_identity import BrokerIdentityError, load_device_credentials
 from firmware_sim.bolts import BoltSeries
 from firmware_sim.firmware import (
     BatteryModel,
     DirectUplink,
+    FirmwareConfigError,
     GatewayUplink,
     InstallationRecord,
     Node,
@@ -150,12 +152,34 @@ def build_scenario_fleet(
     gateway_size: int,
     sparkplug: bool,
     seed: int,
+    credentials: Mapping[str, str] | None = None,
 ) -> Fleet:
     """Nodes driven by a scenario's physics: bolts behind gateways, machines on their own links.
 
     With ``devices`` the bolts are multiplied (or cut) to that many: bolt ``k`` beyond the
     scenario's own replays the physics of bolt ``k mod n`` under its own id.
+
+    With ``credentials`` (device id -> secret, from ``boltwatch broker config``) every connection
+    logs in as its own device: a gateway (``gw-000``, ...) with its id and secret, a machine with
+    its own. Bolts have no connection of their own (they report through their gateway), so they
+    need no secret.
+
+    Raises:
+        FirmwareConfigError: ``credentials`` lack the secret of a gateway or a machine.
     """
+
+    def login(device_id: str) -> tuple[str, str] | None:
+        if credentials is None:
+            return None
+        secret = credentials.get(device_id)
+        if secret is None:
+            raise FirmwareConfigError(
+                "credentials",
+                f"no secret for {device_id!r}: add it to the registry (site {result.site!r}) "
+                "and run `boltwatch broker config` again",
+            )
+        return device_id, secret
+
     interval_s = parse_duration(scenario.interval, "interval")
     rows: list[tuple[str, BoltSeries, int]] = [
         (dev, g, i) for g in result.bolts for i, dev in enumerate(g.device_id)
@@ -197,6 +221,7 @@ def build_scenario_fleet(
             nodes[n : n + gateway_size],
             url,
             rng=random.Random(master.getrandbits(64)),  # noqa: S311 - simulation
+            credentials=login(f"gw-{n // gateway_size:03d}"),
         )
         for n in range(0, len(nodes), gateway_size)
     ]
@@ -215,6 +240,7 @@ def build_scenario_fleet(
                 url,
                 sparkplug=sparkplug,
                 rng=random.Random(master.getrandbits(64)),  # noqa: S311
+                credentials=login(run.spec.device_id),
             )
         )
     return Fleet(uplinks, speed=speed, start_ms=result.start_ms, seed=master.getrandbits(32))
@@ -231,12 +257,24 @@ def run_online(
     gateway_size: int,
     sparkplug: bool,
     out: Console,
+    credentials: Path | None = None,
 ) -> FleetStats:
     """Publish a scenario's devices to a broker at ``speed`` x real time, with a live display.
 
     Stops at the end of the simulated duration, or on Ctrl-C / SIGTERM (cleanly: buffers are
-    flushed and every connection sends DISCONNECT, so no last will is published).
+    flushed and every connection sends DISCONNECT, so no last will is published). With
+    ``credentials`` (``device-secrets.toml`` or its folder) each gateway and machine logs in
+    with its own secret (see :func:`build_scenario_fleet`).
+
+    Raises:
+        FirmwareConfigError: The credentials cannot be read or lack a device.
     """
+    logins: dict[str, str] | None = None
+    if credentials is not None:
+        try:
+            logins = load_device_credentials(credentials)
+        except BrokerIdentityError as exc:
+            raise FirmwareConfigError("--credentials", str(exc)) from exc
     # gmqtt logs every lost connection with a traceback; the fleet counts them (reconnects).
     logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
     scenario = load_scenario(scenario_name)
@@ -252,6 +290,7 @@ def run_online(
         gateway_size=gateway_size,
         sparkplug=sparkplug,
         seed=seed,
+        credentials=logins,
     )
     return asyncio.run(_drive(fleet, duration_s, url, out))
 

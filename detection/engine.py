@@ -20,17 +20,23 @@ returned.
   that the failed attempt had already applied are applied again — the same as a redelivered
   batch, which detectors already take.
 * **Snapshots** — :meth:`Engine.save` writes every detector's state arrays and the slot maps to one
-  ``.npz`` file (atomically); :meth:`Engine.load` continues from it, so a restarted service keeps
-  its baselines and does not re-alert.
+  ``.npz`` file (atomically: a failed write leaves the previous snapshot as it was);
+  :meth:`Engine.load` continues from it, so a restarted service keeps its baselines and does not
+  re-alert. The snapshot also records which devices were faulted when it was written
+  (:func:`snapshot_faults` reads them, for ``boltwatch stats``); :meth:`Engine.load` does not
+  restore them: a restart evaluates every device again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import logging
 import os
+import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +63,14 @@ from sensors.codec import DecodedBatch, ReadingColumns
 from sensors.registry import Registry
 from sensors.schema import BatterySwapEvent, DeviceKind, TightenedEvent
 
-__all__ = ["DEFAULT_DETECTORS", "Engine", "EngineStats"]
+__all__ = [
+    "DEFAULT_DETECTORS",
+    "SNAPSHOT_FILE",
+    "Engine",
+    "EngineStats",
+    "SnapshotFaults",
+    "snapshot_faults",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +85,10 @@ DEFAULT_DETECTORS: Final[Mapping[str, str]] = {
 """Device kind -> registry name of the detector that watches it (gateways have none)."""
 
 _SNAPSHOT_VERSION: Final = 1
+_UNREADABLE: Final = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+"""What reading a damaged ``.npz`` raises (a truncated zip is a ``BadZipFile``)."""
+SNAPSHOT_FILE: Final = "detection-state.npz"
+"""File name of the snapshot in the store folder (``run`` writes it, ``stats`` reads it)."""
 
 
 @dataclass(slots=True)
@@ -91,6 +108,53 @@ class EngineStats:
     events: int = 0
     batches: int = 0
     faults: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFaults:
+    """The faulted devices a snapshot recorded (:func:`snapshot_faults`).
+
+    Attributes:
+        saved_ms: When the snapshot was written (epoch ms UTC); None in snapshots written before
+            faults were recorded.
+        faulted: Device kind -> ids of the devices whose detector had raised, sorted; kinds
+            without faulted devices are left out.
+    """
+
+    saved_ms: int | None
+    faulted: dict[str, list[str]]
+
+
+def snapshot_faults(path: Path) -> SnapshotFaults:
+    """The faulted devices recorded in the snapshot at ``path``, without loading any state.
+
+    Raises:
+        DetectionError: The file is not a readable snapshot.
+    """
+    meta = _read_meta(path)
+    recorded = meta.get("faulted", {})
+    saved_ms = meta.get("saved_ms")
+    return SnapshotFaults(
+        saved_ms=int(saved_ms) if isinstance(saved_ms, int) else None,
+        faulted={str(k): sorted(map(str, v)) for k, v in sorted(recorded.items()) if v},
+    )
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            raw = data["__meta"] if "__meta" in data.files else None
+    except _UNREADABLE as exc:
+        raise DetectionError("snapshot", f"{path}: not a readable snapshot ({exc})") from exc
+    if raw is None:
+        raise DetectionError("snapshot", f"{path}: no metadata")
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except ValueError as exc:
+        raise DetectionError("snapshot", f"{path}: unreadable metadata ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DetectionError("snapshot", f"{path}: unreadable metadata")
+    return meta
 
 
 class Engine:
@@ -372,9 +436,21 @@ class Engine:
     # -- snapshots -------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        """Write every detector's state and the device slots to ``path`` (atomic rename)."""
+        """Write every detector's state, the device slots and the faulted devices to ``path``.
+
+        Atomic: the snapshot is written to ``path.tmp``, synced, then renamed over ``path``. A
+        write that fails (a full disk) removes the temporary file and leaves ``path`` as it was.
+
+        Raises:
+            OSError: The snapshot could not be written (``path`` is unchanged).
+        """
         arrays: dict[str, npt.NDArray[Any]] = {}
-        meta: dict[str, Any] = {"version": _SNAPSHOT_VERSION, "kinds": {}}
+        meta: dict[str, Any] = {
+            "version": _SNAPSHOT_VERSION,
+            "saved_ms": int(time.time() * 1000),
+            "faulted": {kind: sorted(devs) for kind, devs in self.faulted.items() if devs},
+            "kinds": {},
+        }
         for kind, det in self.detectors.items():
             meta["kinds"][kind] = {
                 "detector": det.name,
@@ -387,14 +463,22 @@ class Engine:
         arrays["__meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        try:
+            with tmp.open("wb") as f:
+                np.savez(f, **arrays)  # type: ignore[arg-type]
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a partial file holds space a full disk lacks
+                tmp.unlink(missing_ok=True)
+            raise
+        _sync_dir(path.parent)
 
     def load(self, path: Path) -> None:
-        """Continue from a snapshot written by :meth:`save`.
+        """Continue from a snapshot written by :meth:`save`. Devices it records as faulted are
+        not restored as such: a restart evaluates them again (from the fresh state their fault
+        left them).
 
         Raises:
             DetectionError: The file is not a snapshot, or of another detector layout.
@@ -402,7 +486,7 @@ class Engine:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
+        except _UNREADABLE as exc:
             raise DetectionError("snapshot", f"{path}: not a readable snapshot ({exc})") from exc
         if "__meta" not in arrays:
             raise DetectionError("snapshot", f"{path}: no metadata")
@@ -435,3 +519,16 @@ class Engine:
             if kind == "cbolt":
                 self._place_bolts(list(self.slots[kind].items()))
         log.info("detection state restored from %s", path)
+
+
+def _sync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)

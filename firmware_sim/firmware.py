@@ -41,7 +41,7 @@ import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, NamedTuple
 from urllib.parse import unquote, urlsplit
 
@@ -791,6 +791,8 @@ class Uplink:
         config: MQTT and buffering parameters.
         rng: Random source for the reconnect jitter (default seeded from ``client_id``).
         clock: Simulated time in epoch ms, for births and events (the fleet binds its clock).
+        credentials: ``(username, password)`` of this connection, instead of those of ``url``
+            (a device logging in as itself: ``boltwatch broker config``).
     """
 
     def __init__(
@@ -801,8 +803,12 @@ class Uplink:
         config: LinkConfig | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], int] | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.address = BrokerAddress.parse(url)
+        if credentials is not None:
+            user, password = credentials
+            self.address = replace(self.address, username=user, password=password)
         self.client_id = client_id
         self.config = config or LinkConfig()
         self.stats = UplinkStats()
@@ -1280,6 +1286,7 @@ class DirectUplink(Uplink):
         edge_node_id: Sparkplug edge node id; default ``{device_id}-edge``.
         rng: Random source for the reconnect jitter.
         clock: Simulated epoch ms (the fleet binds its clock).
+        credentials: ``(username, password)`` of the connection (default: those of ``url``).
     """
 
     def __init__(
@@ -1293,6 +1300,7 @@ class DirectUplink(Uplink):
         edge_node_id: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], int] | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(
             url,
@@ -1300,6 +1308,7 @@ class DirectUplink(Uplink):
             config=config,
             rng=rng,
             clock=clock,
+            credentials=credentials,
         )
         self.node = node
         self.sparkplug = sparkplug
@@ -1416,6 +1425,7 @@ class GatewayUplink(Uplink):
         client_id: MQTT client id; default ``{site}-{gateway_id}``.
         rng: Random source (reconnect jitter, radio signal strength, boot id).
         clock: Simulated epoch ms (the fleet binds its clock).
+        credentials: ``(username, password)`` of the connection (default: those of ``url``).
     """
 
     def __init__(
@@ -1431,9 +1441,15 @@ class GatewayUplink(Uplink):
         client_id: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], int] | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(
-            url, client_id=client_id or f"{site}-{gateway_id}", config=config, rng=rng, clock=clock
+            url,
+            client_id=client_id or f"{site}-{gateway_id}",
+            config=config,
+            rng=rng,
+            clock=clock,
+            credentials=credentials,
         )
         try:
             Topic.build(site, DeviceKind.GATEWAY, gateway_id, Channel.TELEMETRY)

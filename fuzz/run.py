@@ -2,7 +2,10 @@
 
 Usage::
 
-    python -m fuzz.run [--seconds 600] [--seeds] [json sparkplug api]
+    python -m fuzz.run [--seconds 600] [--runs N] [--seeds] [json sparkplug api]
+
+``--runs N`` stops a harness after N inputs (``--seconds`` still caps it): the README's figure
+is ``--runs 10000000``.
 
 Each harness starts from its seeds (``fuzz/corpus/<harness>/``) and its regression inputs
 (``fuzz/regressions/<harness>/``); what libFuzzer finds interesting goes to
@@ -52,8 +55,8 @@ def _stat(text: str, name: str) -> int:
     return int(found[-1]) if found else 0
 
 
-def run_one(name: str, seconds: int) -> dict[str, object]:
-    """Fuzz one harness for ``seconds``; its figures."""
+def run_one(name: str, seconds: int, runs: int = 0) -> dict[str, object]:
+    """Fuzz one harness for ``seconds`` (or ``runs`` inputs when > 0); its figures."""
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
     crashes = CRASHES / name
@@ -68,6 +71,7 @@ def run_one(name: str, seconds: int) -> dict[str, object]:
         str(work),
         *seeds,
         f"-max_total_time={seconds}",
+        *([f"-runs={runs}"] if runs > 0 else []),
         f"-timeout={_TIMEOUT_S}",
         f"-rss_limit_mb={_RSS_LIMIT_MB}",
         f"-artifact_prefix={crashes}/",
@@ -95,6 +99,9 @@ def main() -> int:
     """Run the harnesses named on the command line (all by default); print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=600, help="per harness (default 600)")
+    parser.add_argument(
+        "--runs", type=int, default=0, help="stop each harness after this many inputs (0: no limit)"
+    )
     parser.add_argument("--seeds", action="store_true", help="(re)write the seed corpus first")
     parser.add_argument("harness", nargs="*", help=f"of {', '.join(HARNESSES)} (default: all)")
     args = parser.parse_args()
@@ -105,8 +112,10 @@ def main() -> int:
         write_seeds()
     rows = []
     for name in args.harness or HARNESSES:
-        print(f"fuzzing {name} for {args.seconds} s ...", flush=True)
-        rows.append(run_one(name, args.seconds))
+        limit = f" or {args.runs:,} inputs" if args.runs > 0 else ""
+        print(f"fuzzing {name} for {args.seconds} s{limit} ...", flush=True)
+        rows.append(run_one(name, args.seconds, args.runs))
+    print(f"fuzzed on {time.strftime('%Y-%m-%d')}")
     print(f"{'harness':<10} {'inputs':>12} {'exec/s':>8} {'crashing':>9} {'unique':>7} {'exit':>5}")
     failed = False
     for r in rows:

@@ -12,6 +12,10 @@ there the same, but a crash can lose what was in flight. It says so in its log a
 
 Messages are committed in groups (up to ``batch_max_messages`` or ``batch_max_ms``, whichever
 comes first): one transaction, one fsync, for every message of the group.
+
+What is received and not yet committed is bounded: past a high-water mark (at least the
+``broker.receive_maximum`` we announce, which a broker may overrun) ingest stops reading from the
+broker's connection until its commits catch up (ingest/flow.py); the broker keeps the backlog.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import re
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from boltwatch.config import Config, ConfigError
 from ingest.decoders import DecoderRegistry, default_decoders
+from ingest.flow import ReadGate, gmqtt_transport, water_marks
 from ingest.influx import InfluxWriter, RejectedBatch
 from ingest.isolation import DECODER_ERROR, DecoderError, DecoderGuard
 from ingest.store import DeadLetter, Store, StoreError, WriteResult
@@ -97,6 +103,13 @@ _REFUSAL_GRACE_S: Final = 0.5
 _UNREACHABLE_ERRNOS: Final = frozenset(
     {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.EHOSTDOWN}
 )
+# A commit that failed with a store error that may pass is tried again after this long, doubled
+# at each failure up to the maximum.
+_STORE_RETRY_MIN_S: Final = 0.25
+_STORE_RETRY_MAX_S: Final = 5.0
+# SQLite result codes (primary, before the first "_") of failures that can end by themselves:
+# a full disk, an I/O error, a lock held too long by another process.
+_STORE_TRANSIENT: Final = frozenset({"SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED"})
 
 
 class BrokerConnectError(ConfigError):
@@ -187,6 +200,16 @@ class IngestMetrics:
         self.connected = Gauge(
             "boltwatch_ingest_connected", "1 while connected to the broker", registry=r
         )
+        self.read_paused = Gauge(
+            "boltwatch_ingest_read_paused",
+            "1 while reading from the broker is paused (too many messages wait for their commit)",
+            registry=r,
+        )
+        self.read_pauses = Counter(
+            "boltwatch_ingest_read_pauses",
+            "Times reading from the broker was paused (back-pressure)",
+            registry=r,
+        )
 
 
 @dataclass(slots=True)
@@ -274,8 +297,13 @@ class IngestService:
         self.silence_by_receipt = silence_by_receipt
         self.drain_timeout_s = drain_timeout_s
         self.decoder_guard = DecoderGuard()
-        self._queue: list[_Pending] = []
+        self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
+        # Back-pressure: received and not yet committed stays under a bound (ingest/flow.py).
+        high, low = water_marks(config.broker.receive_maximum, config.ingest.batch_max_messages)
+        self.read_gate = ReadGate(
+            high, low, lambda: gmqtt_transport(self._client), on_change=self._read_paused
+        )
         self._state = _State()
         self._client: Any = None
         self._tasks: asyncio.TaskGroup | None = None
@@ -285,6 +313,9 @@ class IngestService:
         # The store is used from one thread only: every call goes through this executor.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-store")
         self._stopping = False
+        # Since when (monotonic s) commits fail with a store error that may pass; None: they work.
+        self._store_failing_since: float | None = None
+        self._store_retry_s = _STORE_RETRY_MIN_S
         self._silent_reported: set[str] = set()
         self.committed_batches = 0
         # Read once, here: secrets files are small, and the event loop must not block on I/O.
@@ -516,7 +547,13 @@ class IngestService:
         self.metrics.queue_depth.set(len(self._queue))
         if len(self._queue) >= self.config.ingest.batch_max_messages or len(self._queue) == 1:
             self._wake.set()
+        self.read_gate.arrived()
         return await done
+
+    def _read_paused(self, paused: bool) -> None:
+        self.metrics.read_paused.set(int(paused))
+        if paused:
+            self.metrics.read_pauses.inc()
 
     # -- group commit ---------------------------------------------------------------------------
 
@@ -527,6 +564,7 @@ class IngestService:
             if not self._queue:
                 if self._stopping:
                     return
+                self.read_gate.idle()
                 await self._wake.wait()
                 self._wake.clear()
                 continue
@@ -535,8 +573,41 @@ class IngestService:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(window_s):
                         await self._full(limit)
-            group, self._queue = self._queue[:limit], self._queue[limit:]
-            await self.commit(group)
+            group = [self._queue.popleft() for _ in range(min(limit, len(self._queue)))]
+            try:
+                await self.commit(group)
+            except StoreError as exc:
+                if not _store_may_recover(exc):
+                    raise
+                # Not acknowledged: the group goes back to the front and is tried again; the
+                # broker keeps what is not acknowledged.
+                self._queue.extendleft(reversed(group))
+                if self._stopping:
+                    return  # left unacknowledged: the broker delivers it again after a restart
+                await self._store_unwritable(exc)
+                continue
+            if self._store_failing_since is not None:
+                _log.warning(
+                    "store writable again after %.0f s: committing and acknowledging again",
+                    time.monotonic() - self._store_failing_since,
+                )
+                self._store_failing_since = None
+
+    async def _store_unwritable(self, exc: StoreError) -> None:
+        """A commit failed in a way that may pass (disk full, I/O error, lock): say why once,
+        then wait before the next attempt (doubling up to :data:`_STORE_RETRY_MAX_S`)."""
+        if self._store_failing_since is None:
+            self._store_failing_since = time.monotonic()
+            self._store_retry_s = _STORE_RETRY_MIN_S
+            _log.error(
+                "cannot write the store (%s): ingest stops acknowledging and tries again every "
+                "%.0f s at most; the broker keeps the messages meanwhile",
+                exc.reason,
+                _STORE_RETRY_MAX_S,
+            )
+        # Interrupted by a stop (the committer is cancelled with its task group).
+        await asyncio.sleep(self._store_retry_s)
+        self._store_retry_s = min(2 * self._store_retry_s, _STORE_RETRY_MAX_S)
 
     async def _full(self, limit: int) -> None:
         while len(self._queue) < limit:
@@ -576,6 +647,7 @@ class IngestService:
         for p in group:
             if not p.done.done():
                 p.done.set_result(0)  # PUBACK, success
+        self.read_gate.settled(len(group))
         self.metrics.queue_depth.set(len(self._queue))
         self.committed_batches += 1
         if self.consumer is not None:
@@ -663,7 +735,12 @@ class IngestService:
         loop = asyncio.get_running_loop()
         while not self._stopping:  # ended by cancellation at stop
             await asyncio.sleep(period_s)
-            await loop.run_in_executor(self._db, self.maintain)
+            try:
+                await loop.run_in_executor(self._db, self.maintain)
+            except StoreError as exc:
+                if not _store_may_recover(exc):
+                    raise
+                _log.warning("rollups and retention skipped this time: %s", exc.reason)
 
     def maintain(self) -> tuple[int, int]:
         """Recompute the 1-minute / 1-hour rollups touched since last time and drop raw readings
@@ -722,6 +799,12 @@ class IngestService:
             if self.on_no_data is not None:
                 self.on_no_data(event)
         return found
+
+
+def _store_may_recover(exc: StoreError) -> bool:
+    """Whether a failed store write may succeed later (disk full, I/O error, busy or locked)."""
+    name = str(getattr(exc.__cause__, "sqlite_errorname", ""))
+    return "_".join(name.split("_")[:2]) in _STORE_TRANSIENT
 
 
 async def _stop_reconnecting(client: gmqtt.Client) -> None:

@@ -30,6 +30,7 @@ concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -79,6 +80,11 @@ _CACHE_KIB: Final = 65_536  # page cache of the connection: 64 MiB
 _PAGE_BYTES: Final = 16_384
 _ROWS_PER_INSERT: Final = (64, 8, 1)  # multi-row INSERT sizes, largest first; 1 must be last
 _JOURNAL_LIMIT_BYTES: Final = 64 * 1024 * 1024  # WAL file truncated back to this after checkpoints
+# The WAL is checkpointed into the database once it holds this much (SQLite's default of 1,000
+# pages is 4 MiB with its default 4 KiB pages, but 16 MiB with ours): on a disk with less free
+# space than that, the WAL took it all and could no longer be checkpointed (the database file
+# must grow to take its pages), so ingest stayed stuck after a full disk even once space returned.
+_WAL_CHECKPOINT_BYTES: Final = 4 * 1024 * 1024
 _BUSY_TIMEOUT_MS: Final = 5_000  # wait this long for another process's write lock
 _EXPORT_CHUNK: Final = 10_000
 _IDENT: Final = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -444,6 +450,8 @@ class Store:
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
         conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_LIMIT_BYTES}")
+        page_bytes = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        conn.execute(f"PRAGMA wal_autocheckpoint = {max(1, _WAL_CHECKPOINT_BYTES // page_bytes)}")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -532,8 +540,21 @@ class Store:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+                self._release_wal(conn)
             raise StoreError(self.file, f"{what} failed: {exc}") from exc
         return result
+
+    def _release_wal(self, conn: sqlite3.Connection) -> None:
+        """After a write failed on a full disk: checkpoint the WAL and truncate it to zero.
+
+        The failed transaction's frames keep their disk space in the WAL file; truncating gives
+        it back (to the retry, and to the other files of the store) as soon as the checkpoint can
+        run. Best effort: on a disk still full the checkpoint fails too, and the next failed
+        attempt tries again. May wait up to the busy timeout for readers of older snapshots.
+        """
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # -- writing ----------------------------------------------------------------------------------
 

@@ -12,9 +12,7 @@ retained messages, persistent sessions and their queued messages, as a productio
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import os
 import pwd
 import secrets
@@ -33,6 +31,9 @@ from typing import Any, TypeVar
 import gmqtt
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
+
+# The hash helper lives in product code (`boltwatch broker config` writes password files).
+from boltwatch.broker_identity import password_hash as mosquitto_password_hash
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 MOSQUITTO_PASSWD = Path("/usr/bin/mosquitto_passwd")
@@ -140,18 +141,6 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     if shutil.which("openssl") is None:
         pytest.skip("the openssl CLI is not installed (it makes the test certificates)")
     return make_tls_files(tmp_path_factory.mktemp("pki"))
-
-
-def mosquitto_password_hash(password: str, *, salt: bytes | None = None) -> str:
-    """A Mosquitto 2 password-file hash (``$7$``: PBKDF2-HMAC-SHA512, 101 iterations).
-
-    What ``mosquitto_passwd`` writes; used when that tool is not installed.
-    """
-    iterations = 101
-    salt = salt if salt is not None else secrets.token_bytes(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    b64 = base64.b64encode
-    return f"$7${iterations}${b64(salt).decode()}${b64(digest).decode()}"
 
 
 def write_password_file(path: Path, users: Mapping[str, str]) -> None:
