@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.flow import water_marks
 from tests.chaos.harness import (
     SEED,
     Fleet,
@@ -38,6 +39,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 FS_MB = 16
 FULL_S = size(5.0, 60.0)
 """How long the filesystem stays full."""
+READ_SLACK = 500
+"""Messages one socket read past the gate may still deliver (a few hundred KiB)."""
 BEFORE = size(2_000, 20_000)
 """Readings stored before the filesystem fills."""
 DURING = size(3_000, 30_000)
@@ -125,7 +128,10 @@ async def test_full_disk_stops_acks_logs_once_and_resumes_losing_nothing(
         received = metrics["boltwatch_ingest_messages_total"]
         waiting = received - metrics['boltwatch_ingest_readings_stored_total{kind="cbolt"}']
         unacked = total - at_full
-        assert 0 < waiting <= 1_000, "in flight beyond broker.receive_maximum (1,000)"
+        # Mosquitto may send past our Receive Maximum (1,000); ingest's own bound is its read
+        # gate (docs/operations.md): the high-water mark plus what one socket read delivered.
+        high, _ = water_marks(1_000, 1_000)
+        assert 0 < waiting <= high + READ_SLACK, f"in flight beyond the read gate ({high:,})"
         (store_dir / "filler").unlink()  # space returns
         freed = time.monotonic()
         took = await wait_until(
