@@ -49,12 +49,14 @@ bench: venv
 
 # Coverage-guided fuzzing (atheris, installed on demand: not a dev dependency) of each decoder and
 # the API's body parsers, FUZZ_SECONDS each; prints inputs, executions/s and crashes per harness.
-# FUZZ_RUNS stops each harness after that many inputs (the README's figure: 10000000).
+# FUZZ_RUNS stops each harness after that many inputs (the README's figure: 10000000);
+# FUZZ_RSS_MB is libFuzzer's memory limit (its own bookkeeping grows over millions of inputs).
 FUZZ_SECONDS ?= 600
 FUZZ_RUNS ?= 0
+FUZZ_RSS_MB ?= 2048
 fuzz: venv
 	@$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/python -m pip install --quiet atheris
-	$(BIN)/python -m fuzz.run --seconds $(FUZZ_SECONDS) --runs $(FUZZ_RUNS)
+	$(BIN)/python -m fuzz.run --seconds $(FUZZ_SECONDS) --runs $(FUZZ_RUNS) --rss-limit-mb $(FUZZ_RSS_MB)
 
 # The chaos suite at full size (tests/chaos; `make test` runs it at short size): kill -9 x10 under
 # 50,000 readings, a 10-minute webhook outage, a 10-minute overload, ... (tens of minutes).

@@ -35,6 +35,8 @@ CRASHES: Final = FUZZ_DIR / "crashes"
 # Per input: a slower one is a finding (a quadratic path a client could trigger), not a wait.
 _TIMEOUT_S: Final = 10
 _RSS_LIMIT_MB: Final = 2048
+"""libFuzzer's default. Its own bookkeeping grows with the inputs run (the decoders' memory is
+flat: tests/unit/test_decoder_properties.py); long runs (``--runs 10000000``) need more."""
 
 
 def write_seeds() -> None:
@@ -55,7 +57,14 @@ def _stat(text: str, name: str) -> int:
     return int(found[-1]) if found else 0
 
 
-def run_one(name: str, seconds: int, runs: int = 0) -> dict[str, object]:
+def _peak_rss_mb(text: str) -> int:
+    """The largest ``rss: NMb`` libFuzzer printed (its status lines), 0 when none."""
+    return max((int(m) for m in re.findall(r"rss: (\d+)Mb", text)), default=0)
+
+
+def run_one(
+    name: str, seconds: int, runs: int = 0, rss_limit_mb: int = _RSS_LIMIT_MB
+) -> dict[str, object]:
     """Fuzz one harness for ``seconds`` (or ``runs`` inputs when > 0); its figures."""
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
@@ -73,7 +82,7 @@ def run_one(name: str, seconds: int, runs: int = 0) -> dict[str, object]:
         f"-max_total_time={seconds}",
         *([f"-runs={runs}"] if runs > 0 else []),
         f"-timeout={_TIMEOUT_S}",
-        f"-rss_limit_mb={_RSS_LIMIT_MB}",
+        f"-rss_limit_mb={rss_limit_mb}",
         f"-artifact_prefix={crashes}/",
         "-print_final_stats=1",
     ]
@@ -88,6 +97,7 @@ def run_one(name: str, seconds: int, runs: int = 0) -> dict[str, object]:
         "harness": name,
         "inputs": inputs,
         "exec_per_s": _stat(proc.stderr, "average_exec_per_sec") or round(inputs / max(took, 1e-9)),
+        "peak_rss_mb": _peak_rss_mb(proc.stderr),
         "crashing_inputs": int(found.get("crashing_inputs", 0)),
         "unique_crashes": len(found.get("unique", {})),
         "exit": proc.returncode,
@@ -102,6 +112,12 @@ def main() -> int:
     parser.add_argument(
         "--runs", type=int, default=0, help="stop each harness after this many inputs (0: no limit)"
     )
+    parser.add_argument(
+        "--rss-limit-mb",
+        type=int,
+        default=_RSS_LIMIT_MB,
+        help=f"libFuzzer's -rss_limit_mb (default {_RSS_LIMIT_MB})",
+    )
     parser.add_argument("--seeds", action="store_true", help="(re)write the seed corpus first")
     parser.add_argument("harness", nargs="*", help=f"of {', '.join(HARNESSES)} (default: all)")
     args = parser.parse_args()
@@ -114,13 +130,17 @@ def main() -> int:
     for name in args.harness or HARNESSES:
         limit = f" or {args.runs:,} inputs" if args.runs > 0 else ""
         print(f"fuzzing {name} for {args.seconds} s{limit} ...", flush=True)
-        rows.append(run_one(name, args.seconds, args.runs))
+        rows.append(run_one(name, args.seconds, args.runs, args.rss_limit_mb))
     print(f"fuzzed on {time.strftime('%Y-%m-%d')}")
-    print(f"{'harness':<10} {'inputs':>12} {'exec/s':>8} {'crashing':>9} {'unique':>7} {'exit':>5}")
+    print(
+        f"{'harness':<10} {'inputs':>12} {'exec/s':>8} {'peak RSS MB':>11} {'crashing':>9} "
+        f"{'unique':>7} {'exit':>5}"
+    )
     failed = False
     for r in rows:
         print(
             f"{r['harness']!s:<10} {r['inputs']:>12,} {r['exec_per_s']:>8,} "
+            f"{r['peak_rss_mb']:>11,} "
             f"{r['crashing_inputs']:>9,} {r['unique_crashes']:>7} {r['exit']:>5}"
         )
         if r["crashing_inputs"] or r["exit"]:

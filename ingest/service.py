@@ -33,7 +33,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -317,6 +317,7 @@ class IngestService:
         self._store_failing_since: float | None = None
         self._store_retry_s = _STORE_RETRY_MIN_S
         self._silent_reported: set[str] = set()
+        self._influx_errors_logged: set[str] = set()
         self.committed_batches = 0
         # Read once, here: secrets files are small, and the event loop must not block on I/O.
         self._password = config.broker.password
@@ -654,7 +655,13 @@ class IngestService:
             self.consumer(batch, result)
         if self.influx is not None and batch.telemetry:
             columns = list(batch.telemetry.values())
-            self._influx_pool.submit(self._to_influx, columns, asyncio.get_running_loop())
+            points = sum(len(c) for c in columns)
+            try:
+                job = self._influx_pool.submit(self._to_influx, columns, asyncio.get_running_loop())
+            except RuntimeError:  # the pool is shut down: stopping
+                self._influx_lost(points, "the InfluxDB writer has stopped")
+            else:
+                job.add_done_callback(lambda f: self._influx_done(f, points, "write"))
         for cols in batch.telemetry.values():
             self._silent_reported.difference_update(cols.device_id.tolist())
         return result
@@ -715,7 +722,27 @@ class IngestService:
         ]
         for r in rejected:
             self.metrics.rejected.labels(reason="influx").inc(r.points)
-        self._db.submit(self.store.write, DecodedBatch(), dead, received_ms=now_ms)
+        points = sum(r.points for r in rejected)
+        try:
+            job = self._db.submit(self.store.write, DecodedBatch(), dead, received_ms=now_ms)
+        except RuntimeError:  # the store's thread is shut down: stopping
+            self._influx_lost(points, "the store has closed")
+        else:
+            job.add_done_callback(lambda f: self._influx_done(f, points, "dead-letter"))
+
+    def _influx_done(self, job: Future[Any], points: int, what: str) -> None:
+        """A write to InfluxDB (or the dead letter of a refused one) ended: count a failure."""
+        exc = job.exception() if not job.cancelled() else None
+        if job.cancelled() or exc is not None:
+            self._influx_lost(points, f"{what} failed: {exc!r}" if exc else f"{what} cancelled")
+
+    def _influx_lost(self, points: int, why: str) -> None:
+        """Readings stored here that InfluxDB will not get (the store still has them)."""
+        self.metrics.rejected.labels(reason="influx_lost").inc(points)
+        key = why.split(":", 1)[0]  # once per kind of failure, not per exception text
+        if key not in self._influx_errors_logged:
+            self._influx_errors_logged.add(key)
+            _log.error("InfluxDB: %d readings not sent (%s); the store keeps them", points, why)
 
     async def _drain_influx(self, period_s: float = 5.0) -> None:
         assert self.influx is not None  # noqa: S101 - only started with a writer

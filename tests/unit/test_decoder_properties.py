@@ -341,3 +341,27 @@ def test_sparkplug_corpus_and_regressions(path: Path) -> None:
 @pytest.mark.parametrize("path", _inputs("api"), ids=lambda p: p.name)
 def test_api_corpus_and_regressions(path: Path) -> None:
     check_api_body(path.read_bytes())
+
+
+def test_decoder_state_stays_bounded_whatever_topics_and_ids_arrive() -> None:
+    """A client inventing topics and gateway device ids cannot grow the decoder without bound
+    (what keeps a long fuzz run, and a service under a hostile client, flat)."""
+    from sensors.codec import _TOPIC_CACHE_MAX
+
+    dec = TelemetryDecoder(clock=lambda: NOW_S)
+    n = _TOPIC_CACHE_MAX + 5_000
+    body = b'{"ts": 1772323500000, "seq": 1, "preload_kn": 40}'
+    for start in range(0, n, 5_000):
+        topics = [f"boltwatch/v1/s1/cbolt/b{i}/telemetry" for i in range(start, start + 5_000)]
+        dec.decode_batch([(t, body) for t in topics])
+        gateway = []
+        for first in range(start, start + 5_000, 100):
+            reading = {"kind": "cbolt", "ts": 1772323500000, "seq": 1, "preload_kn": 1}
+            relayed = [{**reading, "device_id": f"g{i}"} for i in range(first, first + 100)]
+            payload = json.dumps({"readings": relayed}).encode()
+            gateway.append(("boltwatch/v1/s1/gateway/gw1/telemetry", payload))
+        out = dec.decode_batch(gateway)
+        assert not out.errors, out.errors[:1]
+    assert 0 < len(dec._topics) <= _TOPIC_CACHE_MAX
+    assert 0 < len(dec._fast_topics) <= _TOPIC_CACHE_MAX
+    assert 0 < len(dec._valid_ids) <= _TOPIC_CACHE_MAX + 5_000

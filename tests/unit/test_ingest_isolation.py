@@ -133,3 +133,30 @@ def test_guard_keeps_message_numbers_across_kinds_and_channels() -> None:
     assert out.telemetry[DeviceKind.CBOLT].message.tolist() == [3]
     assert [s.message for s in out.statuses] == [2]
     assert out.commands == [4]
+
+
+class _BrokenWriter:
+    """An InfluxDB writer with a bug: every write raises (not a server: the service's handling
+    of its own writer failing is what is tested)."""
+
+    def write(self, columns: object) -> object:
+        raise RuntimeError("writer bug")
+
+    def backlog(self) -> int:
+        return 0
+
+
+async def test_a_failing_influx_write_is_counted_and_logged_not_dropped_silently(
+    service: IngestService, caplog: pytest.LogCaptureFixture
+) -> None:
+    service.influx = _BrokenWriter()  # type: ignore[assignment]
+    for seq in (1, 2):
+        await service.commit(pending([(BOLT, good(seq))]))
+    await asyncio.get_running_loop().run_in_executor(service._influx_pool, lambda: None)
+    assert len(service.store.readings(DeviceKind.CBOLT)) == 2  # the store keeps them
+    assert rejected(service, "influx_lost") == 2
+    lines = [r for r in caplog.records if "not sent" in r.getMessage()]
+    assert len(lines) == 1 and "writer bug" in lines[0].getMessage()  # logged once
+    service._influx_pool.shutdown(wait=True)
+    await service.commit(pending([(BOLT, good(3))]))  # after the writer stopped
+    assert rejected(service, "influx_lost") == 3
