@@ -676,6 +676,12 @@ def demo(
         float | None,
         typer.Option(min=1.0, help="Stop after this many real seconds (default: the whole run)."),
     ] = None,
+    hours: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, max=48.0, help="Simulate this many hours, however long it takes (default: 48)."
+        ),
+    ] = None,
     speed: Annotated[
         float, typer.Option(min=1.0, help="Simulated seconds per real second.")
     ] = 3600.0,
@@ -697,7 +703,9 @@ def demo(
     from boltwatch.demo import run_demo
 
     with _user_errors():
-        summary = asyncio.run(run_demo(out, duration_s=duration, speed=speed, seed=seed))
+        summary = asyncio.run(
+            run_demo(out, duration_s=duration, speed=speed, seed=seed, hours=hours)
+        )
     alerts = sum(v for k, v in summary.alerts.items() if k.startswith("alerts_"))
     out.print(
         f"demo over: {summary.readings:,} readings stored, {summary.events} detection events, "

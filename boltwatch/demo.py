@@ -67,9 +67,15 @@ def _free_port() -> int:
 
 
 async def run_demo(
-    out: Console, *, duration_s: float | None, speed: float, seed: int = 1
+    out: Console,
+    *,
+    duration_s: float | None,
+    speed: float,
+    seed: int = 1,
+    hours: float | None = None,
 ) -> ServiceSummary:
-    """Run the demo until ``duration_s`` real seconds have passed, the scenario ends, or Ctrl-C.
+    """Run the demo until ``duration_s`` real seconds have passed, ``hours`` are simulated (or
+    the scenario ends), or Ctrl-C.
 
     Everything runs on the simulation's clock: ingest's receipt times and lateness, the silence
     watcher and the alerts' timers, so only what the simulation caused raises an alert. The stop
@@ -80,11 +86,15 @@ async def run_demo(
         duration_s: Real seconds to run (None: until the simulated two days are over).
         speed: Simulated seconds per real second.
         seed: The simulator's seed.
+        hours: Simulated hours to run (None: the scenario's two days). Unlike ``duration_s``,
+            the same story on any machine: a slow one takes longer to tell it.
     """
     logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
     logging.getLogger("amqtt").setLevel(logging.WARNING)
     scenario = load_scenario("demo")
     sim_s = parse_duration(scenario.duration, "duration")
+    if hours is not None:
+        sim_s = min(sim_s, hours * 3600.0)
     out.print(f"[bold]boltwatch demo[/]: {scenario.description}")
     out.print(f"simulating {sim_s / 3600:.0f} h of physics (seed {seed}) ...")
     result = run_scenario(scenario, seed)

@@ -134,7 +134,7 @@ interval_s = 0.2
             check=False,
         )
         assert sim.returncode == 0, sim.stderr.decode()
-        _wait_for(lambda: bool(_loosening(received)), 60, "the loosening alert")
+        _wait_for(lambda: bool(_loosening(received)), 180, "the loosening alert")
         loose = _loosening(received)
         assert loose, f"no loosening alert; webhook got {[r['body']['title'] for r in received]}"
         assert all(r["ok"] for r in received)  # every body signed with the secret
@@ -166,22 +166,23 @@ DEMO_ALERTS = {
     ("preload_low", "bridge-loose-b001"),  # ... down to 80 % of its preload after about 20 h
 }
 """What the demo's simulation causes in its first 30 simulated hours, and nothing else."""
-_DEMO_BOLT_ALERTS = {("loosening", "bridge-loose-b001"), ("preload_low", "bridge-loose-b001")}
 
 
 def test_demo_runs_to_its_end_and_raises_exactly_the_simulated_alerts() -> None:
-    """30 real seconds: 30 simulated hours, all on the simulation's clock. Before, the silence
-    watcher compared simulated timestamps with the wall clock and ended the demo with no_data
-    for every device ("no data for 400455 min")."""
+    """30 simulated hours (about 30 real seconds), all on the simulation's clock. Before, the
+    silence watcher compared simulated timestamps with the wall clock and ended the demo with
+    no_data for every device ("no data for 400455 min"). ``--hours``, not ``--duration``: on a
+    loaded machine 30 real seconds simulated fewer hours than the loosening needs (CI)."""
     demo = subprocess.run(
-        [str(BOLTWATCH), "demo", "--duration", "30"],
+        [str(BOLTWATCH), "demo", "--hours", "30"],
         capture_output=True,
-        timeout=120,
+        timeout=300,
         check=False,
         env={**os.environ, "COLUMNS": "200"},
     )
     out = demo.stdout.decode()
     assert demo.returncode == 0, out + demo.stderr.decode()
+    assert "simulated 30.0 h in" in out
     assert "thermal_runaway printer-1" in out
     assert "cooling_failure laser-1" in out
     assert "alerts API http://127.0.0.1:" in out
@@ -191,10 +192,4 @@ def test_demo_runs_to_its_end_and_raises_exactly_the_simulated_alerts() -> None:
     matches = [m for m in map(_ALERT_LINE.match, out.splitlines()) if m is not None]
     firing = {(m["kind"], m["device"]) for m in matches if not m["cleared"]}
     assert firing <= DEMO_ALERTS, out  # nothing the simulation did not cause
-    missing = DEMO_ALERTS - firing
-    if missing and missing <= _DEMO_BOLT_ALERTS:
-        # Known regression (issue 11, session note of 2026-12-06): on a fresh machine the demo's
-        # loosening bolt is not armed within 30 simulated hours (its settling test has not passed
-        # yet), so neither its loosening nor its preload_low alert comes. Everything else holds.
-        pytest.xfail(f"issue 11: demo bolt alerts missing: {sorted(missing)}")
     assert firing == DEMO_ALERTS, out
