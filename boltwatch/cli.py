@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -560,8 +561,6 @@ def deadletters_list(
 def deadletters_replay(store: StoreOption = Path("./boltwatch-data")) -> None:
     """Decode every dead letter again (after a fix of the contract or the registry): those that
     are valid now are stored and marked replayed; the others stay."""
-    import time
-
     from sensors.codec import TelemetryDecoder
 
     decoder = TelemetryDecoder()
@@ -649,10 +648,21 @@ def evaluate(
         typer.Option("--scenario", "-s", help="Only this library scenario (repeatable)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    field: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead: field fleets across DOMAIN.md's full ranges, 60 bolts per seed, "
+            "on the held-out seeds (heldout: 20 seeds, about 10 min) or the tuning seeds (tuning)."
+        ),
+    ] = None,
 ) -> None:
     """Measure the detectors on labelled data: the simulator's bolt and machine scenarios
     (against the Grafana-style rule) and SKAB (against its published leaderboard)."""
     from boltwatch.evaluate import BOLT_SCENARIOS, MACHINE_SCENARIOS, run_evaluation
+
+    if field is not None:
+        _evaluate_field(field, as_json=as_json)
+        return
 
     known = (*BOLT_SCENARIOS, *MACHINE_SCENARIOS)
     for name in scenario or []:
@@ -668,6 +678,34 @@ def evaluate(
         print(json.dumps(report.as_dict(), indent=1))
         return
     report.print(out)
+
+
+def _evaluate_field(name: str, *, as_json: bool) -> None:
+    from boltwatch.field_eval import (
+        FIELD_SETS,
+        evaluate_field,
+        field_table,
+        summarise_field,
+    )
+
+    if name not in FIELD_SETS:
+        err.print(
+            f"[bold red]error:[/] --field: {escape(name)!r} is not one of {', '.join(FIELD_SETS)}",
+            markup=True,
+        )
+        raise typer.Exit(2)
+    seeds = FIELD_SETS[name]
+    started = time.monotonic()
+    outcomes = evaluate_field(
+        seeds=seeds,
+        progress=lambda line: err.print(f"{line} ({time.monotonic() - started:,.0f} s)"),
+    )
+    rows = summarise_field(outcomes)
+    if as_json:
+        print(json.dumps({"seeds": list(seeds), "rows": rows}, indent=1))
+        return
+    title = f"Field fleets, {name} seeds {seeds[0]}-{seeds[-1]} x 60 bolts (rule: Grafana-style)"
+    out.print(field_table(rows, title))
 
 
 @app.command()

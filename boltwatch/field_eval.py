@@ -24,6 +24,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from rich.table import Table
 
 from boltwatch.evaluate import grafana_rule
 from detection.base import EventKind, Frame
@@ -31,11 +32,13 @@ from detection.preload import BoltPreloadDetector, PreloadParams
 from firmware_sim.field import FIELD_SCENARIOS, FieldBolt, simulate_field
 
 __all__ = [
+    "FIELD_SETS",
     "HELDOUT_SEEDS",
     "TUNING_SEEDS",
     "FieldOutcome",
     "evaluate_field",
     "field_frame",
+    "field_table",
     "summarise_field",
 ]
 
@@ -43,6 +46,8 @@ TUNING_SEEDS: Final = tuple(range(1, 6))
 """Seeds the detector's parameters may be tuned on."""
 HELDOUT_SEEDS: Final = tuple(range(1001, 1021))
 """Seeds nobody tunes on: the reported table."""
+FIELD_SETS: Final = {"heldout": HELDOUT_SEEDS, "tuning": TUNING_SEEDS}
+"""``boltwatch evaluate --field NAME``: the seed sets."""
 GRADUAL: Final = frozenset({"vibration-loosening", "creep"})
 
 
@@ -197,3 +202,13 @@ def summarise_field(outcomes: Sequence[FieldOutcome]) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def field_table(rows: Sequence[dict[str, str]], title: str) -> Table:
+    """The rows of :func:`summarise_field` as a table (the detector's columns, then the rule's)."""
+    table = Table(title=title)
+    for key in rows[0] if rows else ():
+        table.add_column(key, justify="left" if key == "scenario" else "right")
+    for row in rows:
+        table.add_row(*row.values(), style="bold" if row["scenario"] == "all" else None)
+    return table

@@ -300,7 +300,8 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         if relearn.any():
             r = slots[relearn]
             s["phase"][r] = _LEARNING
-            s["settling"][r] = tightened[relearn]
+            # A silent retightening is an upward jump: wait for its embedding as after a torque row.
+            s["settling"][r] = (tightened | jump_up)[relearn]
             s["t_learn"][r] = t[relearn]
             s["level"][r] = y[relearn]
             level_var = (y[relearn] * 0.02) ** 2

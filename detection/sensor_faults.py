@@ -6,8 +6,8 @@ sees it:
 
 * **spikes** — a Hampel filter: a reading further than ``spike_sigma`` robust sigmas (and at least
   ``spike_min_pct`` %) from the median of the device's last ``window`` accepted readings is held
-  out. If the next reading confirms it (same side, close to it), the two are a **level shift**
-  instead: downwards that is a sudden preload loss (for the preload detector to judge), upwards an
+  out. If the next ``shift_readings - 1`` readings confirm it (same side, close to it), they are
+  a **level shift** instead: downwards that is a sudden preload loss (for the preload detector to judge), upwards an
   implausible jump (preload does not rise by itself) that re-baselines the bolt.
 * **stuck** — ``stuck_readings`` identical values in a row (zero variance).
 * **battery** — below ``battery_low_v`` a warning; below ``battery_bad_v`` the preload readings are
@@ -77,6 +77,8 @@ class SensorFaultParams:
         spike_min_pct: ...and at least this far from the median, in % of it.
         noise_floor_pct: Smallest noise sigma assumed, in % of the level (quantised sensors).
         stuck_readings: Identical readings in a row that make a stuck sensor.
+        shift_readings: Outliers in a row, on the same side and close to each other, that make a
+            level shift (two random spikes in a row are common at long sampling intervals).
         battery_low_v: Battery warning below this voltage.
         battery_bad_v: Below this, preload readings are too noisy to judge loosening.
         battery_swap_rise_v: A battery voltage rise this large is a battery swap.
@@ -88,6 +90,7 @@ class SensorFaultParams:
     spike_min_pct: float = 4.0
     noise_floor_pct: float = 0.1
     stuck_readings: int = 12
+    shift_readings: int = 3
     battery_low_v: float = 3.2
     battery_bad_v: float = 3.1
     battery_swap_rise_v: float = 0.15
@@ -159,7 +162,7 @@ def quality_step(  # noqa: PLR0915 - one pass over the checks, top to bottom
     pend_y = st["q_pend_y"][slots]
     same = (pend_n > 0) & (np.sign(pend_y - med) == np.sign(dev)) & (np.abs(y - pend_y) <= thr)
     new_pend = np.where(out, np.where(same, pend_n + 1, 1), 0).astype(np.int16)
-    shift = out & (new_pend >= 2)
+    shift = out & (new_pend >= p.shift_readings)
     spike = out & ~shift
     code[shift & (dev < 0)] |= FaultCode.SHIFT_DOWN
     code[shift & (dev > 0)] |= FaultCode.SHIFT_UP

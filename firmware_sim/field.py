@@ -283,8 +283,13 @@ def _bolt(  # noqa: PLR0915 - one bolt's story, top to bottom
         k2 = _u(rng, r.nut_factor)
         f1 = torque / (k2 * dia / 1000.0) / 1000.0
         emb2, tau2 = rng.uniform(0.01, 0.05), _u(rng, r.embedding_tau_h) * _HOUR
-        true[j:] = f1 * (1.0 - emb2 * (1.0 - np.exp(-(t[j:] - t[j]) / tau2)))
-        settled[j:] = f1 * (1.0 - emb2)
+        if f1 > true[j]:
+            true[j:] = f1 * (1.0 - emb2 * (1.0 - np.exp(-(t[j:] - t[j]) / tau2)))
+            settled[j:] = f1 * (1.0 - emb2)
+        else:
+            # The wrench reaches its torque before the nut turns: a torque-controlled
+            # retightening never lowers the preload, and nothing new embeds.
+            f1, emb2 = float(true[j]), 0.0
         if scenario == "retightened":
             torque_col[j] = round(torque, 1)
         d.update(retightened_kn=f1, retightened_embedding_pct=emb2 * 100)
