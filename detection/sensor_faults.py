@@ -7,8 +7,9 @@ sees it:
 * **spikes** — a Hampel filter: a reading further than ``spike_sigma`` robust sigmas (and at least
   ``spike_min_pct`` %) from the median of the device's last ``window`` accepted readings is held
   out. If the next ``shift_readings - 1`` readings confirm it (same side, close to it), they are
-  a **level shift** instead: downwards that is a sudden preload loss (for the preload detector to judge), upwards an
-  implausible jump (preload does not rise by itself) that re-baselines the bolt.
+  a **level shift** instead: downwards that is a sudden preload loss (for the preload detector
+  to judge), upwards an implausible jump (preload does not rise by itself) that re-baselines the
+  bolt.
 * **stuck** — ``stuck_readings`` identical values in a row (zero variance).
 * **battery** — below ``battery_low_v`` a warning; below ``battery_bad_v`` the preload readings are
   not trusted for loosening; a rise of ``battery_swap_rise_v`` is a battery swap, after which the

@@ -219,7 +219,7 @@ def simulate_field(
     return out
 
 
-def _bolt(  # noqa: PLR0915 - one bolt's story, top to bottom
+def _bolt(  # noqa: PLR0912, PLR0915 - one bolt's story, top to bottom
     rng: np.random.Generator, r: FieldRanges, device_id: str, scenario: str, start_s: float
 ) -> FieldBolt:
     d: dict[str, float] = {}

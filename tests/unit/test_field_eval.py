@@ -5,8 +5,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from typer.testing import CliRunner
 
-from boltwatch.field_eval import HELDOUT_SEEDS, TUNING_SEEDS, evaluate_field, summarise_field
+from boltwatch.cli import app
+from boltwatch.field_eval import (
+    HELDOUT_SEEDS,
+    TUNING_SEEDS,
+    evaluate_field,
+    field_table,
+    summarise_field,
+)
 from firmware_sim.field import FIELD_SCENARIOS, FieldRanges, simulate_field
 
 
@@ -51,3 +59,25 @@ def test_detector_on_a_tuning_fleet_beats_never_firing_and_stays_quiet_on_health
     assert not any(o.active_at_end for o in out if not o.loosening)
     rows = summarise_field(out)
     assert rows[-1]["scenario"] == "all"
+    table = field_table(rows, "t")
+    assert table.row_count == len(rows)
+    assert [c.header for c in table.columns] == list(rows[0])
+
+
+def test_a_silent_retightening_never_lowers_the_preload() -> None:
+    """A torque wrench stops before the nut turns when the bolt already holds more than the
+    torque gives: whatever nut factor is drawn, the true preload does not step down."""
+    fleet = [b for s in (1, 2, 3) for b in simulate_field(s, 60)]
+    retightened = [b for b in fleet if b.truth.scenario.startswith("retightened")]
+    assert len(retightened) >= 10
+    for b in retightened:
+        j = int(np.searchsorted(b.ts_s, b.truth.onset_s))
+        if 0 < j < len(b.ts_s):
+            assert b.true_kn[j] >= b.true_kn[j - 1] * 0.99, b.truth  # minutes of temperature
+
+
+def test_evaluate_field_rejects_an_unknown_set_with_one_line() -> None:
+    result = CliRunner().invoke(app, ["evaluate", "--field", "nope"])
+    assert result.exit_code == 2
+    assert "--field" in result.output
+    assert "heldout" in result.output
