@@ -60,7 +60,10 @@ Clock = Callable[[], int]
 NO_DATA: Final = "no_data"
 _ONE_SHOT: Final = frozenset({"installation", "joint"})
 """Kinds that are facts, not conditions: inactive from the start, they clear after clear_after."""
-MAX_BACKOFF_S: Final = 300.0
+MAX_BACKOFF_S: Final = 60.0
+"""Longest wait between two tries of a notification (times a jitter of 0.5-1.5): once a receiver
+is back, what waited for it goes out within 90 s (with 300 s, a 10-minute webhook outage was
+followed by 347 s of silence)."""
 _IMPLIES: Final[Mapping[str, tuple[str, ...]]] = {"loosening": ("preload_low",)}
 """A detector shows one alert per reading: a loosening bolt's low preload is active too."""
 

@@ -45,9 +45,9 @@ STREAM_S = size(12.0, 640.0)
 RATE = size(300.0, 100.0)
 DEVICES = size(60, 100)
 STUCK = size(6, 10)
-DELIVERY_S = 330.0 + 1.5 * HOOK_DOWN_S
-"""Deadline for the notifications once the receiver is back: the outbox backs off (up to 5 min,
-times a jitter of 0.5-1.5) while it is down."""
+DELIVERY_S = 120.0 + 1.5 * HOOK_DOWN_S
+"""Deadline for the notifications once the receiver is back: the outbox backs off (up to 60 s,
+times a jitter of 0.5-1.5: ``alerts.pipeline.MAX_BACKOFF_S``) while it is down."""
 
 
 @pytest.fixture
