@@ -1,6 +1,32 @@
-"""Alert rules, lifecycle store, pipeline stages, notification channels and the outbox.
+"""Alert rules, lifecycle store, pipeline stages, notification channels, the outbox, the HTTP API.
 
-Not built yet: see the alerts issue.
+The package face is the alert model and the package's errors. Modules: ``rules`` (the rules
+file), ``pipeline`` (dedup, group, inhibit, silence, escalate, notify), ``store`` (SQLite
+lifecycle and outbox), ``channels`` (webhook, e-mail, Alertmanager, Apprise, ...), ``api``
+(HTTP API and OpenAPI description), ``ratelimit``. Depends on sensors and on detection's
+vocabulary (:mod:`detection.base`) only (docs/architecture.md).
 """
 
-__all__: list[str] = []
+from alerts.errors import AlertsError, ListenError, RuleError
+from alerts.model import (
+    Alert,
+    AlertSeverity,
+    AlertState,
+    Channel,
+    ChannelError,
+    Notification,
+    Silence,
+)
+
+__all__ = [
+    "Alert",
+    "AlertSeverity",
+    "AlertState",
+    "AlertsError",
+    "Channel",
+    "ChannelError",
+    "ListenError",
+    "Notification",
+    "RuleError",
+    "Silence",
+]

@@ -1,6 +1,6 @@
 """Grafana dashboards as code and the built-in web console.
 
-Not built yet: see the alerts/main-job issue.
+Empty so far: the console and the dashboards are issue 13. Nothing is public yet.
 """
 
 __all__: list[str] = []
