@@ -424,3 +424,19 @@ def test_sample_rules_file_loads_and_builds_every_receiver(
     assert names >= {r for route in rules.routes for r in route.receivers}
     for r in rules.receivers:
         assert make_channel(r.channel, r.options, r.key).kind == r.channel
+
+
+def test_a_faulted_detector_is_an_alert_that_reaches_a_receiver(setup: Setup) -> None:
+    """Issue 14: a detector that raised on one device gives that device an ``internal_error``
+    event (tests/unit/test_engine_faults.py); it becomes an alert like any other, listed by the
+    store behind the API and ``boltwatch alerts list``, and sent to the default route."""
+    pipe, clock, rec = setup
+    pipe.on_events([_event("b7", EventKind.INTERNAL_ERROR, Severity.ALARM)])
+    _step(pipe)
+    clock.advance(1)
+    _step(pipe)
+    (alert,) = pipe.store.alerts()
+    assert alert.kind == "internal_error"
+    assert alert.device_id == "b7"
+    assert alert.state is AlertState.ACTIVE
+    assert [n.alerts[0]["kind"] for n in rec["oncall"].sent] == ["internal_error"]
