@@ -48,9 +48,9 @@ from alerts.model import (
 )
 from alerts.rules import InhibitRule, Route, Rules
 from alerts.store import AlertStore, StoredAlert
-from detection.base import DetectionEvent
+from detection.base import DetectionEvent, EventKind, Severity
 
-__all__ = ["AlertMetrics", "AlertPipeline", "Clock", "system_clock"]
+__all__ = ["AlertMetrics", "AlertPipeline", "Clock", "no_data_event", "system_clock"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,26 @@ is back, what waited for it goes out within 90 s (with 300 s, a 10-minute webhoo
 followed by 347 s of silence)."""
 _IMPLIES: Final[Mapping[str, tuple[str, ...]]] = {"loosening": ("preload_low",)}
 """A detector shows one alert per reading: a loosening bolt's low preload is active too."""
+
+
+def no_data_event(
+    device_id: str, device_kind: str, site: str, last_seen_ms: int, now_ms: int
+) -> DetectionEvent:
+    """A device that fell silent (ingest's silence watcher), as the detection event that goes
+    through :meth:`AlertPipeline.on_events` like any other: rules, metrics and all."""
+    silent_min = max(now_ms - last_seen_ms, 0) / 60_000
+    return DetectionEvent(
+        device_id=device_id,
+        kind=EventKind.NO_DATA,
+        severity=Severity.WARNING,
+        ts_ms=now_ms,
+        score=1.0,
+        explanation=f"no data for {silent_min:.0f} min (battery, radio or gateway?)",
+        detector="silence",
+        site=site,
+        data={"last_seen_ms": float(last_seen_ms)},
+        device_kind=device_kind,
+    )
 
 
 def system_clock() -> int:
@@ -390,6 +410,8 @@ class AlertPipeline:
         ids = self.store.upsert(rows) if rows else []
         for r in rows:
             self._open.setdefault(str(r["device_id"]), set()).add(str(r["kind"]))
+            if r["kind"] == NO_DATA:
+                self._no_data.add(str(r["device_id"]))
         if ids:
             self._wake.set()
         return ids
@@ -415,31 +437,6 @@ class AlertPipeline:
             for k in kinds:
                 shown.update(_IMPLIES.get(k, ()))
             self.store.set_inactive(device_id, sorted(shown), now)
-
-    def on_no_data(self, device_id: str, device_kind: str, site: str, last_seen_ms: int) -> None:
-        """A device went silent (from ingest): a ``no_data`` alert, separate from detectors."""
-        now = self.clock()
-        silent_min = (now - last_seen_ms) / 60_000
-        self.store.upsert(
-            [
-                {
-                    "device_id": device_id,
-                    "kind": NO_DATA,
-                    "device_kind": device_kind,
-                    "site": site,
-                    "grp": self._group(device_id),
-                    "severity": int(AlertSeverity.WARNING),
-                    "ms": now,
-                    "explanation": f"no data for {silent_min:.0f} min (battery, radio or gateway?)",
-                    "data": {"last_seen_ms": float(last_seen_ms)},
-                    "late": False,
-                    "inactive": 0,
-                }
-            ]
-        )
-        self._no_data.add(device_id)
-        self._open.setdefault(device_id, set()).add(NO_DATA)
-        self._wake.set()
 
     def on_seen(self, device_ids: Iterable[str]) -> None:
         """Devices reported again: their ``no_data`` alerts become inactive (then clear)."""

@@ -25,7 +25,7 @@ from alerts.channels import make_channel
 from alerts.channels.console import ConsoleChannel
 from alerts.errors import ListenError
 from alerts.model import Channel
-from alerts.pipeline import AlertMetrics, AlertPipeline, Clock, system_clock
+from alerts.pipeline import AlertMetrics, AlertPipeline, Clock, no_data_event, system_clock
 from alerts.ratelimit import RateLimits
 from alerts.rules import load_rules
 from alerts.store import AlertStore
@@ -422,7 +422,13 @@ async def _serve(  # noqa: PLR0912, PLR0915 - the composition root, one part aft
         _serve_metrics(config.ingest.metrics_listen, metrics.registry)
 
     def silent(event: NoDataEvent) -> None:
-        pipeline.on_no_data(event.device_id, event.kind.value, event.site, event.last_seen_ms)
+        pipeline.on_events(
+            [
+                no_data_event(
+                    event.device_id, event.kind.value, event.site, event.last_seen_ms, clock_ms()
+                )
+            ]
+        )
 
     def activity(active: dict[str, list[str]]) -> None:
         pipeline.on_activity(active)

@@ -17,7 +17,7 @@ import pytest
 
 from alerts.errors import RuleError
 from alerts.model import AlertSeverity, AlertState, ChannelError, Notification, Silence
-from alerts.pipeline import AlertPipeline
+from alerts.pipeline import AlertPipeline, no_data_event
 from alerts.rules import load_rules, parse_rules
 from alerts.store import AlertStore
 from detection.base import DetectionEvent, EventKind, Severity
@@ -322,9 +322,10 @@ def test_inhibition_critical_mutes_warning_of_same_device(setup: Setup) -> None:
 
 def test_gateway_offline_mutes_its_sites_no_data(setup: Setup) -> None:
     pipe, clock, rec = setup
-    pipe.on_no_data("gw-1", "gateway", "s1", clock() - 20 * MIN)
-    pipe.on_no_data("b1", "cbolt", "s1", clock() - 20 * MIN)
-    pipe.on_no_data("b9", "cbolt", "s2", clock() - 20 * MIN)
+    silent = [("gw-1", "gateway", "s1"), ("b1", "cbolt", "s1"), ("b9", "cbolt", "s2")]
+    pipe.on_events(
+        [no_data_event(d, k, site, clock() - 20 * MIN, clock()) for d, k, site in silent]
+    )
     _activate(pipe, clock)
     devices = sorted(n.alerts[0]["device_id"] for n in rec["oncall"].sent)
     assert devices == ["b9", "gw-1"]
@@ -440,3 +441,25 @@ def test_a_faulted_detector_is_an_alert_that_reaches_a_receiver(setup: Setup) ->
     assert alert.device_id == "b7"
     assert alert.state is AlertState.ACTIVE
     assert [n.alerts[0]["kind"] for n in rec["oncall"].sent] == ["internal_error"]
+
+
+def test_no_data_goes_the_way_of_every_detection_event(tmp_path: Path) -> None:
+    """Issue 12: a silent device is a detection event through ``on_events``: counted like the
+    others, and its rule applies (here: raised to major)."""
+    rules = RULES + '\n[[rules]]\nkinds = ["no_data"]\nseverity = "major"\n'
+    clock = Clock()
+    pipe = AlertPipeline(parse_rules(tomllib.loads(rules)), AlertStore(tmp_path / "a.db"), {})
+    pipe.clock = clock
+    pipe.on_events([no_data_event("b1", "cbolt", "s1", clock() - 20 * MIN, clock())])
+    (alert,) = pipe.store.alerts()
+    assert alert.kind == "no_data"
+    assert alert.severity is AlertSeverity.MAJOR
+    assert "no data for 20 min" in alert.explanation
+    counted = pipe.metrics.registry.get_sample_value(
+        "boltwatch_detection_events_total", {"kind": "no_data", "severity": "warning"}
+    )
+    assert counted == 1
+    pipe.on_seen(["b1"])  # reported again: inactive, then cleared after clear_after
+    clock.advance(11)
+    pipe.evaluate()
+    assert pipe.store.alerts()[0].state is AlertState.CLEARED
