@@ -1,4 +1,5 @@
-"""Bounded shutdown: SIGTERM ends `boltwatch run` within 10 s whatever state it is in.
+"""Bounded shutdown: SIGTERM (or Ctrl-C) ends `boltwatch run` and `boltwatch demo` within 10 s
+whatever state they are in.
 
 Each test brings `boltwatch run` into one hard state (its broker killed, its webhook hanging, a
 backlog of 100,000 readings being drained), sends SIGTERM and expects a clean exit within
@@ -257,3 +258,41 @@ async def test_sigterm_during_a_backlog_of_100k_readings_loses_nothing(
     assert took < STOP_BOUND_S, f"took {took:.1f} s to stop:\n{third.output()}"
     assert third.proc.returncode == 0, third.output()
     assert stored(store_dir) == total  # and nothing twice
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+async def test_the_demo_stops_within_the_bound_mid_run(
+    sig: signal.Signals, reaper: Reaper, tmp_path: Path
+) -> None:
+    """``boltwatch demo`` in full flow (fleet publishing, detection and alerts busy): SIGTERM or
+    Ctrl-C ends it within the bound, cleanly, with what was received committed."""
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = reaper.popen(
+            [str(BOLTWATCH), "demo", "--hours", "48"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    def output() -> str:
+        return log.read_text(errors="replace")
+
+    def busy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"the demo exited early:\n{output()}")
+        return "thermal_runaway printer-1" in output()  # 3 simulated hours in: in full flow
+
+    await wait_until(busy, 120, "the demo's first alert")
+    started = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        await asyncio.to_thread(proc.wait, 2 * STOP_BOUND_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"demo still running after {sig.name}:\n{output()}") from None
+    took = time.monotonic() - started
+    text = output()
+    assert took < STOP_BOUND_S, f"took {took:.1f} s to stop:\n{text}"
+    assert proc.returncode == 0, text
+    assert "stopped; the store holds" in text
+    assert "Traceback" not in text
