@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -296,3 +298,49 @@ async def test_the_demo_stops_within_the_bound_mid_run(
     assert proc.returncode == 0, text
     assert "stopped; the store holds" in text
     assert "Traceback" not in text
+
+
+async def test_sigterm_with_the_store_locked_by_another_process_loses_nothing(
+    mosquitto: MosquittoServer, reaper: Reaper, tmp_path: Path
+) -> None:
+    """Another process (a backup, a careless ``sqlite3``) holds the store's write lock while
+    readings arrive: commits wait and retry; SIGTERM still ends the service within the bound,
+    and what could not be committed was not acknowledged, so a restart stores it."""
+    store_dir = tmp_path / "data"
+    config = write_config(tmp_path, mosquitto.url, "stop-store-locked")
+    run = Run(reaper, config, tmp_path / "log-1")
+    await run.ready()
+    first = [reading(d, s) for d in range(10) for s in range(10)]
+    later = [reading(d, s) for d in range(10) for s in range(10, 40)]
+    async with Collector(mosquitto.url, ["unused/#"], client_id="locked-pub") as pub:
+        for topic, payload in first:
+            pub.publish(topic, payload)
+        await wait_until(lambda: stored(store_dir) == len(first), 60, "the first readings")
+        holder = sqlite3.connect(store_dir / "boltwatch.sqlite3", timeout=30)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            for topic, payload in later:
+                pub.publish(topic, payload)
+            await wait_until(
+                lambda: "cannot write the store" in run.output(),
+                60,
+                "a commit to fail on the locked store",
+            )
+            took = await run.sigterm()
+        finally:
+            holder.rollback()
+            holder.close()
+    output = run.output()
+    assert took < STOP_BOUND_S, f"took {took:.1f} s to stop:\n{output}"
+    assert run.proc.returncode == 0, output
+    assert "Traceback" not in output
+    left = re.search(r"stop: (\d+) messages not committed", output)
+    assert left, output  # said, and left unacknowledged
+    assert 0 < int(left[1]) <= len(later)
+    assert stored(store_dir) == len(first)  # nothing committed while locked
+    again = Run(reaper, config, tmp_path / "log-2")
+    total = len(first) + len(later)
+    await wait_until(lambda: stored(store_dir) >= total, 60, f"all {total} readings")
+    took = await again.sigterm()
+    assert took < STOP_BOUND_S, again.output()
+    assert stored(store_dir) == total  # redelivered, and nothing twice
