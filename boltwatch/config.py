@@ -221,11 +221,15 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    detection: dict[str, Any] = msgspec.field(default_factory=dict)
+    """``[detection.<detector>]`` tables of hyper-parameters, checked against each detector's
+    parameters (:mod:`boltwatch.detection_config`)."""
 
 
 _SECTIONS: Final[dict[str, type[_Section]]] = {
-    f.name: f.type for f in msgspec.structs.fields(Config)
+    f.name: f.type for f in msgspec.structs.fields(Config) if f.name != "detection"
 }
+"""The sections of plain keys (environment overrides apply to them)."""
 
 
 def _fields(section: str) -> dict[str, Any]:
@@ -272,7 +276,8 @@ def _translate(exc: msgspec.ValidationError, origin: Mapping[str, str]) -> Confi
     elif text.startswith("Object contains unknown field `"):
         # Unknown top-level section: msgspec puts no path on it.
         name = text.split("`")[1]
-        return ConfigError(name, f"unknown section; sections are {', '.join(sorted(_SECTIONS))}")
+        known = ", ".join(sorted([*_SECTIONS, "detection"]))
+        return ConfigError(name, f"unknown section; sections are {known}")
     if text.startswith("Object contains unknown field `"):
         name = text.split("`")[1]
         section = key
@@ -307,6 +312,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     except msgspec.ValidationError as exc:
         raise _translate(exc, origin) from exc
     _check(config)
+    from boltwatch.detection_config import detector_params  # detectors load only when needed
+
+    detector_params(config.detection)  # raises ConfigError naming detection.<name>.<key>
     return config
 
 

@@ -30,9 +30,11 @@ from alerts.ratelimit import RateLimits
 from alerts.rules import load_rules
 from alerts.store import AlertStore
 from boltwatch.config import Config, ConfigError
+from boltwatch.detection_config import detector_params
 from boltwatch.store_lock import StoreLock
 from detection.base import DetectionError, DetectionEvent
-from detection.engine import SNAPSHOT_FILE, Engine
+from detection.engine import DEFAULT_DETECTORS, SNAPSHOT_FILE, Engine
+from detection.registry import make_detector
 from ingest.influx import InfluxWriter
 from ingest.service import IngestMetrics, IngestService, NoDataEvent
 from ingest.store import Store, WriteResult
@@ -44,6 +46,7 @@ __all__ = [
     "ServiceSummary",
     "StopDeadline",
     "build_alerts",
+    "build_engine",
     "run_service",
     "setup_logging",
 ]
@@ -336,6 +339,22 @@ def build_alerts(
     )
 
 
+def build_engine(
+    config: Config,
+    registry: Registry | None = None,
+    *,
+    sink: Callable[[list[DetectionEvent]], None] | None = None,
+    on_activity: Callable[[dict[str, list[str]]], None] | None = None,
+) -> Engine:
+    """The detection engine of ``boltwatch run``: each kind's detector, with the parameters of
+    its ``[detection.<detector>]`` table (defaults otherwise)."""
+    params = detector_params(config.detection)
+    detectors = {
+        kind: make_detector(name, params.get(name)) for kind, name in DEFAULT_DETECTORS.items()
+    }
+    return Engine(detectors, registry=registry, sink=sink, on_activity=on_activity)
+
+
 async def run_service(
     config: Config,
     out: Console,
@@ -436,7 +455,7 @@ async def _serve(  # noqa: PLR0912, PLR0915 - the composition root, one part aft
     def detected(events: list[DetectionEvent]) -> None:
         pipeline.on_events(events)
 
-    engine = Engine(registry=registry, sink=detected, on_activity=activity)
+    engine = build_engine(config, registry, sink=detected, on_activity=activity)
     snapshots = _Snapshots(engine, Path(config.store.path) / SNAPSHOT_FILE)
     snapshots.restore()
 
