@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import os
 import re
 import sqlite3
@@ -76,6 +77,7 @@ MINUTE_MS: Final = 60_000
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
 
+_log = logging.getLogger("boltwatch.ingest")
 _CACHE_KIB: Final = 65_536  # page cache of the connection: 64 MiB
 _PAGE_BYTES: Final = 16_384
 _ROWS_PER_INSERT: Final = (64, 8, 1)  # multi-row INSERT sizes, largest first; 1 must be last
@@ -85,6 +87,10 @@ _JOURNAL_LIMIT_BYTES: Final = 64 * 1024 * 1024  # WAL file truncated back to thi
 # space than that, the WAL took it all and could no longer be checkpointed (the database file
 # must grow to take its pages), so ingest stayed stuck after a full disk even once space returned.
 _WAL_CHECKPOINT_BYTES: Final = 4 * 1024 * 1024
+_WAL_RESTART_BYTES: Final = 256 * 1024 * 1024
+"""A WAL this large after a commit is checkpointed with ``TRUNCATE``. The automatic (passive)
+checkpoint never resets the WAL while readers keep overlapping (the chaos overload's progress
+polls did): measured, a 37.8 GB WAL after 16 million readings, and ``SQLITE_FULL`` errors."""
 _BUSY_TIMEOUT_MS: Final = 5_000  # wait this long for another process's write lock
 _EXPORT_CHUNK: Final = 10_000
 _IDENT: Final = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -399,6 +405,7 @@ class Store:
             raise ValueError(f"retention_days must be at least 1, got {retention_days}")
         self.path = Path(path)
         self.file = self.path / DB_FILE
+        self._wal_warned = False
         self.durable = durable
         self.retention_days = retention_days
         self._layouts: dict[DeviceKind, _Layout] = {k: _kind_layout(k) for k in READING_TYPES}
@@ -543,7 +550,36 @@ class Store:
             if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
                 self._release_wal(conn)
             raise StoreError(self.file, f"{what} failed: {exc}") from exc
+        self._bound_wal(conn)
         return result
+
+    def _bound_wal(self, conn: sqlite3.Connection) -> None:
+        """Past :data:`_WAL_RESTART_BYTES`, checkpoint the WAL and truncate it (readers that
+        began earlier are waited for, up to the busy timeout; new ones read the database file).
+        Best effort: a checkpoint still blocked says so once, and the next commit tries again."""
+        try:
+            size = os.stat(f"{self.file}-wal").st_size
+        except OSError:
+            return
+        if size <= _WAL_RESTART_BYTES:
+            return
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            busy = 1
+            reason = str(exc)
+        else:
+            reason = "readers still use it"
+        if busy and not self._wal_warned:
+            self._wal_warned = True
+            _log.warning(
+                "store WAL is %.0f MB and could not be checkpointed (%s); trying again at the "
+                "next commit",
+                size / 1e6,
+                reason,
+            )
+        elif not busy:
+            self._wal_warned = False
 
     def _release_wal(self, conn: sqlite3.Connection) -> None:
         """After a write failed on a full disk: checkpoint the WAL and truncate it to zero.

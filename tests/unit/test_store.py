@@ -638,3 +638,49 @@ def test_closed_store_and_bad_arguments(tmp_path: Path) -> None:
         Store(tmp_path / "s", retention_days=0)
     with Store(tmp_path / "s") as again, pytest.raises(StoreError, match="unknown device kind"):
         again.readings("toaster")  # type: ignore[arg-type]
+
+
+def test_the_wal_stays_bounded_while_readers_keep_overlapping(
+    tmp_path: Path, dec: TelemetryDecoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers that always overlap (a dashboard polling, the chaos tests' progress checks) keep
+    SQLite's passive checkpoint from ever resetting the WAL: it grew to 37.8 GB in the full
+    chaos overload. Past a size, the store checkpoints with TRUNCATE."""
+    import threading
+
+    import ingest.store as store_module
+
+    monkeypatch.setattr(store_module, "_WAL_RESTART_BYTES", 2 * 1024 * 1024)
+    wal = tmp_path / "s" / "boltwatch.sqlite3-wal"
+    stop = threading.Event()
+    largest = 0
+
+    def readers() -> None:  # two connections taking turns, so one is always reading
+        conns = [sqlite3.connect(tmp_path / "s" / "boltwatch.sqlite3") for _ in range(2)]
+        i = 0
+        conns[0].execute("BEGIN")
+        conns[0].execute("SELECT count(*) FROM reading_counts").fetchall()
+        while not stop.is_set():
+            nxt, cur = conns[(i + 1) % 2], conns[i % 2]
+            nxt.execute("BEGIN")
+            nxt.execute("SELECT count(*) FROM reading_counts").fetchall()
+            cur.execute("COMMIT")
+            i += 1
+        for c in conns:
+            c.close()
+
+    with Store(tmp_path / "s") as s:
+        s.write(decode(dec, bolt("b0", T0, 0, 40.0)), received_ms=T0)
+        thread = threading.Thread(target=readers, daemon=True)
+        thread.start()
+        try:
+            for k in range(60):
+                messages = [bolt(f"b{d}", T0 + k * 1000, k, 40.0 + d) for d in range(500)]
+                s.write(decode(dec, *messages), received_ms=T0)
+                largest = max(largest, wal.stat().st_size)
+        finally:
+            stop.set()
+            thread.join(10)
+        written = s.stats().readings
+    assert written == 60 * 500  # b0 of the first write is the same reading as the next
+    assert largest <= 16 * 1024 * 1024, f"the WAL reached {largest / 1e6:.1f} MB"
