@@ -74,12 +74,12 @@ def _user_errors() -> Iterator[None]:
     (:class:`~ingest.store.StoreError`), is one of them too.
     """
     from alerts.errors import ListenError, RuleError
-    from boltwatch.config import ConfigError
     from detection.base import DetectionError
+    from ingest.settings import SettingsError  # ConfigError and BrokerConnectError
     from ingest.store import StoreError
     from sensors.errors import SensorsError
 
-    user_errors = (ConfigError, SensorsError, RuleError, DetectionError, ListenError, StoreError)
+    user_errors = (SettingsError, SensorsError, RuleError, DetectionError, ListenError, StoreError)
     try:
         yield
     except user_errors as exc:

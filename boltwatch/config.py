@@ -18,6 +18,15 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta
 
+from ingest.settings import (
+    BrokerConfig,
+    InfluxConfig,
+    IngestConfig,
+    SettingsError,
+    StoreConfig,
+)
+from ingest.settings import Section as _Section
+
 __all__ = [
     "ENV_PREFIX",
     "AlertsConfig",
@@ -41,117 +50,14 @@ _SECRET_KEYS: Final = frozenset({"password", "token", "api_token"})
 # A web origin as browsers send it in ``Origin``: scheme, host (name, IPv4 or [IPv6]), port.
 _ORIGIN: Final = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
-Port = Annotated[int, Meta(ge=1, le=65_535)]
-PositiveS = Annotated[float, Meta(gt=0.0, le=86_400.0 * 365)]
 
-
-class ConfigError(Exception):
+class ConfigError(SettingsError):
     """The configuration is invalid.
 
     Attributes:
         key: The offending key as ``section.key`` (or the file, for a syntax error).
         reason: What is wrong and, where useful, what is allowed.
     """
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
-
-
-class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    pass
-
-
-class BrokerConfig(_Section, frozen=True):
-    """``[broker]``: the MQTT broker ingest subscribes to.
-
-    Attributes:
-        url: ``mqtt://host:port`` or ``mqtts://host:port`` (TLS).
-        client_id: MQTT client id; stable, so the broker keeps the persistent session.
-        username: Optional user name.
-        password: Optional password (prefer ``password_file`` or the environment).
-        password_file: File whose first line is the password.
-        tls_ca_file: CA bundle that signed the broker's certificate.
-        tls_cert_file: Client certificate (mutual TLS).
-        tls_key_file: Client private key (mutual TLS).
-        topics: Topic filters to subscribe to (``$share/GROUP/...`` splits work between workers).
-            Each message is decoded by its topic's prefix: ``boltwatch/v1/`` JSON, ``spBv1.0/``
-            Sparkplug B; both are subscribed by default.
-        keepalive_s: MQTT keep-alive.
-        session_expiry_s: How long the broker keeps our session (and queued QoS 1 messages).
-        receive_maximum: In-flight QoS 1 messages at once, asked of the broker (MQTT 5 Receive
-            Maximum). Ingest also stops reading past max(this, 2 x
-            ``ingest.batch_max_messages``) messages waiting for their commit, for brokers that
-            send more (docs/operations.md, back-pressure).
-    """
-
-    url: str = "mqtt://127.0.0.1:1883"
-    client_id: Annotated[str, Meta(min_length=1, max_length=128)] = "boltwatch-ingest"
-    username: str | None = None
-    password: str | None = None
-    password_file: str | None = None
-    tls_ca_file: str | None = None
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    # ingest.decoders.DEFAULT_TOPICS (not imported: ingest imports this module).
-    topics: list[str] = msgspec.field(default_factory=lambda: ["boltwatch/v1/+/+/+/+", "spBv1.0/#"])
-    keepalive_s: Annotated[int, Meta(ge=5, le=3_600)] = 60
-    session_expiry_s: Annotated[int, Meta(ge=0, le=2**32 - 1)] = 86_400
-    receive_maximum: Annotated[int, Meta(ge=1, le=65_535)] = 1_000
-
-
-class IngestConfig(_Section, frozen=True):
-    """``[ingest]``: decoding and batching.
-
-    Attributes:
-        max_payload_bytes: Larger payloads are dead-lettered unread.
-        batch_max_messages: Group commit: at most this many messages per transaction.
-        batch_max_ms: Group commit: at most this long between first message and commit.
-        strict_registry: Dead-letter readings of devices that are not in the registry.
-        metrics_listen: ``host:port`` of the Prometheus ``/metrics`` endpoint; empty turns it off.
-    """
-
-    max_payload_bytes: Annotated[int, Meta(ge=1_024, le=16 * 1024 * 1024)] = 256 * 1024
-    batch_max_messages: Annotated[int, Meta(ge=1, le=100_000)] = 1_000
-    batch_max_ms: Annotated[int, Meta(ge=1, le=60_000)] = 50
-    strict_registry: bool = False
-    metrics_listen: str = "127.0.0.1:9108"
-
-
-class StoreConfig(_Section, frozen=True):
-    """``[store]``: the embedded time-series store.
-
-    Attributes:
-        path: Folder of the SQLite store.
-        retention_days: Raw readings older than this are dropped (rollups are kept).
-    """
-
-    path: str = "./boltwatch-data"
-    retention_days: Annotated[int, Meta(ge=1, le=36_500)] = 400
-
-
-class InfluxConfig(_Section, frozen=True):
-    """``[influx]``: also write every reading to InfluxDB 2.x/3.x (or VictoriaMetrics).
-
-    Attributes:
-        url: ``http://host:8086`` (VictoriaMetrics: ``http://host:8428``); empty turns it off.
-        org: Organisation.
-        bucket: Bucket.
-        token: API token (prefer ``token_file`` or ``BOLTWATCH_INFLUX_TOKEN``).
-        token_file: File whose first line is the token.
-        spool_dir: Durable spool while InfluxDB is unreachable (default
-            ``{store.path}/influx-spool``).
-        batch_points: Points per request.
-    """
-
-    url: str = ""
-    org: str = "boltwatch"
-    bucket: str = "boltwatch"
-    token: str | None = None
-    token_file: str | None = None
-    spool_dir: str = ""
-    batch_points: Annotated[int, Meta(ge=1, le=1_000_000)] = 5_000
 
 
 class RegistryConfig(_Section, frozen=True):

@@ -419,7 +419,10 @@ class BoltPreloadDetector(Detector[PreloadParams]):
                 & (np.nan_to_num(slope, nan=0.0) <= -p.min_rate_pct_per_day / 2.0)
                 & (np.nan_to_num(tz, nan=0.0) <= -p.trend_z / 2.0)
             )
-            | sudden
+            | (
+                ((t - s["t_shift"][slots]) <= p.sudden_hold_h * _HOUR)
+                & (loss_pct >= p.sudden_loss_pct / 2.0)
+            )
         )
         ex["trend_pct_per_day"][rows] = np.where(armed, slope, np.nan)
         # Score: 0.5 where every condition of the decision just holds, towards 1 beyond.

@@ -43,11 +43,11 @@ import gmqtt
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from boltwatch.config import Config, ConfigError
 from ingest.decoders import DecoderRegistry, default_decoders
 from ingest.flow import ReadGate, gmqtt_transport, water_marks
 from ingest.influx import InfluxWriter, RejectedBatch
 from ingest.isolation import DECODER_ERROR, DecoderError, DecoderGuard
+from ingest.settings import ServiceSettings, SettingsError
 from ingest.store import DeadLetter, Store, StoreError, WriteResult
 from sensors.codec import DecodedBatch
 from sensors.errors import PayloadError, TopicError
@@ -112,7 +112,7 @@ _STORE_RETRY_MAX_S: Final = 5.0
 _STORE_TRANSIENT: Final = frozenset({"SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED"})
 
 
-class BrokerConnectError(ConfigError):
+class BrokerConnectError(SettingsError):
     """The service could not start because of the broker: TLS verification, authentication, a
     broker that cannot be reached or closed the connection before accepting it. ``key`` names the
     setting to check (``broker.url``, ``broker.tls_ca_file``, ``broker.tls_cert_file``,
@@ -265,7 +265,7 @@ class IngestService:
 
     def __init__(
         self,
-        config: Config,
+        config: ServiceSettings,
         store: Store,
         *,
         consumer: BatchConsumer | None = None,
