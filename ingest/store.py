@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,6 +92,8 @@ _WAL_RESTART_BYTES: Final = 256 * 1024 * 1024
 """A WAL this large after a commit is checkpointed with ``TRUNCATE``. The automatic (passive)
 checkpoint never resets the WAL while readers keep overlapping (the chaos overload's progress
 polls did): measured, a 37.8 GB WAL after 16 million readings, and ``SQLITE_FULL`` errors."""
+_WAL_WAIT_MS: Final = 200  # how long that checkpoint waits for readers of older snapshots
+_WAL_RETRY_S: Final = 5.0  # and how soon it is tried again when they were still there
 _BUSY_TIMEOUT_MS: Final = 5_000  # wait this long for another process's write lock
 _EXPORT_CHUNK: Final = 10_000
 _IDENT: Final = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -406,6 +409,7 @@ class Store:
         self.path = Path(path)
         self.file = self.path / DB_FILE
         self._wal_warned = False
+        self._wal_next_try = 0.0
         self.durable = durable
         self.retention_days = retention_days
         self._layouts: dict[DeviceKind, _Layout] = {k: _kind_layout(k) for k in READING_TYPES}
@@ -555,14 +559,18 @@ class Store:
 
     def _bound_wal(self, conn: sqlite3.Connection) -> None:
         """Past :data:`_WAL_RESTART_BYTES`, checkpoint the WAL and truncate it (readers that
-        began earlier are waited for, up to the busy timeout; new ones read the database file).
-        Best effort: a checkpoint still blocked says so once, and the next commit tries again."""
+        began earlier are waited for :data:`_WAL_WAIT_MS`; new ones read the database file).
+        Best effort: a checkpoint still blocked says so once and is tried again after
+        :data:`_WAL_RETRY_S` (waiting the busy timeout at every commit stalled ingest)."""
         try:
             size = os.stat(f"{self.file}-wal").st_size
         except OSError:
             return
-        if size <= _WAL_RESTART_BYTES:
+        now = time.monotonic()
+        if size <= _WAL_RESTART_BYTES or now < self._wal_next_try:
             return
+        # A short wait for the readers, not the busy timeout: commits must not stall on them.
+        conn.execute(f"PRAGMA busy_timeout = {_WAL_WAIT_MS}")
         try:
             busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
@@ -570,6 +578,9 @@ class Store:
             reason = str(exc)
         else:
             reason = "readers still use it"
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        self._wal_next_try = now + _WAL_RETRY_S if busy else 0.0
         if busy and not self._wal_warned:
             self._wal_warned = True
             _log.warning(
