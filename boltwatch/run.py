@@ -33,8 +33,8 @@ from boltwatch.config import Config, ConfigError
 from boltwatch.detection_config import detector_params
 from boltwatch.store_lock import StoreLock
 from detection.base import DetectionError, DetectionEvent
-from detection.engine import DEFAULT_DETECTORS, SNAPSHOT_FILE, Engine
-from detection.registry import make_detector
+from detection.engine import SNAPSHOT_FILE, Engine
+from detection.registry import default_detectors, make_detector
 from ingest.influx import InfluxWriter
 from ingest.service import IngestMetrics, IngestService, NoDataEvent
 from ingest.store import Store, WriteResult
@@ -350,7 +350,7 @@ def build_engine(
     its ``[detection.<detector>]`` table (defaults otherwise)."""
     params = detector_params(config.detection)
     detectors = {
-        kind: make_detector(name, params.get(name)) for kind, name in DEFAULT_DETECTORS.items()
+        kind: make_detector(name, params.get(name)) for kind, name in default_detectors().items()
     }
     return Engine(detectors, registry=registry, sink=sink, on_activity=on_activity)
 

@@ -24,13 +24,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from sensors.registry import Registry
 
 __all__ = [
     "ArrayState",
@@ -380,6 +383,14 @@ class Detector(ABC, Generic[P]):
     """The frozen dataclass of hyper-parameters."""
     state_spec: ClassVar[Mapping[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]]
     """Learned state: per array (dtype, fill for a new device, trailing shape)."""
+    watches_by_default: ClassVar[bool] = True
+    """Whether the engine runs this detector on its :attr:`kinds` by default (at most one such
+    detector per kind: :func:`detection.registry.default_detectors`)."""
+    optional_columns: ClassVar[Mapping[str, float]] = {}
+    """Value columns the engine fills with this value when a batch lacks them."""
+    event_marks: ClassVar[Mapping[str, str]] = {}
+    """Device event type -> value column set to 1 on the device's next reading (e.g. a battery
+    swap marks the next reading, which the detector re-baselines on)."""
 
     def __init__(self, params: P | None = None) -> None:
         self.params: P = self.params_type() if params is None else params
@@ -415,6 +426,23 @@ class Detector(ABC, Generic[P]):
 
     def _restore_extra(self, snap: Mapping[str, npt.NDArray[Any]]) -> None:
         """Counterpart of :meth:`_extra_snapshot`."""
+
+    # -- engine hooks: what a detector needs besides its readings (none by default) -----------
+
+    def attach(self, registry: Registry | None) -> None:
+        """The site registry the engine runs with (called once, before any batch)."""
+
+    def on_new_devices(self, devices: Sequence[tuple[str, int]]) -> None:
+        """Devices just given a slot, as ``(device id, slot)`` (also every slot after a load)."""
+
+    def event_reading(self, event: object) -> Mapping[str, float] | None:
+        """A device event that the detector evaluates as a reading (a tightening's preload and
+        torque): its value columns, or None for events it does not read."""
+        return None
+
+    def batch_events(self, frame: Frame) -> list[DetectionEvent]:
+        """Events about several devices at once, after each frame (joint analytics)."""
+        return []
 
     def params_dict(self) -> dict[str, Any]:
         """The hyper-parameters as a plain dict."""

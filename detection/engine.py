@@ -7,8 +7,11 @@ distinct device of the batch, new devices appended without re-allocating per rea
 over it — vectorised over the batch's devices. Events go to the ``sink`` (alerts) and are
 returned.
 
-* ``tightened`` events become a reading with ``torque_nm`` (re-baseline, nut-factor check);
-  ``battery_swap`` events mark the device's next reading (re-baseline).
+* The engine knows no kind: what a kind's detector needs besides its readings it declares through
+  the detector's hooks (:class:`~detection.base.Detector`): device events read as readings
+  (a bolt's ``tightened`` event: re-baseline, nut-factor check), events that mark the device's
+  next reading (``battery_swap``), columns filled when absent, registry facts for new devices,
+  and events about several devices after each frame (joint analytics).
 * **Late readings** — older than the device's newest evaluated reading, or older than
   ``late_after_s`` when they reach the engine (a store-and-forward backlog after an outage) — are
   evaluated like the others, and their events carry ``late=True``.
@@ -54,17 +57,15 @@ from detection.base import (
     Float64,
     Frame,
     Int64,
+    Objects,
     Severity,
 )
-from detection.joints import JointAnalyzer, JointBoltRef
-from detection.preload import BoltPreloadDetector
-from detection.registry import make_detector
-from sensors.codec import DecodedBatch, ReadingColumns
+from detection.registry import default_detectors, make_detector
+from sensors.codec import DecodedBatch, DeviceEvent, ReadingColumns
 from sensors.registry import Registry
-from sensors.schema import BatterySwapEvent, DeviceKind, TightenedEvent
+from sensors.schema import DeviceKind
 
 __all__ = [
-    "DEFAULT_DETECTORS",
     "SNAPSHOT_FILE",
     "Engine",
     "EngineStats",
@@ -73,16 +74,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DETECTORS: Final[Mapping[str, str]] = {
-    "cbolt": "cbolt",
-    "printer3d": "printer3d",
-    "laser_cutter": "laser_cutter",
-    "cnc_mill": "cnc_mill",
-    "vinyl_cutter": "vinyl_cutter",
-    "embroidery": "embroidery",
-}
-"""Device kind -> registry name of the detector that watches it (gateways have none)."""
 
 _SNAPSHOT_VERSION: Final = 1
 _UNREADABLE: Final = (OSError, ValueError, EOFError, zipfile.BadZipFile)
@@ -161,7 +152,8 @@ class Engine:
     """Per-kind detectors with per-device state, fed committed batches.
 
     Args:
-        detectors: Detector per device kind; the defaults of :data:`DEFAULT_DETECTORS` if None.
+        detectors: Detector per device kind; if None, those the registry runs by default
+            (:func:`detection.registry.default_detectors`).
         registry: Sites, joints and bolt profiles (joint analytics and the nut-factor check).
         sink: Receives the events of each batch (the alert pipeline).
         late_after_s: A reading older than this when it arrives is late (backfill).
@@ -179,8 +171,10 @@ class Engine:
         on_activity: Callable[[dict[str, list[str]]], None] | None = None,
     ) -> None:
         if detectors is None:
-            detectors = {kind: make_detector(name) for kind, name in DEFAULT_DETECTORS.items()}
+            detectors = {kind: make_detector(name) for kind, name in default_detectors().items()}
         self.detectors: dict[str, Detector[Any]] = dict(detectors)
+        for det in self.detectors.values():
+            det.attach(registry)
         self.registry = registry
         self.sink = sink
         self.on_activity = on_activity
@@ -188,11 +182,11 @@ class Engine:
         self.slots: dict[str, dict[str, int]] = {kind: {} for kind in self.detectors}
         self.sites: dict[str, dict[str, str]] = {kind: {} for kind in self.detectors}
         self._newest: dict[str, Float64] = {kind: np.zeros(0) for kind in self.detectors}
-        self._swap_pending: set[str] = set()
+        # kind -> value column -> devices whose next reading it marks (Detector.event_marks).
+        self._pending: dict[str, dict[str, set[str]]] = {kind: {} for kind in self.detectors}
         # kind -> devices whose detector raised: not evaluated until clear_fault (or a restart).
         self.faulted: dict[str, set[str]] = {kind: set() for kind in self.detectors}
         self._fault_logged: set[tuple[str, type[BaseException]]] = set()
-        self.joints = JointAnalyzer()
         self.stats = EngineStats()
 
     # -- devices ---------------------------------------------------------------------------
@@ -214,52 +208,29 @@ class Engine:
             grown = np.full(max(len(table), 2 * newest.shape[0], 16), -np.inf)
             grown[: newest.shape[0]] = newest
             self._newest[kind] = grown
-        if new and kind == "cbolt":
-            self._place_bolts(new)
+        if new:
+            self.detectors[kind].on_new_devices(new)
         return mapped[inverse.reshape(-1)].astype(np.int64)
-
-    def _place_bolts(self, new: list[tuple[str, int]]) -> None:
-        det = self.detectors.get("cbolt")
-        if self.registry is None or not isinstance(det, BoltPreloadDetector):
-            return
-        for dev, slot in new:
-            info = self.registry.bolt(dev)
-            if info is None:
-                continue
-            det.set_device_info(
-                np.array([slot], np.int64), np.array([info.profile.nominal_diameter_mm])
-            )
-            self.joints.add_bolt(
-                slot, JointBoltRef(info.joint.id, info.position, info.angle_deg, info.site)
-            )
 
     # -- processing ------------------------------------------------------------------------
 
     def process_batch(self, batch: DecodedBatch, now_ms: int | None = None) -> list[DetectionEvent]:
         """Evaluate a committed batch: its device events, then its readings per kind."""
         events: list[DetectionEvent] = []
-        tightened: list[tuple[str, str, int, float, float]] = []
+        as_readings: dict[str, list[tuple[DeviceEvent, Mapping[str, float]]]] = {}
         for ev in batch.events:
-            if isinstance(ev.event, TightenedEvent):
-                tightened.append(
-                    (ev.site, ev.device_id, ev.ts_ms, ev.event.torque_nm, ev.event.preload_kn)
-                )
-            elif isinstance(ev.event, BatterySwapEvent):
-                self._swap_pending.add(ev.device_id)
-        if tightened and "cbolt" in self.detectors:
-            n = len(tightened)
-            cols = ReadingColumns(
-                kind=DeviceKind.CBOLT,
-                site=np.array([t[0] for t in tightened], dtype=object),
-                device_id=np.array([t[1] for t in tightened], dtype=object),
-                ts_ms=np.array([t[2] for t in tightened], np.int64),
-                seq=np.zeros(n, np.int64),
-                values={
-                    "preload_kn": np.array([t[4] for t in tightened]),
-                    "torque_nm": np.array([t[3] for t in tightened]),
-                },
-            )
-            events += self.process_columns(cols, now_ms, emit=False)
+            kind = str(ev.kind)
+            det = self.detectors.get(kind)
+            if det is None:
+                continue
+            mark = det.event_marks.get(_event_type(ev.event))
+            if mark is not None:
+                self._pending[kind].setdefault(mark, set()).add(ev.device_id)
+            row = det.event_reading(ev.event)
+            if row is not None:
+                as_readings.setdefault(kind, []).append((ev, row))
+        for kind, rows in as_readings.items():
+            events += self.process_columns(_event_columns(kind, rows), now_ms, emit=False)
         for cols in batch.telemetry.values():
             events += self.process_columns(cols, now_ms, emit=False)
         self.stats.batches += 1
@@ -286,15 +257,10 @@ class Engine:
         slot = self._slot_array(kind, cols.device_id)
         ts = cols.ts_ms.astype(np.float64) / 1000.0
         values = dict(cols.values)
-        if kind == "cbolt":
-            values.setdefault("torque_nm", np.full(len(cols), np.nan))
-            swap = np.zeros(len(cols))
-            if self._swap_pending:
-                for i, dev in enumerate(cols.device_id.tolist()):
-                    if dev in self._swap_pending:
-                        swap[i] = 1.0
-                        self._swap_pending.discard(dev)
-            values["battery_swap"] = swap
+        for name, fill in det.optional_columns.items():
+            values.setdefault(name, np.full(len(cols), fill))
+        for name in det.event_marks.values():
+            values[name] = self._marks(kind, name, cols.device_id)
         frame = Frame(
             slot=slot,
             device_id=cols.device_id,
@@ -325,13 +291,8 @@ class Engine:
                     for i in last.tolist()
                 }
             )
-        if (
-            kind == "cbolt"
-            and isinstance(det, BoltPreloadDetector)
-            and self.joints.joints
-            and len(frame)
-        ):
-            events = events + self._joint_events(det, frame)
+        if len(frame):  # about joints, not one device: no device kind
+            events = events + det.batch_events(frame)
         self.stats.readings += len(frame)
         self.stats.late += int(late.sum())
         if emit:
@@ -416,17 +377,16 @@ class Engine:
         faulted.discard(device_id)
         return True
 
-    def _joint_events(self, det: BoltPreloadDetector, frame: Frame) -> list[DetectionEvent]:
-        st = det.state
-        n = st.size
-        ratio = st["level"][:n] / st["baseline"][:n]
-        armed = st["phase"][:n] == 2
-        ids = [""] * n
-        for dev, s in self.slots["cbolt"].items():
-            ids[s] = dev
-        return self.joints.evaluate(
-            np.unique(frame.slot), ratio, armed, ids, round(float(frame.ts_s.max()) * 1000)
-        )
+    def _marks(self, kind: str, name: str, device_ids: Objects) -> Float64:
+        """Column ``name``: 1 at the first reading of each device an event marked, else 0."""
+        out = np.zeros(device_ids.shape[0])
+        pending = self._pending[kind].get(name)
+        if pending:
+            for i, dev in enumerate(device_ids.tolist()):
+                if dev in pending:
+                    out[i] = 1.0
+                    pending.discard(dev)
+        return out
 
     def _emit(self, events: list[DetectionEvent]) -> None:
         self.stats.events += len(events)
@@ -455,7 +415,7 @@ class Engine:
             meta["kinds"][kind] = {
                 "detector": det.name,
                 "slots": self.slots[kind],
-                "swap_pending": sorted(d for d in self._swap_pending if d in self.slots[kind]),
+                "pending": {col: sorted(d) for col, d in self._pending[kind].items() if d},
             }
             for name, arr in det.snapshot().items():
                 arrays[f"{kind}/{name}"] = arr
@@ -515,10 +475,41 @@ class Engine:
             if saved is not None:
                 newest[: saved.shape[0]] = saved
             self._newest[kind] = newest
-            self._swap_pending.update(info.get("swap_pending", []))
-            if kind == "cbolt":
-                self._place_bolts(list(self.slots[kind].items()))
+            pending = dict(info.get("pending", {}))
+            if "swap_pending" in info:  # written before marks were declared per detector
+                pending["battery_swap"] = info["swap_pending"]
+            self._pending[kind] = {
+                col: set(map(str, devs))
+                for col, devs in pending.items()
+                if col in det.event_marks.values()
+            }
+            det.on_new_devices(list(self.slots[kind].items()))
         log.info("detection state restored from %s", path)
+
+
+def _event_type(event: object) -> str:
+    """The wire tag of a device event (``tightened``, ``battery_swap``...)."""
+    tag = getattr(type(event), "__struct_config__", None)
+    return str(tag.tag) if tag is not None else ""
+
+
+def _event_columns(
+    kind: str, rows: list[tuple[DeviceEvent, Mapping[str, float]]]
+) -> ReadingColumns:
+    """Device events a detector reads as readings, as the columns of kind ``kind`` (a value an
+    event does not give is NaN)."""
+    n = len(rows)
+    names = sorted({name for _, row in rows for name in row})
+    return ReadingColumns(
+        kind=DeviceKind(kind),
+        site=np.array([ev.site for ev, _ in rows], dtype=object),
+        device_id=np.array([ev.device_id for ev, _ in rows], dtype=object),
+        ts_ms=np.array([ev.ts_ms for ev, _ in rows], np.int64),
+        seq=np.zeros(n, np.int64),
+        values={
+            name: np.array([row.get(name, np.nan) for _, row in rows], np.float64) for name in names
+        },
+    )
 
 
 def _sync_dir(folder: Path) -> None:

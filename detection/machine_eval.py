@@ -23,10 +23,7 @@ from typing import Any, Final
 import numpy as np
 
 from detection.base import DetectionError, DetectionEvent, Detector, EventKind, Frame, sort_frame
-from detection.cnc import CncDetector
-from detection.laser import LaserDetector
-from detection.motors import EmbroideryDetector, VinylCutterDetector
-from detection.printer import PrinterDetector
+from detection.registry import default_detectors, detector_class
 from sensors.schema import FIELD_INFO, DeviceKind
 
 __all__ = [
@@ -39,11 +36,9 @@ __all__ = [
 ]
 
 MACHINE_DETECTORS: Final[dict[str, type[Detector[Any]]]] = {
-    "printer3d": PrinterDetector,
-    "laser_cutter": LaserDetector,
-    "cnc_mill": CncDetector,
-    "vinyl_cutter": VinylCutterDetector,
-    "embroidery": EmbroideryDetector,
+    kind: detector_class(name)
+    for kind, name in default_detectors().items()
+    if kind != DeviceKind.CBOLT
 }
 """The detector replayed for each machine kind's CSV."""
 

@@ -131,6 +131,7 @@ class MultivariateDetector(Detector[MultivariateParams]):
 
     name: ClassVar[str] = "multivariate"
     kinds: ClassVar[tuple[str, ...]] = ("multivariate",)
+    watches_by_default: ClassVar[bool] = False
     params_type: ClassVar[type[Any]] = MultivariateParams
     state_spec: ClassVar[Mapping[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]] = _spec(
         MultivariateParams().max_channels

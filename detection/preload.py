@@ -29,8 +29,9 @@ State per bolt is about 0.8 KiB (see :meth:`BoltPreloadDetector.state_bytes_per_
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +51,7 @@ from detection.base import (
     steps,
 )
 from detection.installation import InstallationParams, check_nut_factor
+from detection.joints import JointAnalyzer, JointBoltRef
 from detection.sensor_faults import (
     QUALITY_STATE,
     FaultCode,
@@ -58,6 +60,10 @@ from detection.sensor_faults import (
     decide_sensor,
     quality_step,
 )
+from sensors.schema import TightenedEvent
+
+if TYPE_CHECKING:
+    from sensors.registry import Registry
 
 __all__ = ["BoltPreloadDetector", "PreloadParams", "theil_sen"]
 
@@ -201,6 +207,63 @@ class BoltPreloadDetector(Detector[PreloadParams]):
     kinds: ClassVar[tuple[str, ...]] = ("cbolt",)
     params_type: ClassVar[type[Any]] = PreloadParams
     state_spec: ClassVar[dict[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]] = _STATE
+    optional_columns: ClassVar[Mapping[str, float]] = {"torque_nm": math.nan}
+    event_marks: ClassVar[Mapping[str, str]] = {"battery_swap": "battery_swap"}
+
+    def __init__(self, params: PreloadParams | None = None) -> None:
+        super().__init__(params)
+        self.registry: Registry | None = None
+        self.joints = JointAnalyzer()
+        """Joint analytics over the bolts the registry places in joints."""
+        self._ids: list[str] = []
+
+    # -- engine hooks ------------------------------------------------------------------------
+
+    def attach(self, registry: Registry | None) -> None:
+        """Bolt profiles (nut-factor check) and joints (joint analytics) come from ``registry``."""
+        self.registry = registry
+
+    def on_new_devices(self, devices: Sequence[tuple[str, int]]) -> None:
+        """Place each new bolt: its nominal diameter, and its joint when the registry has it."""
+        for dev, slot in devices:
+            if slot >= len(self._ids):
+                self._ids.extend([""] * (slot + 1 - len(self._ids)))
+            self._ids[slot] = dev
+            info = None if self.registry is None else self.registry.bolt(dev)
+            if info is None:
+                continue
+            self.set_device_info(
+                np.array([slot], np.int64), np.array([info.profile.nominal_diameter_mm])
+            )
+            self.joints.add_bolt(
+                slot, JointBoltRef(info.joint.id, info.position, info.angle_deg, info.site)
+            )
+
+    def event_reading(self, event: object) -> Mapping[str, float] | None:
+        """A tightening is evaluated as a reading: its preload and torque (re-baseline, nut
+        factor)."""
+        if isinstance(event, TightenedEvent):
+            return {"preload_kn": event.preload_kn, "torque_nm": event.torque_nm}
+        return None
+
+    def preload_view(self) -> tuple[Float64, Bool]:
+        """Per slot: the preload level as a fraction of the bolt's settled baseline, and whether
+        that baseline is settled (the bolt is armed): what joint analytics read."""
+        st = self.state
+        n = st.size
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = st["level"][:n] / st["baseline"][:n]
+        return ratio, st["phase"][:n] == _ARMED
+
+    def batch_events(self, frame: Frame) -> list[DetectionEvent]:
+        """Joint events of the joints whose bolts the frame updated."""
+        if not self.joints.joints or not len(frame):
+            return []
+        ratio, armed = self.preload_view()
+        ids = self._ids + [""] * max(0, ratio.shape[0] - len(self._ids))
+        return self.joints.evaluate(
+            np.unique(frame.slot), ratio, armed, ids, round(float(frame.ts_s.max()) * 1000)
+        )
 
     @property
     def sensor_params(self) -> SensorFaultParams:

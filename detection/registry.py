@@ -11,13 +11,20 @@ from typing import Any, Final
 
 from detection.base import DetectionError, Detector
 
-__all__ = ["DETECTORS", "detector_class", "make_detector"]
+__all__ = ["DETECTORS", "default_detectors", "detector_class", "make_detector", "register"]
 
 DETECTORS: Final[dict[str, type[Detector[Any]]]] = {}
 """Detector classes by name; filled by :func:`_register` below."""
 
 
+_builtin_loaded = False
+
+
 def _register() -> None:
+    global _builtin_loaded  # noqa: PLW0603 - the registry is filled once, on first use
+    if _builtin_loaded:
+        return
+    _builtin_loaded = True
     # Imported here, not at module level, so a detector module may import this registry's
     # neighbours without a cycle.
     from detection import (
@@ -42,7 +49,36 @@ def _register() -> None:
         motors.VinylCutterDetector,
         motors.EmbroideryDetector,
     ):
-        DETECTORS[cls.name] = cls
+        register(cls)
+
+
+def register(cls: type[Detector[Any]]) -> type[Detector[Any]]:
+    """Add a detector class under its :attr:`~detection.base.Detector.name` (usable as a class
+    decorator). Registering a name again replaces the class.
+
+    Raises:
+        DetectionError: Another detector already watches one of its kinds by default.
+    """
+    _register()
+    if cls.watches_by_default:
+        for other in DETECTORS.values():
+            taken = set(other.kinds) & set(cls.kinds)
+            if other.watches_by_default and other.name != cls.name and taken:
+                raise DetectionError(
+                    "kinds",
+                    f"{cls.name!r} and {other.name!r} both watch {sorted(taken)} by default",
+                )
+    DETECTORS[cls.name] = cls
+    return cls
+
+
+def default_detectors() -> dict[str, str]:
+    """Device kind -> name of the detector the engine runs on it: each registered detector that
+    watches by default, for each of its kinds (kinds without one, gateways, get none)."""
+    _register()
+    return {
+        kind: cls.name for cls in DETECTORS.values() if cls.watches_by_default for kind in cls.kinds
+    }
 
 
 def detector_class(name: str) -> type[Detector[Any]]:
@@ -51,8 +87,7 @@ def detector_class(name: str) -> type[Detector[Any]]:
     Raises:
         DetectionError: No such detector (the message lists the known ones).
     """
-    if not DETECTORS:
-        _register()
+    _register()
     try:
         return DETECTORS[name]
     except KeyError:

@@ -250,6 +250,7 @@ class SensorFaultDetector(Detector[SensorFaultParams]):
 
     name: ClassVar[str] = "cbolt_sensor"
     kinds: ClassVar[tuple[str, ...]] = ("cbolt",)
+    watches_by_default: ClassVar[bool] = False
     params_type: ClassVar[type[Any]] = SensorFaultParams
     state_spec: ClassVar[dict[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]] = {
         **QUALITY_STATE,

@@ -136,6 +136,7 @@ class UnivariateDetector(Detector[UnivariateParams]):
 
     name: ClassVar[str] = "univariate"
     kinds: ClassVar[tuple[str, ...]] = ("univariate",)
+    watches_by_default: ClassVar[bool] = False
     params_type: ClassVar[type[Any]] = UnivariateParams
     state_spec: ClassVar[Mapping[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]] = {
         "n": (np.int64, 0, ()),

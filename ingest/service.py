@@ -52,7 +52,7 @@ from ingest.store import DeadLetter, Store, StoreError, WriteResult
 from sensors.codec import DecodedBatch
 from sensors.errors import PayloadError, TopicError
 from sensors.registry import Registry
-from sensors.schema import DeviceKind
+from sensors.schema import KINDS, DeviceKind
 
 __all__ = [
     "BatchConsumer",
@@ -66,18 +66,6 @@ __all__ = [
 _log = logging.getLogger("boltwatch.ingest")
 _MQTT_V5: Final = 5
 _MQTT_V311: Final = 4
-
-# How long a device may stay silent before it is reported as no_data (per kind, seconds).
-NO_DATA_AFTER_S: Final[dict[DeviceKind, float]] = {
-    DeviceKind.CBOLT: 3 * 3_600.0,
-    DeviceKind.GATEWAY: 15 * 60.0,
-    DeviceKind.PRINTER3D: 10 * 60.0,
-    DeviceKind.LASER_CUTTER: 10 * 60.0,
-    DeviceKind.CNC_MILL: 10 * 60.0,
-    DeviceKind.VINYL_CUTTER: 30 * 60.0,
-    DeviceKind.EMBROIDERY: 30 * 60.0,
-}
-
 
 # CONNACK codes that mean "who you are was refused" (MQTT 3.1.1: 4, 5; MQTT 5: 0x86, 0x87).
 _AUTH_REFUSED: Final = frozenset({4, 5, 134, 135})
@@ -822,9 +810,12 @@ class IngestService:
             if dev.last_seen_ms is None or dev.device_id in self._silent_reported:
                 continue
             heard_ms = dev.updated_ms if self.silence_by_receipt else dev.last_seen_ms
-            kind = DeviceKind(dev.kind)
-            limit_s = NO_DATA_AFTER_S.get(kind)
-            if limit_s is None or heard_ms is None or now_ms - heard_ms <= limit_s * 1000:
+            spec = KINDS.get(dev.kind)
+            if spec is None:
+                continue
+            kind = spec.kind
+            limit_s = spec.silent_after_s
+            if heard_ms is None or now_ms - heard_ms <= limit_s * 1000:
                 continue
             event = NoDataEvent(dev.device_id, kind, dev.site, dev.last_seen_ms, now_ms)
             self._silent_reported.add(dev.device_id)

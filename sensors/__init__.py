@@ -28,6 +28,7 @@ from sensors.registry import (
 )
 from sensors.schema import (
     FIELD_INFO,
+    KINDS,
     READING_TYPES,
     REQUIRED_FIELDS,
     AnyEvent,
@@ -41,6 +42,7 @@ from sensors.schema import (
     EmbroideryReading,
     FieldInfo,
     GatewayReading,
+    KindSpec,
     LaserCutterReading,
     Printer3dReading,
     Reading,
@@ -55,6 +57,7 @@ from sensors.topics import PREFIX, Topic, parse_topic, subscription
 
 __all__ = [
     "FIELD_INFO",
+    "KINDS",
     "MAX_FUTURE_MS",
     "MAX_PAYLOAD_BYTES",
     "PREFIX",
@@ -76,6 +79,7 @@ __all__ = [
     "EmbroideryReading",
     "FieldInfo",
     "GatewayReading",
+    "KindSpec",
     "LaserCutterReading",
     "Location",
     "PayloadError",

@@ -14,6 +14,7 @@ relayed by a gateway carry both. Each reading class is a msgspec *tagged* struct
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal
@@ -28,6 +29,7 @@ __all__ = [
     "DEVICE_ID_PATTERN",
     "EVENT_TYPES",
     "FIELD_INFO",
+    "KINDS",
     "MAX_WAVEFORM_SAMPLES",
     "READING_TYPES",
     "REQUIRED_FIELDS",
@@ -46,6 +48,7 @@ __all__ = [
     "GatewayReading",
     "JobEndEvent",
     "JobStartEvent",
+    "KindSpec",
     "LaserCutterReading",
     "Printer3dReading",
     "Reading",
@@ -222,16 +225,42 @@ AnyReading = (
     | EmbroideryReading
 )
 
-READING_TYPES: Final[dict[DeviceKind, type[Reading]]] = {
-    DeviceKind.CBOLT: CboltReading,
-    DeviceKind.GATEWAY: GatewayReading,
-    DeviceKind.PRINTER3D: Printer3dReading,
-    DeviceKind.LASER_CUTTER: LaserCutterReading,
-    DeviceKind.CNC_MILL: CncMillReading,
-    DeviceKind.VINYL_CUTTER: VinylCutterReading,
-    DeviceKind.EMBROIDERY: EmbroideryReading,
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """Everything boltwatch knows about a device kind, declared once (in :data:`KINDS`).
+
+    Attributes:
+        kind: The topic segment (a :class:`DeviceKind`).
+        reading: The reading schema (a tagged struct whose tag is the kind).
+        display_name: What people call it, for help texts, docs and dashboards.
+        silent_after_s: How long a device of the kind may stay silent before ingest reports it
+            as ``no_data`` (its reporting interval, with room for a missed report or two).
+    """
+
+    kind: DeviceKind
+    reading: type[Reading]
+    display_name: str
+    silent_after_s: float
+
+
+KINDS: Final[dict[DeviceKind, KindSpec]] = {
+    spec.kind: spec
+    for spec in (
+        KindSpec(DeviceKind.CBOLT, CboltReading, "smart bolt", 3 * 3_600.0),
+        KindSpec(DeviceKind.GATEWAY, GatewayReading, "gateway", 15 * 60.0),
+        KindSpec(DeviceKind.PRINTER3D, Printer3dReading, "3D printer", 10 * 60.0),
+        KindSpec(DeviceKind.LASER_CUTTER, LaserCutterReading, "laser cutter", 10 * 60.0),
+        KindSpec(DeviceKind.CNC_MILL, CncMillReading, "CNC mill", 10 * 60.0),
+        KindSpec(DeviceKind.VINYL_CUTTER, VinylCutterReading, "vinyl cutter", 30 * 60.0),
+        KindSpec(DeviceKind.EMBROIDERY, EmbroideryReading, "embroidery machine", 30 * 60.0),
+    )
 }
-"""The reading schema of each kind: the one place a new kind is registered."""
+"""The one place a kind is registered: a new kind is its :class:`DeviceKind` member, its reading
+class above and one line here; ingest, the store, the codecs and the docs derive the rest."""
+
+READING_TYPES: Final[dict[DeviceKind, type[Reading]]] = {k: s.reading for k, s in KINDS.items()}
+"""The reading schema of each kind (derived from :data:`KINDS`)."""
 
 ANY_READING: Final = AnyReading
 
@@ -440,12 +469,21 @@ FIELD_INFO: Final[dict[DeviceKind, tuple[FieldInfo, ...]]] = {
 """Unit and valid range of every reading field, per kind (derived from the schemas above)."""
 
 
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
+
+
 def fields_markdown() -> str:
     """Markdown tables of every kind's reading fields (``docs/telemetry.md`` embeds this text)."""
     lines: list[str] = []
     for kind in DeviceKind:
+        spec = KINDS[kind]
         lines += [
             f"#### `{kind.value}`",
+            "",
+            f"{spec.display_name[0].upper()}{spec.display_name[1:]}; reported as `no_data` after "
+            f"{_duration(spec.silent_after_s)} of silence.",
             "",
             "| field | unit | min | max | required |",
             "|---|---|---:|---:|---|",
