@@ -10,17 +10,17 @@ vocabulary (:mod:`detection.base`) only (docs/architecture.md).
 from alerts.errors import AlertsError, ListenError, RuleError
 from alerts.model import (
     Alert,
-    AlertSeverity,
     AlertState,
     Channel,
     ChannelError,
     Notification,
     Silence,
+    Transition,
 )
+from detection.events import Severity
 
 __all__ = [
     "Alert",
-    "AlertSeverity",
     "AlertState",
     "AlertsError",
     "Channel",
@@ -28,5 +28,7 @@ __all__ = [
     "ListenError",
     "Notification",
     "RuleError",
+    "Severity",
     "Silence",
+    "Transition",
 ]

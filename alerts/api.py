@@ -62,10 +62,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alerts.errors import AlertsError, ListenError, RuleError
-from alerts.model import Alert, AlertSeverity, AlertState, Silence
+from alerts.model import Alert, AlertState, Silence
 from alerts.ratelimit import RateLimits, TokenBuckets
 from alerts.rules import parse_duration_s
 from alerts.store import AlertStore, StoreClosedError
+from detection.events import Severity
 from sensors.codec import nesting_depth
 from sensors.limits import MAX_TS_MS
 
@@ -837,7 +838,7 @@ def _schemas() -> dict[str, Any]:
         "kind": {**text, "description": "event kind (loosening, preload_low, no_data, ...)"},
         "site": text,
         "group": {**text, "description": "notification group key (joint or site)"},
-        "severity": {"type": "string", "enum": [str(s) for s in AlertSeverity]},
+        "severity": {"type": "string", "enum": [str(s) for s in Severity]},
         "state": {"type": "string", "enum": [s.value for s in AlertState]},
         "first_ms": _MS_SCHEMA,
         "last_event_ms": _MS_SCHEMA,

@@ -11,50 +11,35 @@ turns a notification into a message and reports whether a failure is worth retry
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
-from detection.base import Severity
+from detection.events import Severity
 
 __all__ = [
     "Alert",
-    "AlertSeverity",
     "AlertState",
     "Channel",
     "ChannelError",
     "Notification",
     "Silence",
+    "Transition",
 ]
 
 
-class AlertSeverity(IntEnum):
-    """Alert severities, ordered (an active alert can escalate)."""
+class Transition(StrEnum):
+    """What happened to an alert: one line of its history (``boltwatch alerts show``, the API)."""
 
-    INFO = 0
-    WARNING = 1
-    MAJOR = 2
-    CRITICAL = 3
-
-    def __str__(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def from_detection(cls, severity: Severity) -> AlertSeverity:
-        """Detection's info/warning/alarm/critical map to info/warning/major/critical."""
-        return cls(int(severity))
-
-    @classmethod
-    def parse(cls, text: str) -> AlertSeverity:
-        """From its lower-case name.
-
-        Raises:
-            ValueError: Not a severity (the message lists them).
-        """
-        try:
-            return cls[text.upper()]
-        except KeyError:
-            names = ", ".join(s.name.lower() for s in cls)
-            raise ValueError(f"{text!r} is not a severity ({names})") from None
+    EVENT = "event"
+    """A detection event raised or refreshed it."""
+    ACTIVATED = "activated"
+    FLAPPING = "flapping"
+    """Activated too often within the flap window: held active, not paged again."""
+    CLEARED = "cleared"
+    CLEARED_PENDING = "cleared while pending"
+    ACK = "ack"
+    UNACK = "unack"
+    COMMENT = "comment"
 
 
 class AlertState(StrEnum):
@@ -102,7 +87,7 @@ class Alert:
     kind: str
     site: str = ""
     group: str = ""
-    severity: AlertSeverity = AlertSeverity.WARNING
+    severity: Severity = Severity.WARNING
     state: AlertState = AlertState.PENDING
     first_ms: int = 0
     last_event_ms: int = 0

@@ -39,16 +39,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from alerts.model import (
     Alert,
-    AlertSeverity,
     AlertState,
     Channel,
     ChannelError,
     Notification,
     Silence,
+    Transition,
 )
 from alerts.rules import InhibitRule, Route, Rules
 from alerts.store import AlertStore, StoredAlert
-from detection.base import DetectionEvent, EventKind, Severity
+from detection.events import DetectionEvent, EventKind, Severity
 
 __all__ = ["AlertMetrics", "AlertPipeline", "Clock", "no_data_event", "system_clock"]
 
@@ -130,7 +130,7 @@ class _Due:
 class _Plan:
     dues: list[_Due] = field(default_factory=list)
     changed: dict[int, Alert] = field(default_factory=dict)
-    history: list[tuple[int, int, str, str]] = field(default_factory=list)
+    history: list[tuple[int, int, Transition, str]] = field(default_factory=list)
 
 
 class Lifecycle:
@@ -139,8 +139,8 @@ class Lifecycle:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
 
-    def step(self, s: StoredAlert, now: int) -> str:
-        """Advance one alert; returns what happened ("" for nothing)."""
+    def step(self, s: StoredAlert, now: int) -> Transition | None:
+        """Advance one alert; returns what happened (None for nothing)."""
         a = s.alert
         rule = self.rules.rule_for(a.kind)
         d = self.rules.defaults
@@ -149,7 +149,7 @@ class Lifecycle:
             if s.inactive_ms and quiet_ms >= rule.clear_after_s * 1000:
                 a.state = AlertState.CLEARED
                 a.cleared_ms = now
-                return "cleared while pending"
+                return Transition.CLEARED_PENDING
             if now - a.first_ms >= rule.for_s * 1000:
                 a.state = AlertState.ACTIVE
                 a.active_ms = now
@@ -157,9 +157,9 @@ class Lifecycle:
                 a.transitions.append(now)
                 if len(a.transitions) > d.flap_max:
                     a.flapping = True
-                    return "flapping"
-                return "activated"
-            return ""
+                    return Transition.FLAPPING
+                return Transition.ACTIVATED
+            return None
         if a.state is AlertState.ACTIVE and s.inactive_ms:
             needed = rule.clear_after_s
             if a.flapping:
@@ -170,8 +170,8 @@ class Lifecycle:
                 if a.flapping:
                     a.flapping = False
                     a.transitions = []
-                return "cleared"
-        return ""
+                return Transition.CLEARED
+        return None
 
 
 class Silencer:
@@ -284,7 +284,7 @@ class _ActiveIndex:
 class Escalator:
     """Which receivers of a route an alert has reached, and what is due now."""
 
-    def due(self, a: Alert, route: Route, now: int, newly: str) -> list[tuple[str, str]]:
+    def due(self, a: Alert, route: Route, now: int) -> list[tuple[str, str]]:
         """(receiver, reason) pairs to notify for an active alert now."""
         chain = route.receivers
         if a.notified_severity < 0:
@@ -302,7 +302,6 @@ class Escalator:
         ):
             a.escalation += 1
             out.append((chain[a.escalation], "escalated"))
-        del newly
         return out
 
 
@@ -384,12 +383,12 @@ class AlertPipeline:
         for ev in events:
             kind = ev.kind.value
             rule = self.rules.rule_for(kind)
-            sev = AlertSeverity.from_detection(ev.severity)
+            sev = Severity(ev.severity)
             counted[(kind, str(sev))] = counted.get((kind, str(sev)), 0) + 1
             if sev < rule.min_severity:
                 continue
             if rule.severity is not None:
-                sev = max(rule.severity, sev) if sev > AlertSeverity.WARNING else rule.severity
+                sev = max(rule.severity, sev) if sev > Severity.WARNING else rule.severity
             rows.append(
                 {
                     "device_id": ev.device_id,
@@ -560,7 +559,7 @@ class AlertPipeline:
             a = s.alert
             was = a.state
             what = self.lifecycle.step(s, now)
-            if what:
+            if what is not None:
                 plan.changed[a.id] = a
                 plan.history.append((a.id, now, what, ""))
             if a.state is AlertState.CLEARED:
@@ -571,11 +570,11 @@ class AlertPipeline:
                 self._plan_firing(s, active, now, what, plan)
 
     def _plan_firing(
-        self, s: StoredAlert, active: _ActiveIndex, now: int, what: str, plan: _Plan
+        self, s: StoredAlert, active: _ActiveIndex, now: int, what: Transition | None, plan: _Plan
     ) -> None:
         """Silence, inhibit, group-wait and escalate one active alert into due notifications."""
         a = s.alert
-        if a.flapping and what != "flapping" and a.notified_severity >= 0:
+        if a.flapping and what is not Transition.FLAPPING and a.notified_severity >= 0:
             return  # held active: no paging while it flaps
         if self.silencer.silenced_by(a, now) is not None:
             return
@@ -588,7 +587,7 @@ class AlertPipeline:
             ):
                 continue
             escalation_before = a.escalation
-            for receiver, reason in self.escalator.due(a, route, now, what):
+            for receiver, reason in self.escalator.due(a, route, now):
                 plan.dues.append(_Due(a, receiver, route, "firing", reason))
             if a.escalation != escalation_before:
                 plan.changed[a.id] = a

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from alerts.errors import RuleError
-from alerts.model import AlertSeverity
+from detection.events import Severity
 
 __all__ = [
     "DEFAULT_RULES_TOML",
@@ -154,8 +154,8 @@ class Rule:
     """Which events become alerts, and how."""
 
     kinds: tuple[str, ...] = ()
-    min_severity: AlertSeverity = AlertSeverity.INFO
-    severity: AlertSeverity | None = None
+    min_severity: Severity = Severity.INFO
+    severity: Severity | None = None
     for_s: float = 0.0
     clear_after_s: float = 1800.0
 
@@ -171,13 +171,13 @@ class Route:
     receivers: tuple[str, ...]
     site: str = ""
     kinds: tuple[str, ...] = ()
-    min_severity: AlertSeverity = AlertSeverity.INFO
+    min_severity: Severity = Severity.INFO
     escalate_after_s: float = 0.0
     group_by: str = "joint"
     repeat_interval_s: float = 4 * 3600.0
     continue_: bool = False
 
-    def matches(self, site: str, kind: str, severity: AlertSeverity) -> bool:
+    def matches(self, site: str, kind: str, severity: Severity) -> bool:
         """Whether an alert with these properties goes this way."""
         return (
             (not self.site or self.site == site)
@@ -193,9 +193,9 @@ class InhibitRule:
     equal: str = "device"
     source_kinds: tuple[str, ...] = ()
     source_device_kinds: tuple[str, ...] = ()
-    source_min_severity: AlertSeverity = AlertSeverity.INFO
+    source_min_severity: Severity = Severity.INFO
     target_kinds: tuple[str, ...] = ()
-    target_max_severity: AlertSeverity = AlertSeverity.CRITICAL
+    target_max_severity: Severity = Severity.CRITICAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +240,7 @@ class Rules:
         d = self.defaults
         return Rule(for_s=d.for_s, clear_after_s=d.clear_after_s)
 
-    def routes_for(self, site: str, kind: str, severity: AlertSeverity) -> list[Route]:
+    def routes_for(self, site: str, kind: str, severity: Severity) -> list[Route]:
         """Matching routes, in order, honouring ``continue``."""
         out: list[Route] = []
         for r in self.routes:
@@ -272,11 +272,11 @@ def _str_list(value: object, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _sev(value: object, key: str) -> AlertSeverity:
+def _sev(value: object, key: str) -> Severity:
     if not isinstance(value, str):
         raise RuleError(key, "must be a severity name")
     try:
-        return AlertSeverity.parse(value)
+        return Severity.parse(value)
     except ValueError as exc:
         raise RuleError(key, str(exc)) from None
 

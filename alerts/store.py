@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from alerts.errors import AlertsError
-from alerts.model import Alert, AlertSeverity, AlertState, Notification, Silence
+from alerts.model import Alert, AlertState, Notification, Silence, Transition
+from detection.events import Severity
 
 __all__ = ["AlertStore", "OutboxRow", "StoreClosedError"]
 
@@ -216,16 +217,15 @@ class AlertStore:
             The alert ids, in row order.
         """
         ids: list[int] = []
-        history: list[tuple[int, int, str]] = []
+        history: list[tuple[int, int, Transition, str]] = []
         with self._tx() as db:
             for r in rows:
                 args = {**r, "data": json.dumps(r.get("data", {})), "late": int(r["late"])}
                 (alert_id,) = db.execute(_UPSERT, args).fetchone()
                 ids.append(int(alert_id))
-                history.append(
-                    (alert_id, r["ms"], f"[{AlertSeverity(r['severity'])}] {r['explanation']}")
-                )
-            db.executemany("INSERT INTO alert_history VALUES (?, ?, 'event', ?)", history)
+                detail = f"[{Severity(r['severity'])}] {r['explanation']}"
+                history.append((alert_id, r["ms"], Transition.EVENT, detail))
+            db.executemany("INSERT INTO alert_history VALUES (?, ?, ?, ?)", history)
             self._dirty.update(ids)
         return ids
 
@@ -337,25 +337,6 @@ class AlertStore:
             )
         ]
 
-    def save(self, alerts: Iterable[Alert], what: str = "", ms: int = 0) -> None:
-        """Write the lifecycle fields of alerts (one transaction)."""
-        with self._tx() as db:
-            for a in alerts:
-                _write(db, a)
-                if what:
-                    db.execute(
-                        "INSERT INTO alert_history VALUES (?, ?, ?, ?)",
-                        (a.id, ms, what, a.state.value),
-                    )
-
-    def transition(self, alert: Alert, what: str, ms: int, detail: str = "") -> None:
-        """Write an alert and a history line about why."""
-        with self._tx() as db:
-            _write(db, alert)
-            db.execute(
-                "INSERT INTO alert_history VALUES (?, ?, ?, ?)", (alert.id, ms, what, detail)
-            )
-
     def acknowledge(self, alert_id: int, who: str, ms: int, comment: str = "") -> Alert | None:
         """Acknowledge an alert (stops repeats and escalation)."""
         with self._tx() as db:
@@ -366,7 +347,7 @@ class AlertStore:
             if cur.rowcount == 0:
                 return None
             db.execute(
-                "INSERT INTO alert_history VALUES (?, ?, 'ack', ?)", (alert_id, ms, f"{who}")
+                "INSERT INTO alert_history VALUES (?, ?, ?, ?)", (alert_id, ms, Transition.ACK, who)
             )
             self._dirty.add(alert_id)
             if comment:
@@ -383,7 +364,10 @@ class AlertStore:
             )
             if cur.rowcount == 0:
                 return None
-            db.execute("INSERT INTO alert_history VALUES (?, ?, 'unack', ?)", (alert_id, ms, who))
+            db.execute(
+                "INSERT INTO alert_history VALUES (?, ?, ?, ?)",
+                (alert_id, ms, Transition.UNACK, who),
+            )
             self._dirty.add(alert_id)
         found = self.get(alert_id)
         return None if found is None else found.alert
@@ -438,7 +422,7 @@ class AlertStore:
         self,
         notifications: Sequence[Notification],
         alerts: Iterable[Alert],
-        history: Iterable[tuple[int, int, str, str]] = (),
+        history: Iterable[tuple[int, int, Transition, str]] = (),
     ) -> int:
         """Put notifications in the outbox and the alerts' new state (lifecycle, notified marks)
         with their history lines, in one transaction.
@@ -531,7 +515,9 @@ def _comment(db: sqlite3.Connection, alert_id: int, who: str, ms: int, text: str
     comments = json.loads(raw)
     comments.append([who, ms, text])
     db.execute("UPDATE alerts SET comments = ? WHERE id = ?", (json.dumps(comments), alert_id))
-    db.execute("INSERT INTO alert_history VALUES (?, ?, 'comment', ?)", (alert_id, ms, text))
+    db.execute(
+        "INSERT INTO alert_history VALUES (?, ?, ?, ?)", (alert_id, ms, Transition.COMMENT, text)
+    )
 
 
 def _write(db: sqlite3.Connection, a: Alert) -> None:
@@ -587,7 +573,7 @@ def _row(r: tuple[Any, ...]) -> StoredAlert:
         kind=kind,
         site=site,
         group=grp,
-        severity=AlertSeverity(int(severity)),
+        severity=Severity(int(severity)),
         state=AlertState(state),
         first_ms=int(first_ms),
         last_event_ms=int(last_event_ms),

@@ -447,7 +447,7 @@ async def _absorb(tmp: Path, events: int, devices: int, batch: int, cap_s: float
     """
     rng = random.Random(7)
     kinds = [EventKind.LOOSENING, EventKind.PRELOAD_LOW, EventKind.SENSOR_FAULT, EventKind.MOTOR]
-    sevs = [Severity.WARNING, Severity.WARNING, Severity.ALARM, Severity.CRITICAL]
+    sevs = [Severity.WARNING, Severity.WARNING, Severity.MAJOR, Severity.CRITICAL]
     now_ms = int(time.time() * 1000)
     evs = [
         DetectionEvent(

@@ -72,9 +72,9 @@ def check_hysteresis(threshold: float, release: float) -> None:
 
 
 def severity_of(score: Float64, threshold: float) -> npt.NDArray[np.int8]:
-    """WARNING at the threshold, ALARM at 0.99, CRITICAL at 0.9999."""
+    """WARNING at the threshold, MAJOR at 0.99, CRITICAL at 0.9999."""
     sev = np.where(score >= threshold, int(Severity.WARNING), 0)
-    sev = np.where(score >= 0.99, int(Severity.ALARM), sev)
+    sev = np.where(score >= 0.99, int(Severity.MAJOR), sev)
     sev = np.where(score >= 0.9999, int(Severity.CRITICAL), sev)
     return sev.astype(np.int8)
 

@@ -26,11 +26,12 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from detection.events import DetectionEvent, EventKind, Severity
 
 if TYPE_CHECKING:
     from sensors.registry import Registry
@@ -73,73 +74,6 @@ class DetectionError(ValueError):
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason
-
-
-class Severity(IntEnum):
-    """How bad an event is; ordered, so severities compare and escalate."""
-
-    INFO = 0
-    WARNING = 1
-    ALARM = 2
-    CRITICAL = 3
-
-    def __str__(self) -> str:
-        return self.name.lower()
-
-
-class EventKind(StrEnum):
-    """What a detection event is about (the ``alert`` column of ``boltwatch replay``)."""
-
-    LOOSENING = "loosening"
-    PRELOAD_LOW = "preload_low"
-    JOINT = "joint"
-    INSTALLATION = "installation"
-    SENSOR_FAULT = "sensor_fault"
-    NO_DATA = "no_data"
-    THERMAL_RUNAWAY = "thermal_runaway"
-    HEATER_FAILURE = "heater_failure"
-    COOLING_FAILURE = "cooling_failure"
-    VIBRATION = "vibration"
-    CHATTER = "chatter"
-    BEARING = "bearing"
-    TOOL_WEAR = "tool_wear"
-    MOTOR = "motor"
-    ANOMALY = "anomaly"
-    INTERNAL_ERROR = "internal_error"
-    """The device's detector raised (a bug): the device is no longer evaluated (faulted)."""
-
-
-@dataclass(frozen=True, slots=True)
-class DetectionEvent:
-    """One finding, as handed to alerts.
-
-    Attributes:
-        device_id: The device.
-        kind: What was found.
-        severity: How bad.
-        ts_ms: Time of the reading that triggered it (epoch ms UTC).
-        score: The anomaly score at that reading, in [0, 1].
-        explanation: One sentence with numbers, for people ("preload 31.2 kN = 74 % of
-            settled 42.1 kN, falling 1.8 %/day, 70 % expected in 38 h").
-        detector: Name of the detector that found it.
-        late: The triggering reading arrived late (backfill after an outage, or older than the
-            device's newest evaluated reading): evaluated, but not news.
-        site: The device's site, when known.
-        data: The numbers behind the explanation (units in the keys).
-        device_kind: The device's kind (``cbolt``, ``gateway``...), set by the engine.
-    """
-
-    device_id: str
-    kind: EventKind
-    severity: Severity
-    ts_ms: int
-    score: float
-    explanation: str
-    detector: str
-    late: bool = False
-    site: str = ""
-    data: Mapping[str, float] = field(default_factory=dict)
-    device_kind: str = ""
 
 
 @dataclass(slots=True)

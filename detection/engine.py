@@ -357,7 +357,7 @@ class Engine:
         return DetectionEvent(
             device_id=device,
             kind=EventKind.INTERNAL_ERROR,
-            severity=Severity.ALARM,
+            severity=Severity.MAJOR,
             ts_ms=round(float(one.ts_s[-1]) * 1000),
             score=0.0,
             explanation=(

@@ -129,7 +129,7 @@ class JointAnalyzer:
                     f"{low.size} of {int(ok.sum())} bolts below {p.warning_ratio * 100:.0f} %: "
                     + self._list(st, low, r)
                 )
-                sev = Severity.ALARM
+                sev = Severity.MAJOR
             data: dict[str, float] = {"bolts": float(ok.sum()), "low": float(low.size)}
             if ok.sum() >= p.min_bolts:
                 med = float(np.median(r[ok]))

@@ -645,7 +645,7 @@ class BoltPreloadDetector(Detector[PreloadParams]):
             int(Severity.CRITICAL),
             np.where(
                 ratio < p.alarm_ratio,
-                int(Severity.ALARM),
+                int(Severity.MAJOR),
                 np.where(ratio < p.warning_ratio, int(Severity.WARNING), 0),
             ),
         )
@@ -711,7 +711,7 @@ class BoltPreloadDetector(Detector[PreloadParams]):
             return int(Severity.CRITICAL)
         hours = _hours_to_line(level, base * p.alarm_ratio, slope)
         if ratio < p.warning_ratio or hours < 24.0:
-            return int(Severity.ALARM)
+            return int(Severity.MAJOR)
         return int(Severity.WARNING)
 
     def _event(

@@ -233,9 +233,9 @@ def _median_of_filled(ring: Float64, fill: npt.NDArray[np.int64]) -> Float64:
 def fault_label(code: int, spikes: float, p: SensorFaultParams) -> tuple[str, Severity] | None:
     """The sensor fault a reading's quality code shows, if any, and its severity."""
     if code & FaultCode.STUCK:
-        return "stuck sensor (identical readings)", Severity.ALARM
+        return "stuck sensor (identical readings)", Severity.MAJOR
     if code & FaultCode.BATTERY_BAD:
-        return "battery nearly empty: preload readings unreliable", Severity.ALARM
+        return "battery nearly empty: preload readings unreliable", Severity.MAJOR
     if code & FaultCode.BATTERY_LOW:
         return "battery low", Severity.WARNING
     if code & FaultCode.SHIFT_UP:

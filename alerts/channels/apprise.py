@@ -29,7 +29,8 @@ import apprise
 from alerts.channels._options import parse_options, resolve_secret
 from alerts.channels._thread import run_detached
 from alerts.errors import RuleError
-from alerts.model import AlertSeverity, ChannelError, Notification
+from alerts.model import ChannelError, Notification
+from detection.events import Severity
 
 __all__ = ["AppriseChannel", "AppriseOptions"]
 
@@ -51,20 +52,20 @@ class AppriseOptions:
     timeout_s: float = 30.0
 
 
-def _severity(alert: Mapping[str, Any]) -> AlertSeverity:
+def _severity(alert: Mapping[str, Any]) -> Severity:
     try:
-        return AlertSeverity.parse(str(alert.get("severity", "info")))
+        return Severity.parse(str(alert.get("severity", "info")))
     except ValueError:  # not one of ours: the message still goes out, as info
-        return AlertSeverity.INFO
+        return Severity.INFO
 
 
 def _notify_type(notification: Notification) -> apprise.NotifyType:
     if notification.status == "resolved":
         return apprise.NotifyType.SUCCESS
-    worst = max((_severity(a) for a in notification.alerts), default=AlertSeverity.INFO)
-    if worst >= AlertSeverity.MAJOR:
+    worst = max((_severity(a) for a in notification.alerts), default=Severity.INFO)
+    if worst >= Severity.MAJOR:
         return apprise.NotifyType.FAILURE
-    return apprise.NotifyType.WARNING if worst == AlertSeverity.WARNING else apprise.NotifyType.INFO
+    return apprise.NotifyType.WARNING if worst == Severity.WARNING else apprise.NotifyType.INFO
 
 
 class AppriseChannel:

@@ -41,7 +41,8 @@ from alerts.channels import (
     verify_signature,
 )
 from alerts.channels.console import ConsoleOptions
-from alerts.model import Alert, AlertSeverity, AlertState, ChannelError, Notification
+from alerts.model import Alert, AlertState, ChannelError, Notification
+from detection.events import Severity
 from tests.integration.conftest import (
     BROKER_PASSWORD,
     BROKER_USER,
@@ -65,7 +66,7 @@ def alert(
     kind: str = "loosening",
     *,
     id_: int = 7,
-    severity: AlertSeverity = AlertSeverity.CRITICAL,
+    severity: Severity = Severity.CRITICAL,
     state: AlertState = AlertState.ACTIVE,
 ) -> Alert:
     cleared = state is AlertState.CLEARED
@@ -684,7 +685,7 @@ async def test_console_one_line_per_alert() -> None:
     channel = ConsoleChannel(
         ConsoleOptions(utc=True), Console(file=out, width=40, color_system=None)
     )
-    cleared = alert("wtg03-f1-b005", "preload_low", id_=8, severity=AlertSeverity.WARNING,
+    cleared = alert("wtg03-f1-b005", "preload_low", id_=8, severity=Severity.WARNING,
                     state=AlertState.CLEARED)  # fmt: skip
     await channel.send(notification(alert(), cleared))
     lines = out.getvalue().splitlines()

@@ -16,7 +16,7 @@ from typing import ClassVar
 import pytest
 
 from alerts.errors import RuleError
-from alerts.model import AlertSeverity, AlertState, ChannelError, Notification, Silence
+from alerts.model import AlertState, ChannelError, Notification, Silence
 from alerts.pipeline import AlertPipeline, no_data_event
 from alerts.rules import load_rules, parse_rules
 from alerts.store import AlertStore
@@ -189,7 +189,7 @@ def test_concurrent_events_make_one_alert(tmp_path: Path) -> None:
         with AlertStore(path) as store:
             pipe = AlertPipeline(rules, store, {}, clock=lambda: T0)
             for _ in range(50):
-                pipe.on_events([_event(), _event(sev=Severity.ALARM)])
+                pipe.on_events([_event(), _event(sev=Severity.MAJOR)])
 
     threads = [threading.Thread(target=hammer) for _ in range(8)]
     for t in threads:
@@ -199,7 +199,7 @@ def test_concurrent_events_make_one_alert(tmp_path: Path) -> None:
     with AlertStore(path) as store:
         alerts = store.alerts()
         assert len(alerts) == 1
-        assert alerts[0].severity is AlertSeverity.MAJOR
+        assert alerts[0].severity is Severity.MAJOR
         assert len([h for h in store.history(alerts[0].id) if h[1] == "event"]) == 800
 
 
@@ -214,7 +214,7 @@ def test_severity_escalates_while_active_and_renotifies(setup: Setup) -> None:
     assert len(rec["oncall"].sent) == 2
     assert rec["oncall"].sent[1].title.startswith("[critical]")
     pipe.on_events([_event(sev=Severity.WARNING)])  # does not de-escalate
-    assert pipe.store.alerts()[0].severity is AlertSeverity.CRITICAL
+    assert pipe.store.alerts()[0].severity is Severity.CRITICAL
 
 
 def test_clears_after_hysteresis_and_sends_resolved(setup: Setup) -> None:
@@ -432,7 +432,7 @@ def test_a_faulted_detector_is_an_alert_that_reaches_a_receiver(setup: Setup) ->
     event (tests/unit/test_engine_faults.py); it becomes an alert like any other, listed by the
     store behind the API and ``boltwatch alerts list``, and sent to the default route."""
     pipe, clock, rec = setup
-    pipe.on_events([_event("b7", EventKind.INTERNAL_ERROR, Severity.ALARM)])
+    pipe.on_events([_event("b7", EventKind.INTERNAL_ERROR, Severity.MAJOR)])
     _step(pipe)
     clock.advance(1)
     _step(pipe)
@@ -453,7 +453,7 @@ def test_no_data_goes_the_way_of_every_detection_event(tmp_path: Path) -> None:
     pipe.on_events([no_data_event("b1", "cbolt", "s1", clock() - 20 * MIN, clock())])
     (alert,) = pipe.store.alerts()
     assert alert.kind == "no_data"
-    assert alert.severity is AlertSeverity.MAJOR
+    assert alert.severity is Severity.MAJOR
     assert "no data for 20 min" in alert.explanation
     counted = pipe.metrics.registry.get_sample_value(
         "boltwatch_detection_events_total", {"kind": "no_data", "severity": "warning"}

@@ -104,7 +104,7 @@ class Env:
         self.pipe.evaluate()
         self.clock.advance(1)
         self.pipe.on_events(
-            [_event("b2", EventKind.SENSOR_FAULT, sev=Severity.ALARM)]
+            [_event("b2", EventKind.SENSOR_FAULT, sev=Severity.MAJOR)]
         )  # major severity
         self.ids = {a.device_id: a.id for a in self.store.alerts()}
         self.extra = CollectorRegistry()

@@ -49,7 +49,7 @@ def test_a_raising_detector_faults_only_that_device(caplog: pytest.LogCaptureFix
     assert fault.kind is EventKind.INTERNAL_ERROR
     assert fault.device_id == "bad"
     assert fault.device_kind == "cbolt"
-    assert fault.severity is Severity.ALARM
+    assert fault.severity is Severity.MAJOR
     assert fault.site == "site-1"
     assert "FloatingPointError" in fault.explanation
     assert sink == [fault]  # the event reached alerts; later batches raise nothing new

@@ -152,7 +152,7 @@ def test_klipper_cusum_integrates_the_shortfall_over_irregular_dt() -> None:
     expected = 5.0 * np.concatenate([np.zeros(hold.size), np.cumsum(gaps)])
     np.testing.assert_allclose(err, expected)
     trip = int(np.argmax(err >= 120.0))
-    faults = [e for e in dec.events if e.severity >= Severity.ALARM]
+    faults = [e for e in dec.events if e.severity >= Severity.MAJOR]
     assert faults, dec.events
     assert faults[0].kind is EventKind.HEATER_FAILURE  # cooled no faster than a block can
     assert faults[0].ts_ms == round((T0 + ts[trip]) * 1000)
@@ -195,7 +195,7 @@ def _during_print(run: MachineRun, after_s: float) -> float:
     ("fault", "kind", "severity", "within_s"),
     [
         ("thermistor_detached", EventKind.THERMAL_RUNAWAY, Severity.CRITICAL, 30.0),
-        ("heater_failure", EventKind.HEATER_FAILURE, Severity.ALARM, 30.0),
+        ("heater_failure", EventKind.HEATER_FAILURE, Severity.MAJOR, 30.0),
         ("fan_failure", EventKind.COOLING_FAILURE, Severity.WARNING, 60.0),
     ],
 )
@@ -430,7 +430,7 @@ def test_cnc_detector_names_chatter_and_bearing_from_waveforms(fault: str, kind:
     _, dec = det.process(faulty)
     kinds = {e.kind for e in dec.events}
     assert kind in kinds
-    assert all(e.severity >= Severity.ALARM for e in dec.events if e.kind is kind)
+    assert all(e.severity >= Severity.MAJOR for e in dec.events if e.kind is kind)
 
 
 def test_cnc_vibration_zones_from_summary_readings_and_spindle_stops() -> None:
@@ -451,7 +451,7 @@ def test_cnc_vibration_zones_from_summary_readings_and_spindle_stops() -> None:
     # Warning in zone C, kept while the spindle is off, escalated to an alarm in zone D.
     assert [(e.kind, e.severity) for e in dec.events] == [
         (EventKind.VIBRATION, Severity.WARNING),
-        (EventKind.VIBRATION, Severity.ALARM),
+        (EventKind.VIBRATION, Severity.MAJOR),
     ]
     assert "zone C" in dec.events[0].explanation
     assert list(dec.alert[4:6]) == ["vibration", "vibration"]
@@ -506,7 +506,7 @@ def test_vinyl_stall_in_a_job_is_a_motor_alarm() -> None:
     stall = [e for e in events if e.kind is EventKind.MOTOR]
     assert stall
     assert 0.0 <= stall[0].ts_ms / 1000.0 - T0 - (start + 60.0) <= 10.0
-    assert max(e.severity for e in stall) >= Severity.ALARM
+    assert max(e.severity for e in stall) >= Severity.MAJOR
     assert "motor stall" in stall[0].explanation
     _, dec = VinylCutterDetector().process(_frame(healthy))
     assert dec.events == []

@@ -145,7 +145,7 @@ def test_sudden_loss_is_caught_at_the_third_reading() -> None:
     assert loose[0].ts_ms == round((T0 + 1002 * 300) * 1000)
     ts = T0 + 300 * np.arange(n)
     assert loose[0].ts_ms / 1000 <= grafana_rule(ts, level)  # the rule needs three too
-    assert any(e.kind is EventKind.PRELOAD_LOW and e.severity is Severity.ALARM for e in dec.events)
+    assert any(e.kind is EventKind.PRELOAD_LOW and e.severity is Severity.MAJOR for e in dec.events)
 
 
 def test_battery_swap_offset_relearns_instead_of_alerting() -> None:

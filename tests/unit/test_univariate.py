@@ -68,7 +68,7 @@ def test_level_shift_alerts_then_readapts() -> None:
     assert dec.alert[500] == "anomaly"
     assert not dec.alert[1500:].any()  # alert ended: the new level is the normal one
     assert scores.score[1500:].max() < 0.7
-    starts = [e for e in dec.events if e.severity.name in {"WARNING", "CRITICAL", "ALARM"}]
+    starts = [e for e in dec.events if e.severity.name in {"WARNING", "CRITICAL", "MAJOR"}]
     assert 1 <= len(starts) <= 3  # edges only, not one event per row
 
 
