@@ -48,7 +48,7 @@ from alerts.model import (
 )
 from alerts.rules import InhibitRule, Route, Rules
 from alerts.store import AlertStore, StoredAlert
-from detection.events import DetectionEvent, EventKind, Severity
+from detection.events import BatchOutcome, DetectionEvent, EventKind, Severity
 
 __all__ = ["AlertMetrics", "AlertPipeline", "Clock", "no_data_event", "system_clock"]
 
@@ -72,7 +72,7 @@ def no_data_event(
     device_id: str, device_kind: str, site: str, last_seen_ms: int, now_ms: int
 ) -> DetectionEvent:
     """A device that fell silent (ingest's silence watcher), as the detection event that goes
-    through :meth:`AlertPipeline.on_events` like any other: rules, metrics and all."""
+    through :meth:`AlertPipeline.take` like any other: rules, metrics and all."""
     silent_min = max(now_ms - last_seen_ms, 0) / 60_000
     return DetectionEvent(
         device_id=device_id,
@@ -375,7 +375,19 @@ class AlertPipeline:
 
     # -- inputs (Dedup stage) ---------------------------------------------------------------
 
-    def on_events(self, events: Iterable[DetectionEvent]) -> list[int]:
+    def take(self, outcome: BatchOutcome) -> list[int]:
+        """The one input: what detection made of a batch (or a ``no_data`` event from the
+        silence watcher, wrapped the same way). Records its events as alerts, lets the alerts
+        whose condition the detectors no longer show go inactive, and clears the ``no_data`` of
+        the devices seen. Returns the ids of the alerts the events raised or refreshed."""
+        ids = self._raise(outcome.events) if outcome.events else []
+        if outcome.active:
+            self._activity(outcome.active)
+        if outcome.seen:
+            self._seen(outcome.seen)
+        return ids
+
+    def _raise(self, events: Iterable[DetectionEvent]) -> list[int]:
         """Record detection events as alerts (one per device and kind, created atomically)."""
         rows = []
         now = self.clock()
@@ -421,7 +433,7 @@ class AlertPipeline:
             self._open.setdefault(s.alert.device_id, set()).add(s.alert.kind)
         self._no_data = {s.alert.device_id for s in opened if s.alert.kind == NO_DATA}
 
-    def on_activity(self, active: Mapping[str, Sequence[str]]) -> None:
+    def _activity(self, active: Mapping[str, Sequence[str]]) -> None:
         """What each reporting device's detector shows as active now (clear conditions).
 
         Only devices with open alerts cost a store update, so calling this for every batch is
@@ -437,7 +449,7 @@ class AlertPipeline:
                 shown.update(_IMPLIES.get(k, ()))
             self.store.set_inactive(device_id, sorted(shown), now)
 
-    def on_seen(self, device_ids: Iterable[str]) -> None:
+    def _seen(self, device_ids: Iterable[str]) -> None:
         """Devices reported again: their ``no_data`` alerts become inactive (then clear)."""
         now = self.clock()
         for dev in self._no_data.intersection(device_ids):

@@ -13,7 +13,7 @@
     webhook's receipt of the notification holding that bolt's ``loosening`` alert, measured with
     one clock (both ends live in the publisher process). Prints p50/p90/p99/max; target p99 <=
     250 ms.
-(3) the alert pipeline alone: ``AlertPipeline.on_events`` + ``evaluate()`` fed DetectionEvents in
+(3) the alert pipeline alone: ``AlertPipeline.take`` + ``evaluate()`` fed DetectionEvents in
     batches of 1,000 (200,000 planned over 20,000 devices and four kinds; temp AlertStore; a
     counting no-op channel, whose ``deliver()`` is timed apart): events/s; target >= 50,000
     events/s. Feeding stops at ``--absorb-cap-s`` (45 s) to keep the run short: evaluate() walks
@@ -49,6 +49,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from detection.events import BatchOutcome
 
 # This file lives in bench/: drop that folder from sys.path (a script named like a package there
 # would shadow it), and make the repository root importable for `bench.ingest`'s helpers.
@@ -425,7 +427,7 @@ class AbsorbResult:
     events: int  # fed (fewer than planned when the time cap stopped it)
     planned: int
     devices: int
-    on_events_s: float
+    take_s: float
     evaluate_s: float
     deliver_s: float  # in deliver (the no-op channel), apart from the rate
     first_rate: float  # events/s of the first 10 batches (few open alerts)
@@ -435,12 +437,12 @@ class AbsorbResult:
 
     @property
     def rate(self) -> float:
-        """Events/s absorbed by on_events + evaluate."""
-        return self.events / (self.on_events_s + self.evaluate_s)
+        """Events/s absorbed by take + evaluate."""
+        return self.events / (self.take_s + self.evaluate_s)
 
 
 async def _absorb(tmp: Path, events: int, devices: int, batch: int, cap_s: float) -> AbsorbResult:
-    """Feed ``events`` DetectionEvents in batches: on_events, evaluate (timed), deliver (apart).
+    """Feed ``events`` DetectionEvents in batches: take, evaluate (timed), deliver (apart).
 
     Stops early after ``cap_s`` seconds: evaluate() walks every open alert, so a run over many
     devices slows down as alerts pile up.
@@ -477,7 +479,7 @@ async def _absorb(tmp: Path, events: int, devices: int, batch: int, cap_s: float
                 break
             part = evs[lo : lo + batch]
             t0 = time.perf_counter()
-            pipeline.on_events(part)
+            pipeline.take(BatchOutcome(events=list(part)))
             t1 = time.perf_counter()
             pipeline.evaluate()
             t2 = time.perf_counter()
@@ -562,7 +564,7 @@ def _report(
             "",
         )
     table.add_row(
-        f"(3) alert pipeline on_events + evaluate ({absorb.events:,} events, "
+        f"(3) alert pipeline take + evaluate ({absorb.events:,} events, "
         f"{absorb.devices:,} devices)",
         f"{absorb_rate:,.0f} events/s",
         f">= {TARGET_ABSORB:,.0f} events/s: "
@@ -591,8 +593,8 @@ def _report(
         else ""
     )
     console.print(
-        f"(3) {absorb.events:,} events{capped}: {absorb.on_events_s:.2f} s in on_events "
-        f"({absorb.events / absorb.on_events_s:,.0f} events/s alone), {absorb.evaluate_s:.2f} s "
+        f"(3) {absorb.events:,} events{capped}: {absorb.take_s:.2f} s in take "
+        f"({absorb.events / absorb.take_s:,.0f} events/s alone), {absorb.evaluate_s:.2f} s "
         f"in evaluate; first 10 batches {absorb.first_rate:,.0f} events/s, last 10 "
         f"{absorb.last_rate:,.0f} events/s; {absorb.open_alerts:,} open alerts at the end; "
         f"{absorb.deliver_s:.2f} s in deliver apart ({absorb.notifications:,} notifications to "

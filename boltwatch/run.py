@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -25,20 +24,19 @@ from alerts.channels import make_channel
 from alerts.channels.console import ConsoleChannel
 from alerts.errors import ListenError
 from alerts.model import Channel
-from alerts.pipeline import AlertMetrics, AlertPipeline, Clock, no_data_event, system_clock
+from alerts.pipeline import AlertMetrics, AlertPipeline, Clock, system_clock
 from alerts.ratelimit import RateLimits
 from alerts.rules import load_rules
 from alerts.store import AlertStore
 from boltwatch.config import Config, ConfigError
 from boltwatch.detection_config import detector_params
 from boltwatch.store_lock import StoreLock
-from detection.base import DetectionError, DetectionEvent
+from boltwatch.wiring import BatchPath, Snapshots
 from detection.engine import SNAPSHOT_FILE, Engine
 from detection.registry import default_detectors, make_detector
 from ingest.influx import InfluxWriter
-from ingest.service import IngestMetrics, IngestService, NoDataEvent
-from ingest.store import Store, WriteResult
-from sensors.codec import DecodedBatch
+from ingest.service import IngestMetrics, IngestService
+from ingest.store import Store
 from sensors.registry import Registry, load_registry
 
 __all__ = [
@@ -52,10 +50,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("boltwatch")
-_SNAPSHOT_EVERY_S = 60.0
-"""Detection state is saved this often (and at start and stop), so a restart keeps its baselines."""
-_FAULT_SNAPSHOT_S: Final = 5.0
-"""... and this soon after a detector faulted, so that ``boltwatch stats`` shows the fault."""
 STOP_DEADLINE_S: Final = 8.0
 """A stop (SIGTERM, Ctrl-C) still running after this many seconds ends the process anyway."""
 _LAST_DELIVERY_S: Final = 2.0
@@ -170,66 +164,6 @@ def _innermost(coro: object) -> str:
     return f"{' > '.join(names) or '?'} ({where})"
 
 
-class _Snapshots:
-    """The detection state's snapshot in the store folder: restored and written again at start
-    (the previous run's faulted devices are evaluated again, and ``boltwatch stats`` says so),
-    written every :data:`_SNAPSHOT_EVERY_S` while readings arrive, within
-    :data:`_FAULT_SNAPSHOT_S` of a new fault, and at stop.
-
-    A write that fails (a full disk) is logged, once until a write succeeds again, and the service
-    goes on: the engine writes atomically, so the previous snapshot is intact and a restart loses
-    only what was learned since.
-    """
-
-    def __init__(self, engine: Engine, path: Path) -> None:
-        self.engine = engine
-        self.path = path
-        self._saved_at = time.monotonic()
-        self._faults_saved = engine.stats.faults
-        self._failing: int | None = None
-        """errno of the write that last failed (None: the last one succeeded)."""
-
-    def restore(self) -> None:
-        """Continue from the snapshot, if there is one, and write it again."""
-        if self.path.exists():
-            try:
-                self.engine.load(self.path)
-            except DetectionError as exc:
-                _log.warning("detection state not restored (%s): baselines are learned afresh", exc)
-        self.save()
-
-    def save_if_due(self) -> None:
-        """Write the snapshot if the last write is old enough (sooner after a new fault)."""
-        every = _SNAPSHOT_EVERY_S
-        if self.engine.stats.faults != self._faults_saved:
-            every = _FAULT_SNAPSHOT_S
-        if time.monotonic() - self._saved_at > every:
-            self.save()
-
-    def save(self) -> bool:
-        """Write the snapshot now; False (and one log line) when it could not be written."""
-        self._saved_at = time.monotonic()
-        faults = self.engine.stats.faults
-        try:
-            self.engine.save(self.path)
-        except OSError as exc:
-            if exc.errno != self._failing or self._failing is None:
-                code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-                _log.error(
-                    "detection state not saved to %s: %s (%s); the previous snapshot is kept",
-                    self.path,
-                    exc.strerror or exc,
-                    code,
-                )
-            self._failing = exc.errno or 0
-            return False
-        if self._failing is not None:
-            _log.info("detection state saved to %s again", self.path)
-            self._failing = None
-        self._faults_saved = faults
-        return True
-
-
 def _influx_writer(config: Config) -> InfluxWriter | None:
     """The InfluxDB writer of ``[influx]``, or None when it is off."""
     if not config.influx.url:
@@ -339,20 +273,14 @@ def build_alerts(
     )
 
 
-def build_engine(
-    config: Config,
-    registry: Registry | None = None,
-    *,
-    sink: Callable[[list[DetectionEvent]], None] | None = None,
-    on_activity: Callable[[dict[str, list[str]]], None] | None = None,
-) -> Engine:
+def build_engine(config: Config, registry: Registry | None = None) -> Engine:
     """The detection engine of ``boltwatch run``: each kind's detector, with the parameters of
     its ``[detection.<detector>]`` table (defaults otherwise)."""
     params = detector_params(config.detection)
     detectors = {
         kind: make_detector(name, params.get(name)) for kind, name in default_detectors().items()
     }
-    return Engine(detectors, registry=registry, sink=sink, on_activity=on_activity)
+    return Engine(detectors, registry=registry)
 
 
 async def run_service(
@@ -440,32 +368,10 @@ async def _serve(  # noqa: PLR0912, PLR0915 - the composition root, one part aft
     if config.ingest.metrics_listen:
         _serve_metrics(config.ingest.metrics_listen, metrics.registry)
 
-    def silent(event: NoDataEvent) -> None:
-        pipeline.on_events(
-            [
-                no_data_event(
-                    event.device_id, event.kind.value, event.site, event.last_seen_ms, clock_ms()
-                )
-            ]
-        )
-
-    def activity(active: dict[str, list[str]]) -> None:
-        pipeline.on_activity(active)
-
-    def detected(events: list[DetectionEvent]) -> None:
-        pipeline.on_events(events)
-
-    engine = build_engine(config, registry, sink=detected, on_activity=activity)
-    snapshots = _Snapshots(engine, Path(config.store.path) / SNAPSHOT_FILE)
+    engine = build_engine(config, registry)
+    snapshots = Snapshots(engine, Path(config.store.path) / SNAPSHOT_FILE)
     snapshots.restore()
-
-    def consume(batch: DecodedBatch, result: WriteResult) -> None:
-        engine.process_batch(batch, now_ms=clock_ms() if late_by_age else None)
-        seen: set[str] = set()
-        for cols in batch.telemetry.values():
-            seen.update(cols.device_id.tolist())
-        pipeline.on_seen(seen)
-        snapshots.save_if_due()
+    path = BatchPath(engine, pipeline, snapshots, clock_ms, late_by_age=late_by_age)
 
     loop = asyncio.get_running_loop()
     own_signals = stop is None
@@ -496,10 +402,10 @@ async def _serve(  # noqa: PLR0912, PLR0915 - the composition root, one part aft
                 store,
                 influx=influx,
                 registry=registry,
-                on_no_data=silent,
+                on_no_data=path.silent,
                 metrics=metrics,
                 mqtt_version=mqtt_version,
-                consumer=consume,
+                consumer=path,
                 clock=clock,
                 silence_check_s=max(_SILENCE_CHECK_MIN_S, _SILENCE_CHECK_S / speed),
                 silence_by_receipt=speed != 1.0,

@@ -4,8 +4,9 @@ Ingest hands the engine each committed batch (:meth:`Engine.process_batch`): rea
 kind as column arrays, and device events. The engine maps device ids to slots (a dict lookup per
 distinct device of the batch, new devices appended without re-allocating per reading), builds one
 :class:`~detection.base.Frame` per kind sorted by ``(slot, time)``, and runs the kind's detector
-over it — vectorised over the batch's devices. Events go to the ``sink`` (alerts) and are
-returned.
+over it — vectorised over the batch's devices. It returns one typed outcome per batch
+(:class:`~detection.events.BatchOutcome`: the events, the alert kinds each reporting device
+still shows, the devices seen), which is all the alert pipeline takes.
 
 * The engine knows no kind: what a kind's detector needs besides its readings it declares through
   the detector's hooks (:class:`~detection.base.Detector`): device events read as readings
@@ -40,7 +41,7 @@ import logging
 import os
 import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -60,6 +61,7 @@ from detection.base import (
     Objects,
     Severity,
 )
+from detection.events import BatchOutcome
 from detection.registry import default_detectors, make_detector
 from sensors.codec import DecodedBatch, DeviceEvent, ReadingColumns
 from sensors.registry import Registry
@@ -155,10 +157,7 @@ class Engine:
         detectors: Detector per device kind; if None, those the registry runs by default
             (:func:`detection.registry.default_detectors`).
         registry: Sites, joints and bolt profiles (joint analytics and the nut-factor check).
-        sink: Receives the events of each batch (the alert pipeline).
         late_after_s: A reading older than this when it arrives is late (backfill).
-        on_activity: Receives, per batch, each reporting device's active alert kinds (empty when
-            none): what lets alerts clear once a detector stops reporting a condition.
     """
 
     def __init__(
@@ -166,9 +165,7 @@ class Engine:
         detectors: Mapping[str, Detector[Any]] | None = None,
         *,
         registry: Registry | None = None,
-        sink: Callable[[list[DetectionEvent]], None] | None = None,
         late_after_s: float = 600.0,
-        on_activity: Callable[[dict[str, list[str]]], None] | None = None,
     ) -> None:
         if detectors is None:
             detectors = {kind: make_detector(name) for kind, name in default_detectors().items()}
@@ -176,8 +173,6 @@ class Engine:
         for det in self.detectors.values():
             det.attach(registry)
         self.registry = registry
-        self.sink = sink
-        self.on_activity = on_activity
         self.late_after_s = late_after_s
         self.slots: dict[str, dict[str, int]] = {kind: {} for kind in self.detectors}
         self.sites: dict[str, dict[str, str]] = {kind: {} for kind in self.detectors}
@@ -214,7 +209,7 @@ class Engine:
 
     # -- processing ------------------------------------------------------------------------
 
-    def process_batch(self, batch: DecodedBatch, now_ms: int | None = None) -> list[DetectionEvent]:
+    def process_batch(self, batch: DecodedBatch, now_ms: int | None = None) -> BatchOutcome:
         """Evaluate a committed batch: its device events, then its readings per kind."""
         events: list[DetectionEvent] = []
         as_readings: dict[str, list[tuple[DeviceEvent, Mapping[str, float]]]] = {}
@@ -229,22 +224,36 @@ class Engine:
             row = det.event_reading(ev.event)
             if row is not None:
                 as_readings.setdefault(kind, []).append((ev, row))
-        for kind, rows in as_readings.items():
-            events += self.process_columns(_event_columns(kind, rows), now_ms, emit=False)
-        for cols in batch.telemetry.values():
-            events += self.process_columns(cols, now_ms, emit=False)
+        active: dict[str, list[str]] = {}
+        for cols in [
+            *(_event_columns(kind, rows) for kind, rows in as_readings.items()),
+            *batch.telemetry.values(),
+        ]:
+            found, shown = self._evaluate(cols, now_ms)
+            events += found
+            active.update(shown)
         self.stats.batches += 1
-        self._emit(events)
-        return events
+        self.stats.events += len(events)
+        seen = frozenset(d for cols in batch.telemetry.values() for d in cols.device_id.tolist())
+        return BatchOutcome(events, active, seen)
 
     def process_columns(
-        self, cols: ReadingColumns, now_ms: int | None = None, *, emit: bool = True
+        self, cols: ReadingColumns, now_ms: int | None = None
     ) -> list[DetectionEvent]:
-        """Evaluate readings of one device kind (kinds without a detector are ignored)."""
+        """Evaluate readings of one device kind (kinds without a detector are ignored); their
+        events."""
+        events, _ = self._evaluate(cols, now_ms)
+        self.stats.events += len(events)
+        return events
+
+    def _evaluate(
+        self, cols: ReadingColumns, now_ms: int | None
+    ) -> tuple[list[DetectionEvent], dict[str, list[str]]]:
+        """Events of one kind's readings, and the alert kinds each reporting device shows."""
         kind = str(cols.kind)
         det = self.detectors.get(kind)
         if det is None or len(cols) == 0:
-            return []
+            return [], {}
         faulted = self.faulted[kind]
         if faulted:
             cols = cols.select(
@@ -253,7 +262,7 @@ class Engine:
                 )
             )
             if len(cols) == 0:
-                return []
+                return [], {}
         slot = self._slot_array(kind, cols.device_id)
         ts = cols.ts_ms.astype(np.float64) / 1000.0
         values = dict(cols.values)
@@ -283,21 +292,17 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - the detector-isolation boundary (module doc)
             frame, decisions, faults = self._isolate(kind, det, frame, exc)
         events = [dataclasses.replace(e, device_kind=kind) for e in [*faults, *decisions.events]]
-        if self.on_activity is not None and len(frame):
+        active: dict[str, list[str]] = {}
+        if len(frame):
             last = np.flatnonzero(np.r_[frame.slot[1:] != frame.slot[:-1], True])
-            self.on_activity(
-                {
-                    str(frame.device_id[i]): [str(decisions.alert[i])] if decisions.alert[i] else []
-                    for i in last.tolist()
-                }
-            )
-        if len(frame):  # about joints, not one device: no device kind
-            events = events + det.batch_events(frame)
+            active = {
+                str(frame.device_id[i]): [str(decisions.alert[i])] if decisions.alert[i] else []
+                for i in last.tolist()
+            }
+            events += det.batch_events(frame)  # about joints, not one device: no device kind
         self.stats.readings += len(frame)
         self.stats.late += int(late.sum())
-        if emit:
-            self._emit(events)
-        return events
+        return events, active
 
     def _isolate(
         self, kind: str, det: Detector[Any], frame: Frame, exc: Exception
@@ -387,11 +392,6 @@ class Engine:
                     out[i] = 1.0
                     pending.discard(dev)
         return out
-
-    def _emit(self, events: list[DetectionEvent]) -> None:
-        self.stats.events += len(events)
-        if events and self.sink is not None:
-            self.sink(events)
 
     # -- snapshots -------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
-__all__ = ["DetectionEvent", "EventKind", "Severity"]
+__all__ = ["BatchOutcome", "DetectionEvent", "EventKind", "Severity"]
 
 
 class Severity(IntEnum):
@@ -92,3 +92,20 @@ class DetectionEvent:
     site: str = ""
     data: Mapping[str, float] = field(default_factory=dict)
     device_kind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What detection made of one committed batch: the one hand-off from detection to alerts
+    (:meth:`detection.engine.Engine.process_batch` returns it, the alert pipeline takes it).
+
+    Attributes:
+        events: Findings, in the order the engine raised them.
+        active: Per device that reported readings, the alert kinds its detector still shows
+            (empty when none): what lets an alert clear once its condition is gone.
+        seen: Devices that reported readings (their ``no_data`` alerts clear).
+    """
+
+    events: list[DetectionEvent] = field(default_factory=list)
+    active: dict[str, list[str]] = field(default_factory=dict)
+    seen: frozenset[str] = frozenset()

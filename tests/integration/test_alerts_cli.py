@@ -21,6 +21,7 @@ from alerts.rules import load_rules
 from alerts.store import AlertStore
 from boltwatch.cli import app
 from detection.base import DetectionEvent, EventKind, Severity
+from detection.events import BatchOutcome
 from tests.api_server import ApiServer
 from tests.integration.conftest import free_port
 
@@ -66,11 +67,13 @@ def service(tmp_path: Path) -> Iterator[Service]:
     clock = Clock()
     store = AlertStore(tmp_path / "alerts.db")
     pipe = AlertPipeline(load_rules(None), store, {}, clock=clock)
-    pipe.on_events(
-        [
-            _event("b1", EventKind.LOOSENING, "s1", Severity.WARNING),
-            _event("b2", EventKind.PRELOAD_LOW, "s2", Severity.CRITICAL),
-        ]
+    pipe.take(
+        BatchOutcome(
+            events=[
+                _event("b1", EventKind.LOOSENING, "s1", Severity.WARNING),
+                _event("b2", EventKind.PRELOAD_LOW, "s2", Severity.CRITICAL),
+            ]
+        )
     )
     pipe.evaluate()
     ids = {a.device_id: a.id for a in store.alerts()}

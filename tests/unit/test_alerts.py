@@ -21,6 +21,7 @@ from alerts.pipeline import AlertPipeline, no_data_event
 from alerts.rules import load_rules, parse_rules
 from alerts.store import AlertStore
 from detection.base import DetectionEvent, EventKind, Severity
+from detection.events import BatchOutcome
 
 T0 = 1_772_323_200_000
 MIN = 60_000
@@ -160,7 +161,7 @@ def _activate(pipe: AlertPipeline, clock: Clock) -> None:
 
 def test_pending_then_active_then_notified_once(setup: Setup) -> None:
     pipe, clock, rec = setup
-    pipe.on_events([_event()])
+    pipe.take(BatchOutcome(events=[_event()]))
     assert _step(pipe) == []
     (alert,) = pipe.store.alerts()
     assert alert.state is AlertState.PENDING
@@ -175,7 +176,7 @@ def test_pending_then_active_then_notified_once(setup: Setup) -> None:
     assert "70 % expected in 38 h" in rec["oncall"].sent[0].text()
     assert "nan" not in rec["oncall"].sent[0].alerts[0]["data"]
     clock.advance(1)
-    pipe.on_events([_event()])  # the same condition again: no new notification
+    pipe.take(BatchOutcome(events=[_event()]))  # the same condition again: no new notification
     assert _step(pipe) == []
 
 
@@ -189,7 +190,7 @@ def test_concurrent_events_make_one_alert(tmp_path: Path) -> None:
         with AlertStore(path) as store:
             pipe = AlertPipeline(rules, store, {}, clock=lambda: T0)
             for _ in range(50):
-                pipe.on_events([_event(), _event(sev=Severity.MAJOR)])
+                pipe.take(BatchOutcome(events=[_event(), _event(sev=Severity.MAJOR)]))
 
     threads = [threading.Thread(target=hammer) for _ in range(8)]
     for t in threads:
@@ -205,27 +206,27 @@ def test_concurrent_events_make_one_alert(tmp_path: Path) -> None:
 
 def test_severity_escalates_while_active_and_renotifies(setup: Setup) -> None:
     pipe, clock, rec = setup
-    pipe.on_events([_event()])
+    pipe.take(BatchOutcome(events=[_event()]))
     _activate(pipe, clock)
     assert len(rec["oncall"].sent) == 1
-    pipe.on_events([_event(sev=Severity.CRITICAL)])
+    pipe.take(BatchOutcome(events=[_event(sev=Severity.CRITICAL)]))
     clock.advance(0.1)
     _step(pipe)
     assert len(rec["oncall"].sent) == 2
     assert rec["oncall"].sent[1].title.startswith("[critical]")
-    pipe.on_events([_event(sev=Severity.WARNING)])  # does not de-escalate
+    pipe.take(BatchOutcome(events=[_event(sev=Severity.WARNING)]))  # does not de-escalate
     assert pipe.store.alerts()[0].severity is Severity.CRITICAL
 
 
 def test_clears_after_hysteresis_and_sends_resolved(setup: Setup) -> None:
     pipe, clock, rec = setup
-    pipe.on_events([_event()])
+    pipe.take(BatchOutcome(events=[_event()]))
     _activate(pipe, clock)
-    pipe.on_activity({"b1": []})  # the detector no longer reports it
+    pipe.take(BatchOutcome(active={"b1": []}))  # the detector no longer reports it
     clock.advance(29)
     _step(pipe)
     assert pipe.store.alerts()[0].state is AlertState.ACTIVE
-    pipe.on_activity({"b1": []})  # still not reported: inactive since the first time
+    pipe.take(BatchOutcome(active={"b1": []}))  # still not reported: inactive since the first time
     clock.advance(2)
     _step(pipe)
     (alert,) = pipe.store.alerts()
@@ -235,13 +236,13 @@ def test_clears_after_hysteresis_and_sends_resolved(setup: Setup) -> None:
 
 def test_reactivation_reopens_the_same_alert(setup: Setup) -> None:
     pipe, clock, _ = setup
-    first = pipe.on_events([_event()])
+    first = pipe.take(BatchOutcome(events=[_event()]))
     clock.advance(3)
     _step(pipe)
-    pipe.on_activity({"b1": []})
+    pipe.take(BatchOutcome(active={"b1": []}))
     clock.advance(31)
     _step(pipe)
-    again = pipe.on_events([_event()])
+    again = pipe.take(BatchOutcome(events=[_event()]))
     assert again == first
     (alert,) = pipe.store.alerts()
     assert alert.state is AlertState.PENDING
@@ -250,11 +251,11 @@ def test_reactivation_reopens_the_same_alert(setup: Setup) -> None:
 def test_flapping_is_held_active_and_not_paged(setup: Setup) -> None:
     pipe, clock, rec = setup
     for _ in range(5):
-        pipe.on_events([_event(kind=EventKind.SENSOR_FAULT)])
+        pipe.take(BatchOutcome(events=[_event(kind=EventKind.SENSOR_FAULT)]))
         _step(pipe)
         clock.advance(1.5)
         _step(pipe)
-        pipe.on_activity({"b1": []})
+        pipe.take(BatchOutcome(active={"b1": []}))
         clock.advance(10.5)
         _step(pipe)
     (alert,) = pipe.store.alerts()
@@ -266,7 +267,7 @@ def test_flapping_is_held_active_and_not_paged(setup: Setup) -> None:
 
 def test_grouping_one_notification_for_a_joint(setup: Setup) -> None:
     pipe, clock, rec = setup
-    pipe.on_events([_event("b1"), _event("b2"), _event("b3")])
+    pipe.take(BatchOutcome(events=[_event("b1"), _event("b2"), _event("b3")]))
     _activate(pipe, clock)
     titles = sorted(n.title for n in rec["oncall"].sent)
     assert len(rec["oncall"].sent) == 2  # flange-1 (b1 + b2) and flange-2 (b3)
@@ -277,7 +278,7 @@ def test_grouping_one_notification_for_a_joint(setup: Setup) -> None:
 
 def test_escalation_to_the_next_receiver_unless_acknowledged(setup: Setup) -> None:
     pipe, clock, rec = setup
-    pipe.on_events([_event("b1"), _event("b3")])
+    pipe.take(BatchOutcome(events=[_event("b1"), _event("b3")]))
     _activate(pipe, clock)
     (b1,) = pipe.store.alerts(device_id="b1")
     pipe.store.acknowledge(b1.id, "alice", clock(), "on my way")
@@ -297,7 +298,7 @@ def test_escalation_to_the_next_receiver_unless_acknowledged(setup: Setup) -> No
 def test_silence_by_site_mutes_then_expires(setup: Setup) -> None:
     pipe, clock, rec = setup
     pipe.store.add_silence(Silence(0, clock(), clock() + 30 * MIN, "bob", "maintenance", site="s1"))
-    pipe.on_events([_event()])
+    pipe.take(BatchOutcome(events=[_event()]))
     clock.advance(3)
     _step(pipe)
     assert rec["oncall"].sent == []
@@ -309,11 +310,13 @@ def test_silence_by_site_mutes_then_expires(setup: Setup) -> None:
 
 def test_inhibition_critical_mutes_warning_of_same_device(setup: Setup) -> None:
     pipe, clock, rec = setup
-    pipe.on_events(
-        [
-            _event(kind=EventKind.PRELOAD_LOW, sev=Severity.CRITICAL),
-            _event(kind=EventKind.SENSOR_FAULT, sev=Severity.WARNING),
-        ]
+    pipe.take(
+        BatchOutcome(
+            events=[
+                _event(kind=EventKind.PRELOAD_LOW, sev=Severity.CRITICAL),
+                _event(kind=EventKind.SENSOR_FAULT, sev=Severity.WARNING),
+            ]
+        )
     )
     _activate(pipe, clock)
     kinds = [n.alerts[0]["kind"] for n in rec["oncall"].sent]
@@ -323,13 +326,15 @@ def test_inhibition_critical_mutes_warning_of_same_device(setup: Setup) -> None:
 def test_gateway_offline_mutes_its_sites_no_data(setup: Setup) -> None:
     pipe, clock, rec = setup
     silent = [("gw-1", "gateway", "s1"), ("b1", "cbolt", "s1"), ("b9", "cbolt", "s2")]
-    pipe.on_events(
-        [no_data_event(d, k, site, clock() - 20 * MIN, clock()) for d, k, site in silent]
+    pipe.take(
+        BatchOutcome(
+            events=[no_data_event(d, k, site, clock() - 20 * MIN, clock()) for d, k, site in silent]
+        )
     )
     _activate(pipe, clock)
     devices = sorted(n.alerts[0]["device_id"] for n in rec["oncall"].sent)
     assert devices == ["b9", "gw-1"]
-    pipe.on_seen(["b9"])
+    pipe.take(BatchOutcome(seen=frozenset(["b9"])))
     clock.advance(11)
     _step(pipe)
     assert pipe.store.alerts(device_id="b9")[0].state is AlertState.CLEARED
@@ -338,7 +343,7 @@ def test_gateway_offline_mutes_its_sites_no_data(setup: Setup) -> None:
 def test_failing_receiver_does_not_block_others_and_retries(setup: Setup) -> None:
     pipe, clock, rec = setup
     rec["oncall"].fail = ChannelError("HTTP 503", retryable=True)
-    pipe.on_events([_event("b1")])
+    pipe.take(BatchOutcome(events=[_event("b1")]))
     _activate(pipe, clock)
     clock.advance(16)  # escalated to the manager, whose channel works
     _step(pipe)
@@ -355,7 +360,7 @@ def test_failing_receiver_does_not_block_others_and_retries(setup: Setup) -> Non
 def test_non_retryable_failure_is_marked_failed(setup: Setup) -> None:
     pipe, clock, rec = setup
     rec["oncall"].fail = ChannelError("HTTP 404", retryable=False)
-    pipe.on_events([_event(kind=EventKind.SENSOR_FAULT)])
+    pipe.take(BatchOutcome(events=[_event(kind=EventKind.SENSOR_FAULT)]))
     _activate(pipe, clock)
     (row,) = pipe.store.outbox("failed")
     assert "404" in row.last_error
@@ -373,7 +378,7 @@ def test_outbox_survives_a_crash_between_record_and_send(tmp_path: Path) -> None
         raise SystemExit("killed between record and send")
 
     pipe = AlertPipeline(rules, store, {"oncall": Recorder()}, clock=clock, on_record=crash)
-    pipe.on_events([_event(kind=EventKind.SENSOR_FAULT)])
+    pipe.take(BatchOutcome(events=[_event(kind=EventKind.SENSOR_FAULT)]))
     pipe.evaluate()  # active, waiting for the group
     clock.advance(3)
     with pytest.raises(SystemExit):
@@ -432,7 +437,7 @@ def test_a_faulted_detector_is_an_alert_that_reaches_a_receiver(setup: Setup) ->
     event (tests/unit/test_engine_faults.py); it becomes an alert like any other, listed by the
     store behind the API and ``boltwatch alerts list``, and sent to the default route."""
     pipe, clock, rec = setup
-    pipe.on_events([_event("b7", EventKind.INTERNAL_ERROR, Severity.MAJOR)])
+    pipe.take(BatchOutcome(events=[_event("b7", EventKind.INTERNAL_ERROR, Severity.MAJOR)]))
     _step(pipe)
     clock.advance(1)
     _step(pipe)
@@ -450,7 +455,9 @@ def test_no_data_goes_the_way_of_every_detection_event(tmp_path: Path) -> None:
     clock = Clock()
     pipe = AlertPipeline(parse_rules(tomllib.loads(rules)), AlertStore(tmp_path / "a.db"), {})
     pipe.clock = clock
-    pipe.on_events([no_data_event("b1", "cbolt", "s1", clock() - 20 * MIN, clock())])
+    pipe.take(
+        BatchOutcome(events=[no_data_event("b1", "cbolt", "s1", clock() - 20 * MIN, clock())])
+    )
     (alert,) = pipe.store.alerts()
     assert alert.kind == "no_data"
     assert alert.severity is Severity.MAJOR
@@ -459,7 +466,9 @@ def test_no_data_goes_the_way_of_every_detection_event(tmp_path: Path) -> None:
         "boltwatch_detection_events_total", {"kind": "no_data", "severity": "warning"}
     )
     assert counted == 1
-    pipe.on_seen(["b1"])  # reported again: inactive, then cleared after clear_after
+    pipe.take(
+        BatchOutcome(seen=frozenset(["b1"]))
+    )  # reported again: inactive, then cleared after clear_after
     clock.advance(11)
     pipe.evaluate()
     assert pipe.store.alerts()[0].state is AlertState.CLEARED

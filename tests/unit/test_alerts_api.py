@@ -25,6 +25,7 @@ from alerts.pipeline import AlertMetrics, AlertPipeline
 from alerts.rules import load_rules
 from alerts.store import AlertStore
 from detection.base import DetectionEvent, EventKind, Severity
+from detection.events import BatchOutcome
 from tests.api_server import ApiServer
 
 T0 = 1_772_323_200_000  # 2026-03-01T00:00:00Z
@@ -100,11 +101,11 @@ class Env:
             load_rules(None), self.store, {}, clock=self.clock, metrics=self.metrics
         )
         # b1 and b3 become active (for = 0s); b2 arrives later and is still pending at T0 + 1m
-        self.pipe.on_events([_event("b1"), _event("b3", site="s2")])
+        self.pipe.take(BatchOutcome(events=[_event("b1"), _event("b3", site="s2")]))
         self.pipe.evaluate()
         self.clock.advance(1)
-        self.pipe.on_events(
-            [_event("b2", EventKind.SENSOR_FAULT, sev=Severity.MAJOR)]
+        self.pipe.take(
+            BatchOutcome(events=[_event("b2", EventKind.SENSOR_FAULT, sev=Severity.MAJOR)])
         )  # major severity
         self.ids = {a.device_id: a.id for a in self.store.alerts()}
         self.extra = CollectorRegistry()

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp
 from alerts.api import OPENAPI_PATH, SPACE_CLASS, create_app, openapi_document
 from alerts.ratelimit import RateLimits
 from detection.base import DetectionEvent, EventKind, Severity
+from detection.events import BatchOutcome
 from tests.unit.test_alerts_api import T0, TOKEN, Env
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -84,21 +85,23 @@ def call_and_validate(case: Case[Any], app: ASGIApp, headers: dict[str, str]) ->
 def env(tmp_path: Path) -> Iterator[Env]:
     e = Env(tmp_path)
     # A bolt whose preload is low but not falling: "never" reaches the alarm line (infinity).
-    e.pipe.on_events(
-        [
-            DetectionEvent(
-                device_id="b4",
-                kind=EventKind.PRELOAD_LOW,
-                severity=Severity.WARNING,
-                ts_ms=T0,
-                score=0.7,
-                explanation="preload low, steady",
-                detector="test",
-                site="s1",
-                data={"hours_to_alarm_line": math.inf, "slope_pct_per_day": -math.inf},
-                device_kind="cbolt",
-            )
-        ]
+    e.pipe.take(
+        BatchOutcome(
+            events=[
+                DetectionEvent(
+                    device_id="b4",
+                    kind=EventKind.PRELOAD_LOW,
+                    severity=Severity.WARNING,
+                    ts_ms=T0,
+                    score=0.7,
+                    explanation="preload low, steady",
+                    detector="test",
+                    site="s1",
+                    data={"hours_to_alarm_line": math.inf, "slope_pct_per_day": -math.inf},
+                    device_kind="cbolt",
+                )
+            ]
+        )
     )
     yield e
     e.store.close()

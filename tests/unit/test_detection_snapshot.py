@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from boltwatch.cli import app
-from boltwatch.run import _Snapshots
+from boltwatch.wiring import Snapshots
 from detection.base import DetectionError, Frame, Scores
 from detection.engine import SNAPSHOT_FILE, Engine, snapshot_faults
 from detection.preload import BoltPreloadDetector
@@ -109,7 +109,7 @@ def test_the_service_logs_a_failed_write_once_and_goes_on(
 ) -> None:
     path = tmp_path / SNAPSHOT_FILE
     engine = _engine_with_faults(bad=1)
-    snapshots = _Snapshots(engine, path)
+    snapshots = Snapshots(engine, path)
     assert snapshots.save()
     before = path.read_bytes()
     monkeypatch.setattr(np, "savez", _enospc_savez)
@@ -144,7 +144,7 @@ def test_a_new_fault_is_written_within_seconds_and_the_rest_every_minute(
         save(to)
 
     monkeypatch.setattr(engine, "save", counted)
-    snapshots = _Snapshots(engine, path)
+    snapshots = Snapshots(engine, path)
     snapshots.restore()  # at start: nothing to restore, written
     assert writes == [1_000.0]
 
@@ -197,7 +197,7 @@ def test_stats_after_a_restart_shows_no_stale_fault(store_dir: Path) -> None:
     path = store_dir / SNAPSHOT_FILE
     _engine_with_faults(bad=1).save(path)
     restarted = Engine({"cbolt": FlakyPreload()})
-    _Snapshots(restarted, path).restore()
+    Snapshots(restarted, path).restore()
     assert restarted.faulted["cbolt"] == set()
     data = json.loads(runner.invoke(app, ["stats", "--store", str(store_dir), "--json"]).stdout)
     assert data["detector_faults"] == {}

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from detection.base import Decisions, DetectionEvent, EventKind, Frame, Scores, Severity
+from detection.base import Decisions, EventKind, Frame, Scores, Severity
 from detection.engine import Engine
 from detection.preload import BoltPreloadDetector
 from sensors.codec import TelemetryDecoder
@@ -37,33 +37,32 @@ def _batch(devices: dict[str, float], k: int) -> list[tuple[str, bytes]]:
 
 
 def test_a_raising_detector_faults_only_that_device(caplog: pytest.LogCaptureFixture) -> None:
-    sink: list[DetectionEvent] = []
-    activity: list[dict[str, list[str]]] = []
-    engine = Engine({"cbolt": FlakyPreload()}, sink=sink.extend, on_activity=activity.append)
+    engine = Engine({"cbolt": FlakyPreload()})
     decoder = TelemetryDecoder()
     levels = {"b1": 50.0, "bad": 50.0, "b2": 45.0}
     with caplog.at_level(logging.ERROR, logger="detection.engine"):
         first = engine.process_batch(decoder.decode_batch(_batch(levels, 0)))
         later = [engine.process_batch(decoder.decode_batch(_batch(levels, k))) for k in (1, 2)]
-    (fault,) = first
+    (fault,) = first.events
     assert fault.kind is EventKind.INTERNAL_ERROR
     assert fault.device_id == "bad"
     assert fault.device_kind == "cbolt"
     assert fault.severity is Severity.MAJOR
     assert fault.site == "site-1"
     assert "FloatingPointError" in fault.explanation
-    assert sink == [fault]  # the event reached alerts; later batches raise nothing new
-    assert later == [[], []]
+    assert [o.events for o in later] == [[], []]  # later batches raise nothing new
     assert engine.faulted["cbolt"] == {"bad"}
     assert engine.stats.faults == 1
     # The good devices were evaluated in every batch; the faulted one only in the first attempt.
     assert engine.stats.readings == 2 * 3
-    assert all(set(a) == {"b1", "b2"} for a in activity)
+    # What alerts hear: the good devices' activity; all three seen (their readings are stored).
+    assert all(set(o.active) == {"b1", "b2"} for o in [first, *later])
+    assert all(o.seen == {"b1", "b2", "bad"} for o in [first, *later])
     assert sum(r.exc_info is not None for r in caplog.records) == 1
     # Cleared: evaluated again (and, the bug still there, faulted again).
     assert engine.clear_fault("cbolt", "bad")
     again = engine.process_batch(decoder.decode_batch(_batch(levels, 3)))
-    assert [e.kind for e in again] == [EventKind.INTERNAL_ERROR]
+    assert [e.kind for e in again.events] == [EventKind.INTERNAL_ERROR]
 
 
 def test_the_good_devices_keep_their_state_and_decisions() -> None:
@@ -77,7 +76,7 @@ def test_the_good_devices_keep_their_state_and_decisions() -> None:
 
     engine = Engine({"cbolt": FailsOnBigFrames()})
     decoder = TelemetryDecoder()
-    events = engine.process_batch(decoder.decode_batch(_batch({"b1": 50.0, "b2": 50.0}, 0)))
-    assert events == []
+    outcome = engine.process_batch(decoder.decode_batch(_batch({"b1": 50.0, "b2": 50.0}, 0)))
+    assert outcome.events == []
     assert engine.faulted["cbolt"] == set()
     assert engine.stats.readings == 2

@@ -116,10 +116,11 @@ def test_a_registered_detector_runs_in_the_engine_with_no_engine_change(
         json.dumps({"ts": T0_MS, "seq": 1, "type": "battery_swap"}).encode(),
     )
     first = engine.process_batch(decoder.decode_batch([swap, _gateway(T0_MS + 1000, 2, 10.0)]))
-    assert first == []
+    assert first.events == []
+    assert first.active == {"gw-1": []}
     events = engine.process_batch(
         decoder.decode_batch([_gateway(T0_MS + 2000 + k, 3 + k, 50.0 * k) for k in range(5)])
-    )
+    ).events
     assert [(e.device_id, e.device_kind, e.explanation) for e in events] == [
         ("gw-1", "gateway", "backlog 150 readings")
     ]
@@ -129,7 +130,9 @@ def test_a_registered_detector_runs_in_the_engine_with_no_engine_change(
     engine.save(tmp_path / "state.npz")
     again = Engine()
     again.load(tmp_path / "state.npz")
-    assert again.process_batch(decoder.decode_batch([_gateway(T0_MS + 9000, 9, 300.0)])) == []
+    outcome = again.process_batch(decoder.decode_batch([_gateway(T0_MS + 9000, 9, 300.0)]))
+    assert outcome.events == []  # still over the limit: no second edge
+    assert outcome.active == {"gw-1": ["anomaly"]}
 
 
 def test_two_detectors_cannot_both_watch_a_kind_by_default(toy: type[BacklogDetector]) -> None:
