@@ -658,7 +658,7 @@ def evaluate(
 ) -> None:
     """Measure the detectors on labelled data: the simulator's bolt and machine scenarios
     (against the Grafana-style rule) and SKAB (against its published leaderboard)."""
-    from boltwatch.evaluate import BOLT_SCENARIOS, MACHINE_SCENARIOS, run_evaluation
+    from boltwatch.evaluation.scenarios import BOLT_SCENARIOS, MACHINE_SCENARIOS, run_evaluation
 
     if field is not None:
         _evaluate_field(field, as_json=as_json)
@@ -681,7 +681,7 @@ def evaluate(
 
 
 def _evaluate_field(name: str, *, as_json: bool) -> None:
-    from boltwatch.field_eval import (
+    from boltwatch.evaluation.field import (
         FIELD_SETS,
         evaluate_field,
         field_table,

@@ -1,4 +1,10 @@
-"""Scoring the generic detectors: NAB-style windowed scores, baselines and the univariate table.
+"""Evaluation, in one package: what the detectors are measured on and how.
+
+* :mod:`boltwatch.evaluation.scenarios`: the simulator's bolt scenarios scored, beside the
+  Grafana-style rule (``boltwatch evaluate``).
+* :mod:`boltwatch.evaluation.field`: the held-out field fleets (``boltwatch evaluate --field``).
+* :mod:`boltwatch.evaluation.machines`: machine series, scored by kind of fault.
+* :mod:`boltwatch.evaluation.skab`: SKAB (real labelled industrial data), F1 and FAR.
 
 * :mod:`boltwatch.evaluation.windowed`: the windowed scorer (windows around labelled anomalies,
   scaled-sigmoid reward of the first detection in a window, a cost per detection outside,

@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from boltwatch.evaluation.baselines import null_scores, random_scores, windowed_gaussian
+from boltwatch.evaluation.skab import CHANNELS, GROUPS, SkabFile, default_skab_root, load_skab
 from boltwatch.evaluation.windowed import (
     STANDARD,
     LabelledSeries,
@@ -49,7 +50,6 @@ from boltwatch.evaluation.windowed import (
     sweep,
 )
 from detection.base import Frame
-from detection.skab import CHANNELS, GROUPS, SkabFile, default_skab_root, load_skab
 from detection.univariate import UnivariateDetector, UnivariateParams
 
 __all__ = [
@@ -317,7 +317,7 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def _skab_f1_table(root: Path) -> str:
-    from detection.skab import evaluate_skab, skab_table
+    from boltwatch.evaluation.skab import evaluate_skab, skab_table
 
     result = evaluate_skab(root)
     lines = ["| algorithm | F1 | FAR % | MAR % |", "|---|---:|---:|---:|"]

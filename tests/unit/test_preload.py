@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from boltwatch.evaluate import evaluate_bolt_dir, grafana_rule, load_bolt_frame
+from boltwatch.evaluation.scenarios import evaluate_bolt_dir, grafana_rule, load_bolt_frame
 from detection.base import EventKind, Frame, Severity
 from detection.installation import InstallationParams, check_nut_factor, nut_factor
 from detection.preload import BoltPreloadDetector, PreloadParams, theil_sen

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from rich.table import Table
 
-from boltwatch.evaluate import grafana_rule
+from boltwatch.evaluation.scenarios import grafana_rule
 from detection.base import EventKind, Frame
 from detection.preload import BoltPreloadDetector, PreloadParams
 from firmware_sim.field import FIELD_SCENARIOS, FieldBolt, simulate_field

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detection.base import DetectionError, EventKind
-from detection.machine_eval import (
+from boltwatch.evaluation.machines import (
     EXPECTED_KINDS,
     MachineResult,
     evaluate_machines,
     load_machine_csv,
 )
+from detection.base import DetectionError, EventKind
 from firmware_sim.machines import MachineSpec, simulate_machine
 from firmware_sim.offline import write_outputs
 from firmware_sim.scenario import SimulationResult, load_scenario, run_scenario

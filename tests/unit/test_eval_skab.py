@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detection.skab import (
+from boltwatch.evaluation.skab import (
     CHANNELS,
     LEADERBOARD,
     Counts,

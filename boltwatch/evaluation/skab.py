@@ -220,7 +220,7 @@ def default_skab_root() -> Path:
     env = os.environ.get(_ENV_ROOT)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "skab"
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "skab"
 
 
 def _read_file(path: Path, group: str) -> SkabFile:

@@ -8,7 +8,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from boltwatch.cli import app
-from boltwatch.field_eval import (
+from boltwatch.evaluation.field import (
     HELDOUT_SEEDS,
     TUNING_SEEDS,
     evaluate_field,

@@ -27,8 +27,8 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
+from boltwatch.evaluation.machines import MachineResult, evaluate_machines
 from detection.base import EventKind, Float64, Frame
-from detection.machine_eval import MachineResult, evaluate_machines
 from detection.preload import BoltPreloadDetector, PreloadParams
 from detection.replay import parse_timestamps
 from firmware_sim.offline import write_outputs
@@ -395,11 +395,11 @@ def run_evaluation(
 
     Args:
         seeds: Seeds 1..N of each scenario.
-        skab_root: SKAB's folder (default: :func:`detection.skab.default_skab_root`).
+        skab_root: SKAB's folder (default: :func:`boltwatch.evaluation.skab.default_skab_root`).
         console: Where progress goes.
         scenarios: Only these library scenarios (default: every bolt and machine scenario).
     """
-    from detection.skab import default_skab_root, evaluate_skab, skab_table
+    from boltwatch.evaluation.skab import default_skab_root, evaluate_skab, skab_table
 
     seed_list = list(range(1, seeds + 1))
     status = console.status("evaluating ...") if console is not None else None
