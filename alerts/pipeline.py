@@ -1,6 +1,9 @@
 """The alert pipeline: detection events in, notifications out, as a chain of small stages.
 
-``events → Dedup → Lifecycle → Silence/Inhibit → Escalate → Group → Outbox → Notify (retry)``
+``take → Dedup → [Lifecycle → Mute → Escalate] → Group → Outbox → Notify (retry)``
+
+The bracketed stages (:mod:`alerts.stages`) run per alert, from one list whose order is declared
+once (``AlertPipeline.stages``); the others are this module's input, grouping and delivery.
 
 * **Dedup** — one alert per (device, kind), created atomically in the store.
 * **Lifecycle** — pending (``for``) → active → cleared once the detector has stopped reporting the
@@ -8,9 +11,9 @@
   re-activates more than ``flap_max`` times within ``flap_window`` is *flapping*: held active,
   not paged again until it has been quiet for a whole window. ``no_data`` alerts come from
   ingest, not from detectors, and clear when the device reports again.
-* **Silence / inhibit** — silences and maintenance windows (rules file or API) and inhibition rules
-  (a critical alert mutes the same device's warnings; an offline gateway mutes its site's
-  ``no_data``) stop notifications, not the alerts themselves.
+* **Mute** — silences and maintenance windows (rules file or API) and inhibition rules (a
+  critical alert mutes the same device's warnings; an offline gateway mutes its site's
+  ``no_data``) stop notifications, not the alerts themselves; so does flapping.
 * **Escalate** — not acknowledged within ``escalate_after``: the route's next receiver is told too;
   unacknowledged active alerts are repeated every ``repeat_interval``.
 * **Group** — alerts of one group (joint, site or device) due at the same time make one
@@ -32,7 +35,6 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -43,10 +45,20 @@ from alerts.model import (
     Channel,
     ChannelError,
     Notification,
-    Silence,
-    Transition,
 )
-from alerts.rules import InhibitRule, Route, Rules
+from alerts.rules import Route, Rules
+from alerts.stages import (
+    ActiveIndex,
+    Due,
+    Escalate,
+    Inhibitor,
+    Lifecycle,
+    Mute,
+    Plan,
+    Silencer,
+    Stage,
+    Step,
+)
 from alerts.store import AlertStore, StoredAlert
 from detection.events import BatchOutcome, DetectionEvent, EventKind, Severity
 
@@ -115,196 +127,6 @@ class AlertMetrics:
         )
 
 
-@dataclass(slots=True)
-class _Due:
-    """A notification decision for one alert and one receiver."""
-
-    alert: Alert
-    receiver: str
-    route: Route
-    status: str
-    reason: str
-
-
-@dataclass(slots=True)
-class _Plan:
-    dues: list[_Due] = field(default_factory=list)
-    changed: dict[int, Alert] = field(default_factory=dict)
-    history: list[tuple[int, int, Transition, str]] = field(default_factory=list)
-
-
-class Lifecycle:
-    """Pending → active → cleared, flapping, severity (one alert at a time)."""
-
-    def __init__(self, rules: Rules) -> None:
-        self.rules = rules
-
-    def step(self, s: StoredAlert, now: int) -> Transition | None:
-        """Advance one alert; returns what happened (None for nothing)."""
-        a = s.alert
-        rule = self.rules.rule_for(a.kind)
-        d = self.rules.defaults
-        quiet_ms = now - s.inactive_ms if s.inactive_ms else 0
-        if a.state is AlertState.PENDING:
-            if s.inactive_ms and quiet_ms >= rule.clear_after_s * 1000:
-                a.state = AlertState.CLEARED
-                a.cleared_ms = now
-                return Transition.CLEARED_PENDING
-            if now - a.first_ms >= rule.for_s * 1000:
-                a.state = AlertState.ACTIVE
-                a.active_ms = now
-                a.transitions = [t for t in a.transitions if now - t < d.flap_window_s * 1000]
-                a.transitions.append(now)
-                if len(a.transitions) > d.flap_max:
-                    a.flapping = True
-                    return Transition.FLAPPING
-                return Transition.ACTIVATED
-            return None
-        if a.state is AlertState.ACTIVE and s.inactive_ms:
-            needed = rule.clear_after_s
-            if a.flapping:
-                needed = max(needed, d.flap_window_s)
-            if quiet_ms >= needed * 1000:
-                a.state = AlertState.CLEARED
-                a.cleared_ms = now
-                if a.flapping:
-                    a.flapping = False
-                    a.transitions = []
-                return Transition.CLEARED
-        return None
-
-
-class Silencer:
-    """Silences and maintenance windows."""
-
-    def __init__(self, store: AlertStore, rules: Rules) -> None:
-        self.store = store
-        self.static = [
-            Silence(-i - 1, s.starts_ms, s.ends_ms, s.author, s.reason, s.device_id, s.site, s.kind)
-            for i, s in enumerate(rules.silences)
-        ]
-        self._cache: tuple[int, list[Silence]] = (-1, [])
-
-    def silenced_by(self, alert: Alert, now: int) -> Silence | None:
-        """The silence muting this alert now, if any."""
-        if self._cache[0] != now:
-            self._cache = (now, self.static + self.store.silences(active_at_ms=now))
-        return next((s for s in self._cache[1] if s.matches(alert, now)), None)
-
-
-class Inhibitor:
-    """Inhibition rules over the currently active alerts."""
-
-    def __init__(self, rules: Rules) -> None:
-        self.rules = rules.inhibit
-
-    def affected(self, changed: Sequence[StoredAlert]) -> tuple[set[str], set[str]]:
-        """Devices and sites whose alerts a state change of these alerts may mute or unmute."""
-        devices: set[str] = set()
-        sites: set[str] = set()
-        for src in changed:
-            a = src.alert
-            for rule in self.rules:
-                if not _can_inhibit(rule, src):
-                    continue
-                if rule.equal == "device":
-                    devices.add(a.device_id)
-                elif a.site:
-                    sites.add(a.site)
-        return devices, sites
-
-    def inhibited(self, target: StoredAlert, active: _ActiveIndex) -> bool:
-        """Whether an active source alert mutes this one."""
-        t = target.alert
-        for rule in self.rules:
-            if rule.target_kinds and t.kind not in rule.target_kinds:
-                continue
-            if t.severity > rule.target_max_severity:
-                continue
-            if rule.equal == "device":
-                sources = active.on_device(t.device_id)
-            else:
-                sources = active.on_site(t.site) if t.site else []
-            for src in sources:
-                a = src.alert
-                if a.id == t.id or a.state is not AlertState.ACTIVE:
-                    continue
-                if not _can_inhibit(rule, src):
-                    continue
-                if rule.equal == "device" and a.severity <= t.severity and not rule.source_kinds:
-                    continue  # a critical mutes the *lower* severities of the same device
-                return True
-        return False
-
-
-def _can_inhibit(rule: InhibitRule, src: StoredAlert) -> bool:
-    """Whether an alert matches a rule's source side (kind, device kind, severity)."""
-    a = src.alert
-    return (
-        (not rule.source_kinds or a.kind in rule.source_kinds)
-        and (not rule.source_device_kinds or src.device_kind in rule.source_device_kinds)
-        and a.severity >= rule.source_min_severity
-    )
-
-
-class _ActiveIndex:
-    """Open alerts by device and by site, kept up to date with the pipeline's cache."""
-
-    def __init__(self) -> None:
-        self.alerts: dict[int, StoredAlert] = {}
-        self.by_device: dict[str, set[int]] = {}
-        self.by_site: dict[str, set[int]] = {}
-
-    def put(self, s: StoredAlert) -> None:
-        """Add or replace an alert."""
-        self.drop(s.alert.id)
-        a = s.alert
-        self.alerts[a.id] = s
-        self.by_device.setdefault(a.device_id, set()).add(a.id)
-        if a.site:
-            self.by_site.setdefault(a.site, set()).add(a.id)
-
-    def drop(self, alert_id: int) -> None:
-        """Forget an alert (cleared)."""
-        s = self.alerts.pop(alert_id, None)
-        if s is None:
-            return
-        self.by_device.get(s.alert.device_id, set()).discard(alert_id)
-        self.by_site.get(s.alert.site, set()).discard(alert_id)
-
-    def on_device(self, device_id: str) -> list[StoredAlert]:
-        """Open alerts of a device."""
-        return [self.alerts[i] for i in self.by_device.get(device_id, ())]
-
-    def on_site(self, site: str) -> list[StoredAlert]:
-        """Open alerts of a site."""
-        return [self.alerts[i] for i in self.by_site.get(site, ())]
-
-
-class Escalator:
-    """Which receivers of a route an alert has reached, and what is due now."""
-
-    def due(self, a: Alert, route: Route, now: int) -> list[tuple[str, str]]:
-        """(receiver, reason) pairs to notify for an active alert now."""
-        chain = route.receivers
-        if a.notified_severity < 0:
-            return [(chain[0], "new")]
-        out: list[tuple[str, str]] = []
-        if int(a.severity) > a.notified_severity:
-            out += [(r, "severity") for r in chain[: a.escalation + 1]]
-        elif not a.acknowledged and now - a.notified_ms >= route.repeat_interval_s * 1000:
-            out += [(r, "repeat") for r in chain[: a.escalation + 1]]
-        if (
-            not a.acknowledged
-            and route.escalate_after_s > 0
-            and a.escalation + 1 < len(chain)
-            and now - a.active_ms >= route.escalate_after_s * 1000 * (a.escalation + 1)
-        ):
-            a.escalation += 1
-            out.append((chain[a.escalation], "escalated"))
-        return out
-
-
 def _group_key(a: Alert, route: Route) -> str:
     if route.group_by == "device":
         return f"{a.site}/{a.device_id}"
@@ -358,14 +180,18 @@ class AlertPipeline:
         self.metrics = metrics or AlertMetrics()
         self.group_of = group_of
         self.on_record = on_record
-        self.lifecycle = Lifecycle(rules)
         self.silencer = Silencer(store, rules)
         self.inhibitor = Inhibitor(rules)
-        self.escalator = Escalator()
+        self.stages: list[Stage] = [
+            Lifecycle(rules),
+            Mute(self.silencer, self.inhibitor),
+            Escalate(rules),
+        ]
+        """The per-alert stages, in order: the one place the order is declared."""
         self._open: dict[str, set[str]] = {}
         self._no_data: set[str] = set()
         self._cache: dict[int, StoredAlert] | None = None
-        self._index = _ActiveIndex()
+        self._index = ActiveIndex()
         self._due: dict[int, float] = {}
         self._silence_next: float = -math.inf
         self._open_alerts()
@@ -542,7 +368,7 @@ class AlertPipeline:
             self._silence_next = self._silence_boundary(now)
         else:
             dirty |= {i for i, t in self._due.items() if t <= now}
-        plan = _Plan()
+        plan = Plan()
         active = self._index
         by_id = self._cache or {}
         todo = [by_id[i] for i in sorted(dirty) if i in by_id]
@@ -565,52 +391,16 @@ class AlertPipeline:
         return notes
 
     def _advance(
-        self, alerts: Sequence[StoredAlert], active: _ActiveIndex, now: int, plan: _Plan
+        self, alerts: Sequence[StoredAlert], active: ActiveIndex, now: int, plan: Plan
     ) -> None:
         for s in alerts:
-            a = s.alert
-            was = a.state
-            what = self.lifecycle.step(s, now)
-            if what is not None:
-                plan.changed[a.id] = a
-                plan.history.append((a.id, now, what, ""))
-            if a.state is AlertState.CLEARED:
-                if was is AlertState.ACTIVE and a.notified_severity >= 0:
-                    self._plan_resolved(a, plan)
-                continue
-            if a.state is AlertState.ACTIVE:
-                self._plan_firing(s, active, now, what, plan)
+            step = Step(s, now, plan, active)
+            for stage in self.stages:
+                if not stage.apply(step):
+                    break
 
-    def _plan_firing(
-        self, s: StoredAlert, active: _ActiveIndex, now: int, what: Transition | None, plan: _Plan
-    ) -> None:
-        """Silence, inhibit, group-wait and escalate one active alert into due notifications."""
-        a = s.alert
-        if a.flapping and what is not Transition.FLAPPING and a.notified_severity >= 0:
-            return  # held active: no paging while it flaps
-        if self.silencer.silenced_by(a, now) is not None:
-            return
-        if self.inhibitor.inhibited(s, active):
-            return
-        for route in self.rules.routes_for(a.site, a.kind, a.severity):
-            if (
-                a.notified_severity < 0
-                and now - a.active_ms < self.rules.defaults.group_wait_s * 1000
-            ):
-                continue
-            escalation_before = a.escalation
-            for receiver, reason in self.escalator.due(a, route, now):
-                plan.dues.append(_Due(a, receiver, route, "firing", reason))
-            if a.escalation != escalation_before:
-                plan.changed[a.id] = a
-
-    def _plan_resolved(self, a: Alert, plan: _Plan) -> None:
-        for route in self.rules.routes_for(a.site, a.kind, a.severity):
-            for receiver in route.receivers[: a.escalation + 1]:
-                plan.dues.append(_Due(a, receiver, route, "resolved", "cleared"))
-
-    def _record(self, plan: _Plan, now: int) -> list[Notification]:
-        groups: dict[tuple[str, str, str], list[_Due]] = {}
+    def _record(self, plan: Plan, now: int) -> list[Notification]:
+        groups: dict[tuple[str, str, str], list[Due]] = {}
         for due in plan.dues:
             key = (due.receiver, _group_key(due.alert, due.route), due.status)
             groups.setdefault(key, []).append(due)
