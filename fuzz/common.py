@@ -167,11 +167,11 @@ def check_api_body(raw: bytes, now_ms: int = T0) -> None:
             text.encode("utf-8")
         assert len(silence.reason) <= MAX_TEXT_CHARS
     # The ack and comment bodies: their fields, as the handlers read them.
-    from alerts.api import _str_field  # the handlers' own field reader
+    from alerts.api_input import str_field  # the handlers' own field reader
 
     for name in ("by", "comment", "text"):
         try:
-            value = _str_field(body, name, required=False)
+            value = str_field(body, name, required=False)
         except ApiError as exc:
             assert exc.status == 422 and exc.field == name
         else:

@@ -1,5 +1,5 @@
-"""Atheris harness of the alerts API's body parsers (``alerts.api.parse_body``, the silence and
-ack/comment field readers).
+"""Atheris harness of the alerts API's body parsers (``alerts.api_input.parse_body``, the silence
+and ack/comment field readers).
 
 Input: one request body, as raw bytes; the properties are :func:`fuzz.common.check_api_body`.
 Run through ``make fuzz``.
@@ -11,8 +11,12 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["alerts.api", "alerts.rules", "sensors.codec"]):
-    import alerts.api  # noqa: F401 - imported here to be instrumented
+with atheris.instrument_imports(
+    include=["alerts.api", "alerts.api_input", "alerts.rules", "sensors.codec"]
+):
+    # imported here to be instrumented
+    import alerts.api
+    import alerts.api_input  # noqa: F401
 
 from fuzz.common import check_api_body
 from fuzz.harness import fuzz
