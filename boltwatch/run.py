@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -11,10 +12,10 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("boltwatch")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 STOP_DEADLINE_S: Final = 8.0
 """A stop (SIGTERM, Ctrl-C) still running after this many seconds ends the process anyway."""
 _LAST_DELIVERY_S: Final = 2.0
@@ -283,7 +286,22 @@ def build_engine(config: Config, registry: Registry | None = None) -> Engine:
     return Engine(detectors, registry=registry)
 
 
-async def run_service(
+def _store_locked(
+    serve: Callable[Concatenate[Config, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[Config, _P], Coroutine[Any, Any, _R]]:
+    """``serve`` with its config's store folder locked for the whole call
+    (:mod:`boltwatch.store_lock`)."""
+
+    async def locked(config: Config, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with StoreLock(config.store.path):
+            return await serve(config, *args, **kwargs)
+
+    functools.update_wrapper(locked, serve)  # name and documentation of ``serve``
+    return locked
+
+
+@_store_locked
+async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one part after another
     config: Config,
     out: Console,
     *,
@@ -325,37 +343,6 @@ async def run_service(
         StoreError: The store cannot be opened (naming the path).
         ListenError: The API's or the metrics' port is in use (naming the key).
     """
-    with StoreLock(config.store.path):
-        return await _serve(
-            config,
-            out,
-            mqtt_version=mqtt_version,
-            stop=stop,
-            alert_console=alert_console,
-            api_token=api_token,
-            on_ready=on_ready,
-            late_by_age=late_by_age,
-            clock=clock,
-            speed=speed,
-            deadline=deadline,
-        )
-
-
-async def _serve(  # noqa: PLR0912, PLR0915 - the composition root, one part after another
-    config: Config,
-    out: Console,
-    *,
-    mqtt_version: int = 5,
-    stop: asyncio.Event | None = None,
-    alert_console: Console | None = None,
-    api_token: str | None = None,
-    on_ready: Callable[[], None] | None = None,
-    late_by_age: bool = True,
-    clock: Callable[[], float] = time.time,
-    speed: float = 1.0,
-    deadline: StopDeadline | None = None,
-) -> ServiceSummary:
-    """:func:`run_service` with the store folder locked (same arguments)."""
     registry: Registry | None = None
     if config.registry.path is not None:
         registry = load_registry(config.registry.path)
