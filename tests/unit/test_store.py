@@ -648,7 +648,7 @@ def test_the_wal_stays_bounded_while_readers_keep_overlapping(
     chaos overload. Past a size, the store checkpoints with TRUNCATE."""
     import threading
 
-    import ingest.store as store_module
+    import ingest.store.writer as store_module
 
     monkeypatch.setattr(store_module, "_WAL_RESTART_BYTES", 2 * 1024 * 1024)
     wal = tmp_path / "s" / "boltwatch.sqlite3-wal"

@@ -1,0 +1,129 @@
+"""Export: stored readings as a ``boltwatch replay`` CSV file."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TextIO
+
+import msgspec
+
+from ingest.store.queries import _Queries
+from ingest.store.schema import _Layout
+from sensors.schema import DeviceKind
+
+_EXPORT_CHUNK: Final = 10_000
+_CBOLT_EXPORT: Final = ("preload_kn", "temp_c", "torque_nm", "battery_v")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _rfc3339(ts_ms: int, cache: dict[int, str]) -> str:
+    """RFC 3339 UTC with ``Z``; milliseconds only when not zero (as ``boltwatch simulate`` does)."""
+    sec, ms = divmod(ts_ms, 1000)
+    text = cache.get(sec)
+    if text is None:
+        if len(cache) > 65_536:
+            cache.clear()
+        text = cache[sec] = (_EPOCH + timedelta(seconds=sec)).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{ms:03d}Z" if ms else f"{text}Z"
+
+
+def _number(value: float | None) -> str:
+    """Shortest text that reads back as the same float; integral values without ``.0``."""
+    if value is None:
+        return ""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+class _Export(_Queries):
+    """The CSV export of :class:`~ingest.store.Store` (it filters as the reads do)."""
+
+    # -- export -----------------------------------------------------------------------------------
+
+    def export_csv(
+        self,
+        out: TextIO,
+        kind: DeviceKind,
+        *,
+        device_id: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> int:
+        """Write stored readings as a ``boltwatch replay`` input file (ARCHITECTURE.md).
+
+        ``cbolt``: ``timestamp,device_id,preload_kn,temp_c,torque_nm,battery_v``, where
+        ``torque_nm`` is the torque of a ``tightened`` event, on the device's first reading at or
+        after the event (empty on every other row). Other kinds: ``timestamp,device_id`` and the
+        kind's numeric fields (waveforms are not exported). Timestamps are RFC 3339 UTC with
+        ``Z``; an unreported value is an empty cell. Rows by timestamp, then device.
+
+        Args:
+            out: Text stream to write to (open it with ``newline=""``).
+            kind: Device kind.
+            device_id: Only this device.
+            since_ms: Only readings at or after this time (epoch ms UTC).
+            until_ms: Only readings before this time (epoch ms UTC).
+
+        Returns:
+            Number of data rows written (the header not counted).
+        """
+        layout = self._layout(kind)
+        conn = self._conn()
+        is_bolt = layout.kind is DeviceKind.CBOLT
+        fields = _CBOLT_EXPORT if is_bolt else layout.floats
+        stored = [f for f in fields if f != "torque_nm"] if is_bolt else list(fields)
+        where, params = self._filters(device_id, None, since_ms, until_ms)
+        sql = (
+            "SELECT ts_ms, device_id, seq"  # noqa: S608 - identifiers checked by _IDENT
+            + "".join(f', "{f}"' for f in stored)
+            + f' FROM "{layout.table}"'
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY ts_ms, device_id, seq"
+        )
+        torque = self._torque_rows(conn, layout, device_id, until_ms) if is_bolt else {}
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["timestamp", "device_id", *fields])
+        stamps: dict[int, str] = {}
+        number = _number
+        rows = 0
+        cursor = conn.execute(sql, params)
+        while chunk := cursor.fetchmany(_EXPORT_CHUNK):
+            lines: list[list[str]] = []
+            for ts, dev, seq, *values in chunk:
+                cells = [number(v) for v in values]
+                if is_bolt:
+                    cells.insert(2, number(torque.get((dev, ts, seq))))
+                lines.append([_rfc3339(ts, stamps), dev, *cells])
+            writer.writerows(lines)
+            rows += len(lines)
+        return rows
+
+    @staticmethod
+    def _torque_rows(
+        conn: sqlite3.Connection, layout: _Layout, device_id: str | None, until_ms: int | None
+    ) -> dict[tuple[str, int, int], float]:
+        """``(device, ts_ms, seq)`` of the reading carrying each ``tightened`` event's torque."""
+        sql = "SELECT device_id, ts_ms, json FROM events WHERE kind = ? AND type = 'tightened'"
+        params: list[Any] = [layout.kind.value]
+        if device_id is not None:
+            sql += " AND device_id = ?"
+            params.append(device_id)
+        if until_ms is not None:
+            sql += " AND ts_ms < ?"
+            params.append(until_ms)
+        sql += " ORDER BY ts_ms, seq"
+        first = (
+            f'SELECT ts_ms, seq FROM "{layout.table}" WHERE device_id = ? AND ts_ms >= ? '  # noqa: S608 - _IDENT
+            "ORDER BY ts_ms, seq LIMIT 1"
+        )
+        torque: dict[tuple[str, int, int], float] = {}
+        for dev, ts, text in conn.execute(sql, params).fetchall():
+            value = msgspec.json.decode(text).get("torque_nm")
+            if value is None:
+                continue
+            hit = conn.execute(first, (dev, ts)).fetchone()
+            if hit is not None:
+                torque[dev, hit[0], hit[1]] = float(value)  # a later event on the same row wins
+        return torque

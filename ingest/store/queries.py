@@ -1,0 +1,238 @@
+"""Reading: readings as columns, events, devices, dead letters and the counts of
+:meth:`~ingest.store.Store.stats`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+
+from ingest.store.records import DeadLetter, DeviceRecord, StoreStats
+from ingest.store.schema import _Schema
+from sensors.codec import ReadingColumns
+from sensors.schema import DeviceKind
+
+_INDEX: Final = re.compile(r"\[\d+\]")
+
+
+class _Queries(_Schema):
+    """The reads of :class:`~ingest.store.Store`."""
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def readings(
+        self,
+        kind: DeviceKind,
+        *,
+        device_id: str | None = None,
+        site: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        late: bool | None = None,
+        limit: int | None = None,
+    ) -> ReadingColumns:
+        """Stored readings of one kind as columns, ordered by timestamp, then device, then seq.
+
+        Args:
+            kind: Device kind.
+            device_id: Only this device.
+            site: Only this site.
+            since_ms: Only readings at or after this time (epoch ms UTC).
+            until_ms: Only readings before this time (epoch ms UTC).
+            late: Only late (true) or only timely (false) readings.
+            limit: At most this many rows (the earliest).
+
+        Returns:
+            Columns as the decoder makes them: NaN where a field was not reported; waveforms
+            as float64 arrays of the stored float32 samples; ``message`` is the row number.
+        """
+        layout = self._layout(kind)
+        where, params = self._filters(device_id, site, since_ms, until_ms)
+        if late is not None:
+            where.append("late = ?")
+            params.append(int(late))
+        sql = f'SELECT {layout.select} FROM "{layout.table}"'  # noqa: S608 - see _IDENT
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts_ms, device_id, seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._conn().execute(sql, params).fetchall()
+        n = len(rows)
+        columns: list[tuple[Any, ...]] = (
+            list(zip(*rows, strict=True)) if rows else [()] * (4 + len(layout.floats))
+        )
+        nf = len(layout.floats)
+        return ReadingColumns(
+            kind=layout.kind,
+            site=np.array(columns[3], dtype=object),
+            device_id=np.array(columns[0], dtype=object),
+            ts_ms=np.array(columns[1], dtype=np.int64),
+            seq=np.array(columns[2], dtype=np.int64),
+            values={
+                f: np.array(columns[4 + j], dtype=np.float64) for j, f in enumerate(layout.floats)
+            },
+            arrays={
+                f: [
+                    None
+                    if b is None
+                    else np.frombuffer(b, dtype="<f4").astype(np.float64)  # one copy, owned
+                    for b in (columns[4 + nf + j] if rows else ())
+                ]
+                for j, f in enumerate(layout.arrays)
+            },
+            message=np.arange(n, dtype=np.int64),
+        )
+
+    @staticmethod
+    def _filters(
+        device_id: str | None, site: str | None, since_ms: int | None, until_ms: int | None
+    ) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if device_id is not None:
+            where.append("device_id = ?")
+            params.append(device_id)
+        if site is not None:
+            where.append("site = ?")
+            params.append(site)
+        if since_ms is not None:
+            where.append("ts_ms >= ?")
+            params.append(since_ms)
+        if until_ms is not None:
+            where.append("ts_ms < ?")
+            params.append(until_ms)
+        return where, params
+
+    def events(
+        self,
+        *,
+        device_id: str | None = None,
+        site: str | None = None,
+        kind: DeviceKind | None = None,
+        event_type: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, object]]:
+        """Stored events, ordered by timestamp, then device, then seq.
+
+        Args:
+            device_id: Only this device.
+            site: Only this site.
+            kind: Only devices of this kind.
+            event_type: Only this ``type`` (``tightened``, ``battery_swap``, ...).
+            since_ms: Only events at or after this time (epoch ms UTC).
+            until_ms: Only events before this time (epoch ms UTC).
+            limit: At most this many (the earliest).
+
+        Returns:
+            One dict per event: ``site, kind, device_id, ts_ms, seq, type, received_ms`` and
+            ``event`` (the event's fields as received, e.g. ``torque_nm``).
+        """
+        where, params = self._filters(device_id, site, since_ms, until_ms)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(DeviceKind(kind).value)
+        if event_type is not None:
+            where.append("type = ?")
+            params.append(event_type)
+        sql = "SELECT site, kind, device_id, ts_ms, seq, type, json, received_ms FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts_ms, device_id, seq, type"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        decode = msgspec.json.decode
+        return [
+            {
+                "site": s,
+                "kind": DeviceKind(k),
+                "device_id": d,
+                "ts_ms": t,
+                "seq": q,
+                "type": ty,
+                "received_ms": r,
+                "event": decode(j),
+            }
+            for s, k, d, t, q, ty, j, r in self._conn().execute(sql, params)
+        ]
+
+    def devices(self) -> list[DeviceRecord]:
+        """Every device known (from its readings or its status messages), by device id."""
+        rows = self._conn().execute(
+            "SELECT device_id, kind, site, state, boot_id, fw_version, last_seen_ms, "
+            "last_status_ms, updated_ms FROM device_state ORDER BY device_id"
+        )
+        return [
+            DeviceRecord(d, DeviceKind(k), s, st, b, fw, seen, status, upd)
+            for d, k, s, st, b, fw, seen, status, upd in rows
+        ]
+
+    def dead_letters(
+        self, *, limit: int = 100, reason: str | None = None, include_replayed: bool = False
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first.
+
+        Args:
+            limit: At most this many.
+            reason: Only those whose ``"{field}: {reason}"`` contains this text (case-sensitive),
+                e.g. ``"$.preload_kn"`` or ``"spoofed"``.
+            include_replayed: Also those already replayed.
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if not include_replayed:
+            where.append("replayed_ms IS NULL")
+        if reason is not None:
+            where.append("instr(field || ': ' || reason, ?) > 0")
+            params.append(reason)
+        sql = "SELECT id, received_ms, topic, payload, field, reason, replayed_ms FROM dead_letters"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [
+            DeadLetter(
+                topic=topic,
+                payload=bytes(payload),
+                field=field,
+                reason=why,
+                received_ms=received,
+                id=i,
+                replayed_ms=replayed,
+            )
+            for i, received, topic, payload, field, why, replayed in self._conn().execute(
+                sql, params
+            )
+        ]
+
+    def stats(self) -> StoreStats:
+        """Counts of everything stored (readings counted as written, not by a table scan)."""
+        conn = self._conn()
+        by_kind = {k.value: 0 for k in self._layouts}
+        by_kind.update(dict(conn.execute("SELECT kind, n FROM reading_counts").fetchall()))
+        by_reason: dict[str, int] = {}
+        for field, count in conn.execute("SELECT field, count(*) FROM dead_letters GROUP BY 1"):
+            key = _INDEX.sub("[]", field)
+            by_reason[key] = by_reason.get(key, 0) + count
+        total, pending = conn.execute(
+            "SELECT count(*), count(*) - count(replayed_ms) FROM dead_letters"
+        ).fetchone()
+        watermark = conn.execute(
+            "SELECT value FROM meta WHERE key = 'rollup_watermark_ms'"
+        ).fetchone()
+        return StoreStats(
+            readings=sum(by_kind.values()),
+            readings_by_kind=by_kind,
+            devices=conn.execute("SELECT count(*) FROM device_state").fetchone()[0],
+            events=conn.execute("SELECT count(*) FROM events").fetchone()[0],
+            dead_letters=total,
+            dead_letters_pending=pending,
+            dead_letters_by_reason=by_reason,
+            rollup_watermark_ms=None if watermark is None else watermark[0],
+        )
