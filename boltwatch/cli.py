@@ -129,7 +129,22 @@ def config_show(config: ConfigOption = None) -> None:
     out.print_json(json.dumps(redacted(cfg)))
 
 
-@registry_app.command("check")
+@config_app.command("detection")
+def config_detection(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Detectors to show (default: every one with parameters)."),
+    ] = None,
+) -> None:
+    """Print each detector's ``[detection.NAME]`` table, every key commented out at its default
+    with its meaning: paste into the config file and uncomment what you change."""
+    from boltwatch.detection_config import sample_toml
+
+    with _user_errors():
+        text = sample_toml(names or None)
+    sys.stdout.write(text)
+
+
 def registry_check(
     path: Annotated[Path, typer.Argument(help="Registry TOML file.")],
 ) -> None:

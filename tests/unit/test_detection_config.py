@@ -3,6 +3,7 @@ against its parameter dataclass, and used by ``boltwatch run``'s engine."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,37 @@ def test_run_builds_its_engine_with_the_configured_parameters() -> None:
     engine = build_engine(config)
     assert engine.detectors["cbolt"].params.min_learn_h == 9.5
     assert engine.detectors["printer3d"].params == make_detector("printer3d").params
+
+
+def test_the_sample_tables_uncommented_are_every_detector_at_its_defaults() -> None:
+    """``boltwatch config detection``: derived from the parameter classes, so uncommenting every
+    key that has a default gives back exactly the defaults, for every registered detector."""
+    import re
+    import tomllib
+
+    from boltwatch.detection_config import sample_toml
+    from detection.registry import DETECTORS, detector_class
+
+    text = sample_toml()
+    uncommented = "\n".join(
+        re.sub(r"  # .*$", "", line[2:])
+        for line in text.splitlines()
+        if line.startswith("# ") and "<" not in line.split("#")[1]
+    )
+    tables = tomllib.loads(uncommented)["detection"]
+    with_params = {n for n in DETECTORS if dataclasses.fields(detector_class(n).params_type)}
+    assert set(tables) == with_params
+    params = detector_params(tables)
+    for name, value in params.items():
+        assert value == detector_class(name).params_type(), name
+    # every key has its meaning beside it (from the class's Attributes section)
+    keys = [line for line in text.splitlines() if re.match(r"# \w+ = ", line)]
+    assert keys
+    assert all("  # " in line for line in keys), [k for k in keys if "  # " not in k][:3]
+
+
+def test_the_sample_of_an_unknown_detector_names_it() -> None:
+    from boltwatch.detection_config import sample_toml
+
+    with pytest.raises(ConfigError, match=r"detection\.nope: no such detector"):
+        sample_toml(["nope"])
