@@ -9,12 +9,15 @@ Per bolt, for each reading (vectorised over the bolts of a step):
    handled by scaling with the real interval) and ``b`` the joint's temperature coefficient
    (kN/°C), estimated online by the same recursion (recursive regression of preload on
    temperature). Steel in aluminium gives about +0.3 %/°C, steel in steel about 0.
-3. **Settling-aware baseline** — after a ``tightened`` event (a torque value in the data) or when a
-   bolt is first seen, the bolt *learns*. After a tightening it waits for embedding: it arms when
-   at least ``min_learn_h`` have passed and the compensated level's slope has fallen below
-   ``settle_pct_per_h`` (or after ``max_learn_h`` in any case). A bolt first seen without a
-   tightening, a battery swap or an implausible upward jump only need ``min_learn_h``. The
-   baseline ``B`` is then the filtered level.
+3. **Settling-aware baseline** — after a ``tightened`` event (a torque value in the data), when a
+   bolt is first seen, after a battery swap or an implausible upward jump, the bolt *learns*. At
+   each finished hour it tests whether the embedding has flattened: a robust regression of the
+   hourly means whose slope must be *confidently* above ``-settle_pct_per_h`` (a 97.5 % bound
+   over a day or more, where the regression also estimates the joint's temperature coefficient
+   from the daily cycle; a one-sigma bound, raw and filter-compensated both flat, over a few
+   hours, which only a bolt first seen without a tightening may use). It arms after at least
+   ``min_learn_h`` once flat, and after ``max_learn_h`` in any case; the baseline ``B`` is the
+   compensated mean of the last six hours.
 4. **Loosening** — a one-sided (lower) CUSUM on the standardised Kalman innovations,
    ``C = max(0, C - z - k)``, with the level's deficit ``d = 1 - L/B`` against the baseline: a
    ``loosening`` alert when ``C ≥ h`` and ``d ≥ min_loss_pct``, or ``d ≥ loss_pct``. A confirmed
