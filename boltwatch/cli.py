@@ -145,6 +145,7 @@ def config_detection(
     sys.stdout.write(text)
 
 
+@registry_app.command("check")
 def registry_check(
     path: Annotated[Path, typer.Argument(help="Registry TOML file.")],
 ) -> None:
