@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the test suite starts as real servers (command:package). Installed when root.
-TEST_DEBS := mosquitto:mosquitto victoria-metrics:victoria-metrics prometheus-alertmanager:prometheus-alertmanager
+TEST_DEBS := mosquitto:mosquitto victoria-metrics:victoria-metrics prometheus-alertmanager:prometheus-alertmanager chromium:chromium
 # ... and those the benchmarks use as references.
 BENCH_DEBS := $(TEST_DEBS) mosquitto_pub:mosquitto-clients
 
@@ -46,6 +46,7 @@ bench: venv
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/detect.py
 	$(BIN)/python bench/alert_latency.py
+	$(BIN)/python bench/console.py
 
 # Coverage-guided fuzzing (atheris, installed on demand: not a dev dependency) of each decoder and
 # the API's body parsers, FUZZ_SECONDS each; prints inputs, executions/s and crashes per harness.

@@ -743,9 +743,14 @@ def demo(
     tour: Annotated[
         bool, typer.Option("--tour", help="Only the tour of the telemetry contract.")
     ] = False,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Keep the API and the web console up after the story."),
+    ] = False,
 ) -> None:
     """Everything embedded, no setup: broker, a simulated installation with faults, ingest,
-    detection, alerts printed as they happen and served on the HTTP API. Ctrl-C stops."""
+    detection, alerts printed as they happen and served on the HTTP API and the web console
+    (a one-time login link is printed). Ctrl-C stops."""
     import asyncio
 
     if tour:
@@ -758,7 +763,7 @@ def demo(
 
     with _user_errors():
         summary = asyncio.run(
-            run_demo(out, duration_s=duration, speed=speed, seed=seed, hours=hours)
+            run_demo(out, duration_s=duration, speed=speed, seed=seed, hours=hours, keep=keep)
         )
     alerts = sum(v for k, v in summary.alerts.items() if k.startswith("alerts_"))
     out.print(

@@ -33,6 +33,8 @@ __all__ = [
     "BrokerConfig",
     "Config",
     "ConfigError",
+    "ConsoleConfig",
+    "ConsoleUser",
     "InfluxConfig",
     "IngestConfig",
     "LogConfig",
@@ -117,6 +119,33 @@ class AlertsConfig(_Section, frozen=True):
     interval_s: Annotated[float, Meta(gt=0.0, le=3_600.0)] = 1.0
 
 
+class ConsoleUser(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[[console.users]]``: one person who may log in to the console.
+
+    Attributes:
+        name: Shown in the page and written in the alert history with every action.
+        token: The secret the user logs in with (at least 16 characters).
+        role: ``read`` (sees everything) or ``operator`` (also acknowledges, comments, silences).
+    """
+
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+    token: Annotated[str, Meta(min_length=16, max_length=256)]
+    role: Literal["read", "operator"] = "read"
+
+
+class ConsoleConfig(_Section, frozen=True):
+    """``[console]``: the built-in web console, served at ``/console`` beside the alerts API.
+
+    Attributes:
+        enabled: Serve it (it needs the API: ``alerts.api_listen`` and a token).
+        users: Who may log in, each with a token and a role. The API token always logs in too,
+            as the operator ``admin``.
+    """
+
+    enabled: bool = True
+    users: list[ConsoleUser] = msgspec.field(default_factory=list)
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """The whole configuration; every section has working defaults (the embedded setup)."""
 
@@ -127,6 +156,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     detection: dict[str, Any] = msgspec.field(default_factory=dict)
     """``[detection.<detector>]`` tables of hyper-parameters, checked against each detector's
     parameters (:mod:`boltwatch.detection_config`)."""
@@ -254,6 +284,12 @@ def _check(config: Config) -> None:
     if config.registry.path is not None and not Path(config.registry.path).is_file():
         raise ConfigError("registry.path", f"no such file: {config.registry.path}")
     _check_alerts(config)
+    names = [u.name for u in config.console.users]
+    tokens = [u.token for u in config.console.users]
+    if len(set(names)) != len(names) or "admin" in names:
+        raise ConfigError("console.users", "user names must be unique (admin is the API token's)")
+    if len(set(tokens)) != len(tokens):
+        raise ConfigError("console.users", "two users share a token")
 
 
 def _check_alerts(config: Config) -> None:
@@ -319,4 +355,6 @@ def redacted(config: Config) -> dict[str, Any]:
             for key in section:
                 if key in _SECRET_KEYS and section[key] is not None:
                     section[key] = "***"
+    for user in out["console"]["users"]:
+        user["token"] = "***"  # noqa: S105 - the redaction mark, not a password
     return out

@@ -73,6 +73,7 @@ async def run_demo(
     speed: float,
     seed: int = 1,
     hours: float | None = None,
+    keep: bool = False,
 ) -> ServiceSummary:
     """Run the demo until ``duration_s`` real seconds have passed, ``hours`` are simulated (or
     the scenario ends), or Ctrl-C.
@@ -88,6 +89,8 @@ async def run_demo(
         seed: The simulator's seed.
         hours: Simulated hours to run (None: the scenario's two days). Unlike ``duration_s``,
             the same story on any machine: a slow one takes longer to tell it.
+        keep: Once the story is told, keep the service (its API and console) up until Ctrl-C
+            or SIGTERM, to look around.
     """
     logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
     logging.getLogger("amqtt").setLevel(logging.WARNING)
@@ -138,6 +141,7 @@ async def run_demo(
                     seed=seed,
                 )
                 ready = asyncio.Event()
+                links: list[str | None] = []
                 service = asyncio.create_task(
                     run_service(
                         config,
@@ -147,6 +151,7 @@ async def run_demo(
                         alert_console=out,
                         api_token=token,
                         on_ready=ready.set,
+                        on_console=lambda web: links.append(web.login_link(f"http://{api}")),
                         clock=lambda: fleet.sim_ms() / 1000.0,
                         speed=speed,
                         deadline=deadline,
@@ -164,8 +169,13 @@ async def run_demo(
                     f"[bold]Authorization: Bearer {token}[/]"
                 )
                 out.print(f"  try: boltwatch alerts list --url http://{api} --token {token}")
+                if links and links[0]:
+                    out.print(f"  console: [bold]{links[0]}[/] (a one-time login link)")
                 published = await _drive(fleet, sim_s, duration_s, stop, out)
                 await _catch_up(Path(tmp) / "data", published, stop)
+                if keep and not stop.is_set():
+                    out.print("the story is over; the API and the console stay up (Ctrl-C stops)")
+                    await stop.wait()
                 deadline.start()
                 stop.set()
                 return await service

@@ -32,6 +32,7 @@ from alerts.store import AlertStore
 from boltwatch.config import Config, ConfigError
 from boltwatch.detection_config import detector_params
 from boltwatch.store_lock import StoreLock
+from boltwatch.web import Web, build_web
 from boltwatch.wiring import BatchPath, Snapshots
 from detection.engine import SNAPSHOT_FILE, Engine
 from detection.registry import default_detectors, make_detector
@@ -310,6 +311,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
     alert_console: Console | None = None,
     api_token: str | None = None,
     on_ready: Callable[[], None] | None = None,
+    on_console: Callable[[Web], None] | None = None,
     late_by_age: bool = True,
     clock: Callable[[], float] = time.time,
     speed: float = 1.0,
@@ -326,6 +328,8 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
         alert_console: Console receivers print here (default: stdout).
         api_token: API token overriding the config's (the demo makes one up).
         on_ready: Called once everything is up and subscribed.
+        on_console: Called with the web app once the console is served (the demo prints a
+            one-time login link from it).
         late_by_age: Readings older than 10 minutes (of ``clock``) on arrival are late
             (backfill).
         clock: Seconds since the epoch: the one clock of ingest (receipt times, lateness,
@@ -383,7 +387,10 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
     influx = _influx_writer(config)
     token = api_token or _api_token(config)
     try:
-        with Store(config.store.path, retention_days=config.store.retention_days) as store:
+        with (
+            Store(config.store.path, retention_days=config.store.retention_days) as store,
+            contextlib.ExitStack() as stack,
+        ):
             service = IngestService(
                 config,
                 store,
@@ -416,8 +423,20 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                         ),
                         cors_origins=config.alerts.api_cors_origins,
                     )
-                    api_task = tasks.create_task(serve_api(app, api_host, api_port), name="api")
+                    web = build_web(
+                        config,
+                        app,
+                        token=token,
+                        alerts=pipeline.store,
+                        registry=registry,
+                        engine=engine,
+                        clock_ms=pipeline.clock,
+                    )
+                    stack.callback(web.close)
+                    api_task = tasks.create_task(serve_api(web.app, api_host, api_port), name="api")
                     _log.info("alerts API on http://%s/api/alerts", config.alerts.api_listen)
+                    if on_console is not None and web.auth is not None:
+                        on_console(web)
                 elif config.alerts.api_listen:
                     _log.warning(
                         "alerts API off: set alerts.api_token (or BOLTWATCH_ALERTS_API_TOKEN)"

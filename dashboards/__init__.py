@@ -1,6 +1,4 @@
-"""Grafana dashboards as code and the built-in web console.
-
-Empty so far: the console and the dashboards are issue 13. Nothing is public yet.
-"""
+"""The faces of boltwatch: the built-in web console (:mod:`dashboards.console`), and Grafana
+dashboards as code (to come, issue 13)."""
 
 __all__: list[str] = []

@@ -258,6 +258,17 @@ class BoltPreloadDetector(Detector[PreloadParams]):
             ratio = st["level"][:n] / st["baseline"][:n]
         return ratio, st["phase"][:n] == _ARMED
 
+    def levels(self) -> dict[str, tuple[float, bool, float]]:
+        """Per bolt seen: (level / settled baseline, armed, settled baseline in kN); what the
+        console shows of each bolt."""
+        ratio, armed = self.preload_view()
+        base = self.state["baseline"][: ratio.shape[0]]
+        return {
+            dev: (float(ratio[i]), bool(armed[i]), float(base[i]))
+            for i, dev in enumerate(self._ids[: ratio.shape[0]])
+            if dev
+        }
+
     def batch_events(self, frame: Frame) -> list[DetectionEvent]:
         """Joint events of the joints whose bolts the frame updated."""
         if not self.joints.joints or not len(frame):

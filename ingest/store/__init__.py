@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Self
 
 from ingest.store.export import _Export
-from ingest.store.queries import _Queries
+from ingest.store.queries import _Queries, reason_key
 from ingest.store.records import (
     DeadLetter,
     DeviceRecord,
@@ -74,6 +74,7 @@ __all__ = [
     "StoreError",
     "StoreStats",
     "WriteResult",
+    "reason_key",
 ]
 
 

@@ -17,6 +17,13 @@ from sensors.schema import DeviceKind
 _INDEX: Final = re.compile(r"\[\d+\]")
 
 
+def reason_key(field: str) -> str:
+    """The dead-letter reason a field counts under, array indexes removed
+    (``$.readings[3].ts`` → ``$.readings[].ts``): the keys of
+    :attr:`StoreStats.dead_letters_by_reason`."""
+    return _INDEX.sub("[]", field)
+
+
 class _Queries(_Schema):
     """The reads of :class:`~ingest.store.Store`."""
 
@@ -162,6 +169,10 @@ class _Queries(_Schema):
             for s, k, d, t, q, ty, j, r in self._conn().execute(sql, params)
         ]
 
+    def fields(self, kind: DeviceKind) -> tuple[str, ...]:
+        """The numeric fields stored for a kind (the ``values`` keys of :meth:`readings`)."""
+        return self._layout(kind).floats
+
     def devices(self) -> list[DeviceRecord]:
         """Every device known (from its readings or its status messages), by device id."""
         rows = self._conn().execute(
@@ -218,7 +229,7 @@ class _Queries(_Schema):
         by_kind.update(dict(conn.execute("SELECT kind, n FROM reading_counts").fetchall()))
         by_reason: dict[str, int] = {}
         for field, count in conn.execute("SELECT field, count(*) FROM dead_letters GROUP BY 1"):
-            key = _INDEX.sub("[]", field)
+            key = reason_key(field)
             by_reason[key] = by_reason.get(key, 0) + count
         total, pending = conn.execute(
             "SELECT count(*), count(*) - count(replayed_ms) FROM dead_letters"

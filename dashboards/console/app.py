@@ -1,0 +1,537 @@
+"""The built-in web console: server-rendered pages (Jinja2), live by htmx polling, charts by uPlot.
+
+Mounted at ``/console`` by ``boltwatch run`` and ``boltwatch demo`` beside the alerts API. Every
+page needs a session (:mod:`dashboards.console.auth`); every action is a POST carrying the
+session's CSRF token and, for acknowledging, commenting and silencing, the operator role. Actions
+go to the same alert store as the API, under the user's name, so that the alert's history says
+who did what. htmx and uPlot are served from the package (``static/``, their licences beside
+them): no request leaves the server, and the Content-Security-Policy is ``default-src 'self'``.
+
+Pages: ``/`` fleet, ``/alerts``, ``/alerts/{id}``, ``/devices/{id}`` (a bolt or a machine with its
+chart), ``/quality``; ``/data/series/{id}?range=`` is the chart's JSON. Fragments (``.../part``)
+are what the pages poll every :data:`POLL_S` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from alerts.api_guard import BodyLimit, SecurityHeaders
+from alerts.api_input import MAX_BODY_BYTES, MAX_NAME_CHARS, MAX_TEXT_CHARS, ApiError
+from alerts.model import AlertState, Silence
+from alerts.ratelimit import TokenBuckets
+from dashboards.console.auth import LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL_S, Auth, Session
+from dashboards.console.source import DRAWING, RANGES, ConsoleSource, Status
+from detection.events import EventKind
+from sensors.schema import KINDS, DeviceKind
+
+__all__ = ["POLL_S", "create_console"]
+
+POLL_S: Final = 2
+"""Pages poll their live parts this often (seconds): a new reading shows within it."""
+_HERE: Final = Path(__file__).parent
+_log = logging.getLogger(__name__)
+_MAX_SILENCE_H: Final = 24 * 366
+Handler = Callable[[Request, Session], Awaitable[Response]]
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ago(ms: int | None, now_ms: int) -> str:
+    if not ms:
+        return "never"
+    s = max(0, (now_ms - ms) // 1000)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if s >= size:
+            return f"{s // size} {unit} ago"
+    return f"{s} s ago"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(_HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.globals["Status"] = Status
+    env.globals["POLL_S"] = POLL_S
+    return env
+
+
+class _Form:
+    """A posted form's fields, bounded."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = fields
+
+    def text(self, name: str, limit: int = MAX_TEXT_CHARS, *, required: bool = True) -> str:
+        value = self.fields.get(name, "").strip()
+        if required and not value:
+            raise _FormError(f"{name}: required")
+        if len(value) > limit:
+            raise _FormError(f"{name}: at most {limit} characters")
+        return value
+
+
+class _FormError(ValueError):
+    """A form field is missing or wrong (the message names it)."""
+
+
+class _Console:
+    def __init__(self, source: ConsoleSource, auth: Auth, clock_s: Callable[[], float]) -> None:
+        self.source = source
+        self.auth = auth
+        self.clock_s = clock_s
+        self.env = _environment()
+        self.failures = TokenBuckets(5 / 60, 5, clock=time.monotonic)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def render(
+        self, request: Request, name: str, status_code: int = 200, **context: object
+    ) -> HTMLResponse:
+        root = _root(request)
+        html = self.env.get_template(name).render(
+            root=root, now_ms=self.source.clock(), ago=_ago, **context
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    def guard(self, handler: Handler, *, action: bool = False) -> Callable[[Request], Any]:
+        """Wrap a page: a session is needed; an action also needs the CSRF token and, unless it
+        is logging out, the operator role."""
+
+        async def endpoint(request: Request) -> Response:
+            session = self.auth.session(request.cookies.get(SESSION_COOKIE))
+            root = _root(request)
+            if session is None:
+                if request.headers.get("HX-Request"):
+                    return Response(status_code=401, headers={"HX-Redirect": f"{root}/login"})
+                if request.method != "GET":
+                    return self._refused(request, 401, "log in first")
+                target = quote(
+                    request.url.path + ("?" + request.url.query if request.url.query else "")
+                )
+                return RedirectResponse(f"{root}/login?next={target}", status_code=303)
+            if action:
+                form = await _read_form(request)
+                given = request.headers.get("X-CSRF-Token") or form.fields.get("csrf")
+                if not self.auth.csrf_ok(session, given):
+                    return self._refused(request, 403, "the form's CSRF token is missing or wrong")
+                request.state.form = form
+            return await handler(request, session)
+
+        return endpoint
+
+    def _refused(self, request: Request, status: int, why: str) -> Response:
+        return self.render(request, "error.html", status_code=status, session=None, message=why)
+
+    # -- login ----------------------------------------------------------------------------------
+
+    async def login_page(self, request: Request) -> Response:
+        cookie, field = self.auth.login_nonce()
+        response = self.render(
+            request,
+            "login.html",
+            session=None,
+            login_csrf=field,
+            next=_safe_next(request.query_params.get("next", ""), request),
+            message="",
+        )
+        response.set_cookie(
+            LOGIN_COOKIE, cookie, max_age=600, httponly=True, samesite="strict", path=_path(request)
+        )
+        return response
+
+    async def login(self, request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        form = await _read_form(request)
+        wait = self.failures.wait_s(client)
+        if wait > 0:
+            return Response(
+                "too many failed logins; wait",
+                status_code=429,
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+        if not self.auth.login_form_ok(request.cookies.get(LOGIN_COOKIE), form.fields.get("csrf")):
+            return self._refused(request, 403, "the login form expired: reload the page")
+        user = self.auth.user_for_token(form.fields.get("token", ""))
+        if user is None:
+            self.failures.acquire(client)
+            cookie, field = self.auth.login_nonce()
+            response = self.render(
+                request,
+                "login.html",
+                status_code=401,
+                session=None,
+                login_csrf=field,
+                next=_safe_next(form.fields.get("next", ""), request),
+                message="That token is not valid.",
+            )
+            response.set_cookie(
+                LOGIN_COOKIE,
+                cookie,
+                max_age=600,
+                httponly=True,
+                samesite="strict",
+                path=_path(request),
+            )
+            return response
+        return self._open(request, user.name, _safe_next(form.fields.get("next", ""), request))
+
+    async def login_once(self, request: Request) -> Response:
+        user = self.auth.redeem(request.query_params.get("code", ""))
+        if user is None:
+            return self._refused(request, 401, "this login link was used already or has expired")
+        return self._open(request, user.name, _safe_next("", request))
+
+    def _open(self, request: Request, name: str, target: str) -> Response:
+        user = self.auth.user(name)
+        if user is None:
+            return self._refused(request, 401, f"no user {name!r}")
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            self.auth.open_session(user),
+            max_age=SESSION_TTL_S,
+            httponly=True,
+            samesite="strict",
+            path=_path(request),
+            secure=request.url.scheme == "https",
+        )
+        response.delete_cookie(LOGIN_COOKIE, path=_path(request))
+        return response
+
+    async def logout(self, request: Request, session: Session) -> Response:
+        self.auth.end_session(session)
+        response = RedirectResponse(f"{_root(request)}/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path=_path(request))
+        return response
+
+    # -- pages ----------------------------------------------------------------------------------
+
+    def _fleet_args(self, request: Request) -> tuple[str, Status | None]:
+        query = request.query_params.get("q", "")[:MAX_NAME_CHARS]
+        try:
+            status = (
+                Status(request.query_params.get("status", ""))
+                if request.query_params.get("status")
+                else None
+            )
+        except ValueError:
+            status = None
+        return query, status
+
+    async def fleet(self, request: Request, session: Session) -> Response:
+        query, status = self._fleet_args(request)
+        fleet = await run_in_threadpool(self.source.fleet, query, status)
+        return self.render(request, "fleet.html", session=session, fleet=fleet, page="fleet")
+
+    async def fleet_part(self, request: Request, session: Session) -> Response:
+        query, status = self._fleet_args(request)
+        fleet = await run_in_threadpool(self.source.fleet, query, status)
+        return self.render(request, "_fleet.html", session=session, fleet=fleet)
+
+    def _alert_args(self, request: Request) -> dict[str, str | None]:
+        q = request.query_params
+        state = q.get("state", "open")
+        return {
+            "state": state if state in ("pending", "active", "cleared", "open") else "open",
+            "site": q.get("site", "")[:MAX_NAME_CHARS] or None,
+            "kind": q.get("kind", "")[:MAX_NAME_CHARS] or None,
+        }
+
+    def _alerts(self, args: dict[str, str | None]) -> list[Any]:
+        state = args["state"]
+        if state == "open":
+            found = [
+                a
+                for a in self.source.alert_list(state=None, site=args["site"], kind=args["kind"])
+                if a.state is not AlertState.CLEARED
+            ]
+        else:
+            found = self.source.alert_list(state=state, site=args["site"], kind=args["kind"])
+        return found
+
+    async def alerts(self, request: Request, session: Session) -> Response:
+        args = self._alert_args(request)
+        found = await run_in_threadpool(self._alerts, args)
+        return self.render(
+            request,
+            "alerts.html",
+            session=session,
+            alerts=found,
+            args=args,
+            kinds=[k.value for k in EventKind],
+            page="alerts",
+        )
+
+    async def alerts_part(self, request: Request, session: Session) -> Response:
+        found = await run_in_threadpool(self._alerts, self._alert_args(request))
+        return self.render(request, "_alerts.html", session=session, alerts=found)
+
+    async def alert(self, request: Request, session: Session) -> Response:
+        alert_id = int(request.path_params["alert_id"])
+        found = await run_in_threadpool(self.source.alerts.get, alert_id)
+        if found is None:
+            return self._refused(request, 404, f"no alert {alert_id}")
+        history = await run_in_threadpool(self.source.history, alert_id)
+        return self.render(
+            request,
+            "alert.html",
+            session=session,
+            alert=found.alert,
+            history=history,
+            page="alerts",
+        )
+
+    async def act(self, request: Request, session: Session) -> Response:
+        """``POST /alerts/{id}/{ack|unack|comment}`` (operators)."""
+        if not session.user.can_act:
+            return self._refused(request, 403, f"{session.user.name} may only read (role read)")
+        alert_id = int(request.path_params["alert_id"])
+        verb = request.path_params["verb"]
+        form: _Form = request.state.form
+        now = self.source.clock()
+        store = self.source.alerts
+        who = session.user.name
+        try:
+            if verb == "ack":
+                text = form.text("comment", required=False)
+                done = await run_in_threadpool(store.acknowledge, alert_id, who, now, text)
+            elif verb == "unack":
+                done = await run_in_threadpool(store.unacknowledge, alert_id, who, now)
+            elif verb == "comment":
+                text = form.text("text")
+                done = await run_in_threadpool(store.comment, alert_id, who, now, text)
+            else:
+                return self._refused(request, 404, f"no action {verb!r}")
+        except _FormError as exc:
+            return self._refused(request, 422, str(exc))
+        if done is None:
+            return self._refused(request, 404, f"no alert {alert_id}")
+        return RedirectResponse(_safe_next(form.fields.get("next", ""), request), status_code=303)
+
+    async def silence(self, request: Request, session: Session) -> Response:
+        """``POST /silences``: silence a device (or a site, or a kind) for some hours."""
+        if not session.user.can_act:
+            return self._refused(request, 403, f"{session.user.name} may only read (role read)")
+        form: _Form = request.state.form
+        try:
+            reason, device, site, kind, hours = _silence_fields(form)
+        except _FormError as exc:
+            return self._refused(request, 422, str(exc))
+        now = self.source.clock()
+        silence = Silence(
+            0, now, now + round(hours * 3_600_000), session.user.name, reason, device, site, kind
+        )
+        await run_in_threadpool(self.source.alerts.add_silence, silence)
+        return RedirectResponse(_safe_next(form.fields.get("next", ""), request), status_code=303)
+
+    async def joint(self, request: Request, session: Session) -> Response:
+        return await self._joint(request, session, "joint.html")
+
+    async def joint_part(self, request: Request, session: Session) -> Response:
+        return await self._joint(request, session, "_joint.html")
+
+    async def _joint(self, request: Request, session: Session, template: str) -> Response:
+        joint_id = request.path_params["joint_id"]
+        view = await run_in_threadpool(self.source.joint, joint_id)
+        if view is None:
+            return self._refused(request, 404, f"no joint {joint_id!r}")
+        return self.render(
+            request, template, session=session, view=view, drawing=DRAWING, page="fleet"
+        )
+
+    async def device(self, request: Request, session: Session) -> Response:
+        device_id = request.path_params["device_id"]
+        kind = await run_in_threadpool(self.source.kind_of, device_id)
+        if kind is None:
+            return self._refused(request, 404, f"no device {device_id!r}")
+        range_name = request.query_params.get("range", "1d")
+        if range_name not in RANGES:
+            range_name = "1d"
+        alerts = await run_in_threadpool(self.source.device_alerts, device_id)
+        level = self.source.levels().get(device_id)
+        reg = self.source.registry
+        return self.render(
+            request,
+            "device.html",
+            session=session,
+            device_id=device_id,
+            kind=kind,
+            display=KINDS[kind].display_name,
+            bolt=reg.bolt(device_id),
+            location=reg.locate(device_id),
+            history=reg.history(device_id),
+            level=level,
+            alerts=alerts,
+            range_name=range_name,
+            ranges=list(RANGES),
+            page="fleet",
+        )
+
+    async def series(self, request: Request, session: Session) -> Response:
+        device_id = request.path_params["device_id"]
+        range_name = request.query_params.get("range", "1d")
+        if range_name not in RANGES:
+            return JSONResponse({"error": f"range: one of {', '.join(RANGES)}"}, status_code=422)
+        kind = await run_in_threadpool(self.source.kind_of, device_id)
+        if kind is None:
+            return JSONResponse({"error": f"no device {device_id!r}"}, status_code=404)
+        series = await run_in_threadpool(self.source.series, device_id, kind, range_name)
+        level = self.source.levels().get(device_id)
+        lines: dict[str, float] = {}
+        if (
+            kind is DeviceKind.CBOLT
+            and level is not None
+            and level.armed
+            and math.isfinite(level.baseline_kn)
+        ):
+            lines = {
+                "settled": level.baseline_kn,
+                "80 %": 0.8 * level.baseline_kn,
+                "70 %": 0.7 * level.baseline_kn,
+                "30 %": 0.3 * level.baseline_kn,
+            }
+        return JSONResponse(
+            {
+                "device_id": device_id,
+                "kind": kind.value,
+                "source": series.source,
+                "t": series.ts_s,
+                "fields": series.fields,
+                "lines": lines,
+            }
+        )
+
+    async def quality(self, request: Request, session: Session) -> Response:
+        q = await run_in_threadpool(self.source.quality)
+        return self.render(request, "quality.html", session=session, q=q, page="quality")
+
+    async def quality_part(self, request: Request, session: Session) -> Response:
+        q = await run_in_threadpool(self.source.quality)
+        return self.render(request, "_quality.html", session=session, q=q)
+
+
+def _silence_fields(form: _Form) -> tuple[str, str, str, str, float]:
+    """(reason, device, site, kind, hours) of the silence form.
+
+    Raises:
+        _FormError: A field is missing or wrong (named).
+    """
+    reason = form.text("reason")
+    device = form.text("device_id", MAX_NAME_CHARS, required=False)
+    site = form.text("site", MAX_NAME_CHARS, required=False)
+    kind = form.text("kind", MAX_NAME_CHARS, required=False)
+    if not (device or site or kind):
+        raise _FormError("device_id: give a device, a site or a kind")
+    try:
+        hours = float(form.text("hours", 16))
+    except ValueError:
+        raise _FormError("hours: not a number") from None
+    if not (0 < hours <= _MAX_SILENCE_H):
+        raise _FormError(f"hours: between 0 and {_MAX_SILENCE_H}")
+    return reason, device, site, kind, hours
+
+
+async def _read_form(request: Request) -> _Form:
+    if request.method != "POST":
+        return _Form({})
+    try:
+        async with request.form(max_files=0, max_fields=32) as form:
+            return _Form({k: v for k, v in form.items() if isinstance(v, str)})
+    except (MultiPartException, HTTPException):
+        # A malformed or oversized form is an empty one: its checks (CSRF first) refuse it.
+        return _Form({})
+
+
+def _root(request: Request) -> str:
+    """Where the console is mounted (``/console``; "" when served alone)."""
+    return str(request.scope.get("root_path", ""))
+
+
+def _path(request: Request) -> str:
+    return _root(request) or "/"
+
+
+def _safe_next(target: str, request: Request) -> str:
+    """Where to go after a login or an action: a path inside the console, never another site."""
+    root = _root(request)
+    if target.startswith(root + "/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return root + "/"
+
+
+def create_console(source: ConsoleSource, auth: Auth) -> Starlette:
+    """The console as an ASGI app, to mount at ``/console``.
+
+    Args:
+        source: What the pages read and where actions go.
+        auth: Users, sessions and CSRF tokens.
+    """
+    c = _Console(source, auth, time.time)
+    g = c.guard
+    return Starlette(
+        routes=[
+            Route("/", g(c.fleet), methods=["GET"]),
+            Route("/fleet/part", g(c.fleet_part), methods=["GET"]),
+            Route("/login", c.login_page, methods=["GET"]),
+            Route("/login", c.login, methods=["POST"]),
+            Route("/login/once", c.login_once, methods=["GET"]),
+            Route("/logout", g(c.logout, action=True), methods=["POST"]),
+            Route("/alerts", g(c.alerts), methods=["GET"]),
+            Route("/alerts/part", g(c.alerts_part), methods=["GET"]),
+            Route("/alerts/{alert_id:int}", g(c.alert), methods=["GET"]),
+            Route("/alerts/{alert_id:int}/{verb:str}", g(c.act, action=True), methods=["POST"]),
+            Route("/silences", g(c.silence, action=True), methods=["POST"]),
+            Route("/joints/{joint_id:str}", g(c.joint), methods=["GET"]),
+            Route("/joints/{joint_id:str}/part", g(c.joint_part), methods=["GET"]),
+            Route("/devices/{device_id:str}", g(c.device), methods=["GET"]),
+            Route("/data/series/{device_id:str}", g(c.series), methods=["GET"]),
+            Route("/quality", g(c.quality), methods=["GET"]),
+            Route("/quality/part", g(c.quality_part), methods=["GET"]),
+            Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
+        ],
+        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],
+        exception_handlers={ApiError: _api_error, Exception: _internal_error},
+    )
+
+
+async def _api_error(_: Request, exc: Exception) -> Response:
+    status = exc.status if isinstance(exc, ApiError) else 400
+    return PlainTextResponse(f"error: {exc}", status_code=status)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    _log.exception("console: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return PlainTextResponse("error: internal error (logged)", status_code=500)

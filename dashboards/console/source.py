@@ -1,0 +1,582 @@
+"""What the console shows, read from the stores: the fleet tree, a bolt's series, data quality.
+
+:class:`ConsoleSource` is the console's one door to data. It reads the registry (the tree and
+the joints), the alert store (states, acknowledgements, history) and a reader connection to
+the ingest store (readings, rollups, devices, dead letters); ``levels`` gives each bolt's
+preload as a fraction of its settled baseline, from the running detector. Every method is
+synchronous (SQLite): the pages call them in a worker thread; one lock keeps the reader
+connection to one call at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final, Literal
+
+import numpy as np
+
+from alerts.model import Alert, AlertState
+from alerts.store import AlertStore
+from detection.events import EventKind, Severity
+from ingest.store import DeadLetter, DeviceRecord, Store, StoreStats, reason_key
+from sensors.registry import BoltInfo, Joint, Registry, Site
+from sensors.schema import KINDS, DeviceKind
+
+__all__ = [
+    "DRAWING",
+    "RANGES",
+    "BoltLevel",
+    "ConsoleSource",
+    "DeviceRow",
+    "Fleet",
+    "JointMark",
+    "JointView",
+    "Node",
+    "Quality",
+    "Series",
+    "Status",
+]
+
+
+class Status(StrEnum):
+    """A device's or a group's colour on the console: its worst active alert."""
+
+    OK = "ok"
+    SILENT = "silent"
+    FAULT = "fault"
+    WARNING = "warning"
+    MAJOR = "major"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Order of badness (ok lowest)."""
+        return _RANK[self]
+
+
+_RANK: Final = {s: i for i, s in enumerate(Status)}
+_FAULT_KINDS: Final = frozenset({EventKind.SENSOR_FAULT.value, EventKind.INTERNAL_ERROR.value})
+_BY_SEVERITY: Final = {
+    Severity.INFO: Status.OK,
+    Severity.WARNING: Status.WARNING,
+    Severity.MAJOR: Status.MAJOR,
+    Severity.CRITICAL: Status.CRITICAL,
+}
+
+RANGES: Final[dict[str, int]] = {
+    "1h": 3_600_000,
+    "6h": 6 * 3_600_000,
+    "1d": 86_400_000,
+    "7d": 7 * 86_400_000,
+    "30d": 30 * 86_400_000,
+    "1y": 365 * 86_400_000,
+}
+"""Time ranges a series can be asked for (milliseconds back from now)."""
+_RAW_UP_TO_MS: Final = 86_400_000
+_MINUTES_UP_TO_MS: Final = 7 * 86_400_000
+
+
+def alert_status(alert: Alert) -> Status:
+    """The colour one alert gives its device (ok once it is not active)."""
+    if alert.state is not AlertState.ACTIVE:
+        return Status.OK
+    if alert.kind == EventKind.NO_DATA.value:
+        return Status.SILENT
+    if alert.kind in _FAULT_KINDS:
+        return Status.FAULT
+    return _BY_SEVERITY.get(alert.severity, Status.WARNING)
+
+
+@dataclass(frozen=True, slots=True)
+class BoltLevel:
+    """A bolt's preload as the detector sees it.
+
+    Attributes:
+        ratio: Preload level / settled baseline (NaN until there is a level).
+        armed: The baseline is settled: the ratio means something.
+        baseline_kn: The settled baseline (kN), NaN before.
+    """
+
+    ratio: float
+    armed: bool
+    baseline_kn: float
+
+
+@dataclass(slots=True)
+class DeviceRow:
+    """One device on the fleet page.
+
+    Attributes:
+        device_id: The device.
+        kind: Its kind.
+        name: What people call it (machine name, or the bolt's position in its joint).
+        status: Its worst active alert's colour.
+        alerts: Its active alerts, worst first.
+        last_seen_ms: Newest reading stored (epoch ms), None if none.
+        level: Its preload level, for a bolt the detector has seen.
+    """
+
+    device_id: str
+    kind: str
+    name: str
+    status: Status = Status.OK
+    alerts: list[Alert] = field(default_factory=list)
+    last_seen_ms: int | None = None
+    level: BoltLevel | None = None
+
+    @property
+    def percent(self) -> str:
+        """The settled-preload percentage as text ("" when not armed)."""
+        if self.level is None or not self.level.armed or not math.isfinite(self.level.ratio):
+            return ""
+        return f"{100 * self.level.ratio:.0f} %"
+
+
+@dataclass(slots=True)
+class Node:
+    """A site, structure or joint with what it holds.
+
+    Attributes:
+        id: Its registry id.
+        name: Its name.
+        level: ``site``, ``structure``, ``joint``, ``machines`` or ``unregistered``.
+        children: Nodes below it.
+        devices: Devices directly under it.
+        status: Worst status below it.
+        counts: Devices below it by status.
+    """
+
+    id: str
+    name: str
+    level: str
+    children: list[Node] = field(default_factory=list)
+    devices: list[DeviceRow] = field(default_factory=list)
+    status: Status = Status.OK
+    counts: dict[Status, int] = field(default_factory=dict)
+
+    def total(self) -> int:
+        """Devices below it."""
+        return sum(self.counts.values())
+
+    def summarise(self) -> None:
+        """Fill ``status`` and ``counts`` from the devices and children (children first)."""
+        counts = dict.fromkeys(Status, 0)
+        for child in self.children:
+            child.summarise()
+            for s, n in child.counts.items():
+                counts[s] += n
+        for dev in self.devices:
+            counts[dev.status] += 1
+        self.counts = counts
+        self.status = max(
+            (s for s, n in counts.items() if n), key=_RANK.__getitem__, default=Status.OK
+        )
+
+
+@dataclass(slots=True)
+class Fleet:
+    """The fleet page: the registry tree, then devices heard from but not registered.
+
+    Attributes:
+        sites: One node per site (structures → joints → bolts, then a ``machines`` node).
+        unregistered: Devices in the store that the registry does not know.
+        counts: Every device shown, by status.
+        query: The search text applied ("" for none).
+        status: The status filter applied (None for none).
+    """
+
+    sites: list[Node]
+    unregistered: Node
+    counts: dict[Status, int]
+    query: str = ""
+    status: Status | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """A device's numbers over a range, for a chart.
+
+    Attributes:
+        device_id: The device.
+        fields: Field name -> values (NaN where missing), aligned with ``ts_s``.
+        ts_s: Epoch seconds.
+        source: ``raw``, ``1m`` or ``1h`` (rollup means).
+    """
+
+    device_id: str
+    ts_s: list[float]
+    fields: dict[str, list[float | None]]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """The data-quality page.
+
+    Attributes:
+        stats: Counts of the store.
+        silent: Devices with an active ``no_data`` alert.
+        batteries: (device, volts) of bolts, lowest first.
+        dead_letters: Reason -> (count, a sample).
+    """
+
+    stats: StoreStats
+    silent: list[Alert]
+    batteries: list[tuple[str, float]]
+    dead_letters: dict[str, tuple[int, DeadLetter | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class JointMark:
+    """One bolt position in the joint drawing.
+
+    Attributes:
+        position: Position in the pattern, from 1.
+        x: Centre, drawing units (the drawing is :data:`DRAWING` square).
+        y: Centre, drawing units.
+        device_id: The smart bolt there; None for a position without one.
+        level: Colour class of its level: ``l90`` (≥ 90 % of settled), ``l80``, ``l70``,
+            ``llow`` (< 70 %), ``settling`` (no baseline yet), ``unknown`` (no reading), ``none``
+            (not instrumented).
+        hatched: Its sensor is silent or faulty: the colour may be stale.
+        label: The percentage shown ("" when none).
+        status: Its worst active alert's colour.
+    """
+
+    position: int
+    x: float
+    y: float
+    device_id: str | None
+    level: str
+    hatched: bool
+    label: str
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class JointView:
+    """The joint page: the drawing, the bolts' table and the joint findings.
+
+    Attributes:
+        joint: The registry's joint.
+        structure: Its structure's name.
+        site: Its site's id.
+        marks: The drawing's positions.
+        rows: The instrumented bolts, by position.
+        findings: Active ``joint`` alerts of its bolts (k of n low, uneven, asymmetric).
+        pitch_circle: Radius of the pitch circle in drawing units (0 when not circular).
+    """
+
+    joint: Joint
+    structure: str
+    site: str
+    marks: list[JointMark]
+    rows: list[DeviceRow]
+    findings: list[Alert]
+    pitch_circle: float
+
+
+DRAWING: Final = 360.0
+"""Width and height of the joint drawing (SVG user units)."""
+_MAX_DRAWN: Final = 400
+
+
+class ConsoleSource:
+    """The console's reads and actions.
+
+    Args:
+        readings: A reader connection to the ingest store (its own :class:`Store`, not the
+            writer's).
+        alerts: The alert store the pipeline and the API use.
+        registry: Sites, joints, bolts and machines; None: every device is unregistered.
+        clock: Epoch milliseconds (the service's clock: simulated in the demo).
+        levels: Device id -> :class:`BoltLevel` of every bolt the detector holds.
+    """
+
+    def __init__(
+        self,
+        readings: Store,
+        alerts: AlertStore,
+        registry: Registry | None,
+        *,
+        clock: Callable[[], int],
+        levels: Callable[[], Mapping[str, BoltLevel]] = dict,
+    ) -> None:
+        self.readings = readings
+        self.alerts = alerts
+        self.registry = registry or Registry.empty()
+        self.clock = clock
+        self.levels = levels
+        self._lock = threading.Lock()
+
+    # -- fleet ----------------------------------------------------------------------------------
+
+    def fleet(self, query: str = "", status: Status | None = None) -> Fleet:
+        """The fleet tree, filtered by text (ids and names) and by status."""
+        with self._lock:
+            known = {d.device_id: d for d in self.readings.devices()}
+        by_device: dict[str, list[Alert]] = {}
+        for alert in (s.alert for s in self.alerts.open_alerts()):
+            if alert.state is AlertState.ACTIVE:
+                by_device.setdefault(alert.device_id, []).append(alert)
+        rows = _Rows(known, by_device, self.levels(), query.strip().lower(), status)
+        reg = self.registry
+        sites = [n for n in (_site_node(reg, site, rows) for site in reg.sites) if n.children]
+        loose = Node("unregistered", "not in the registry", "unregistered")
+        registered = set(reg.devices())
+        for device_id in sorted(set(known) | set(by_device)):
+            if device_id in registered:
+                continue
+            rec = known.get(device_id)
+            kind = rec.kind.value if rec else ""
+            rows.add(loose, device_id, kind, _display(kind), rec.site if rec else "")
+        counts = dict.fromkeys(Status, 0)
+        for node in (*sites, loose):
+            node.summarise()
+            for s, n in node.counts.items():
+                counts[s] += n
+        return Fleet(sites, loose, counts, query=query, status=status)
+
+    # -- one joint ------------------------------------------------------------------------------
+
+    def joint(self, joint_id: str) -> JointView | None:
+        """A joint's drawing, bolts and findings; None if the registry has no such joint."""
+        reg = self.registry
+        joint = next((j for j in reg.joints if j.id == joint_id), None)
+        if joint is None:
+            return None
+        structure = next(s for s in reg.structures if s.id == joint.structure)
+        fleet = self.fleet(joint_id)
+        rows: dict[str, DeviceRow] = {}
+        for site in fleet.sites:
+            for node in _walk(site):
+                if node.id == joint_id:
+                    rows.update((r.device_id, r) for r in node.devices)
+        bolts = {b.position: b for b in reg.joint_bolts(joint_id)}
+        positions = (
+            range(1, joint.bolt_count + 1) if joint.bolt_count <= _MAX_DRAWN else sorted(bolts)
+        )
+        marks = []
+        for pos in positions:
+            bolt = bolts.get(pos)
+            angle = bolt.angle_deg if bolt is not None else None
+            x, y = _place(joint, pos, angle)
+            row = rows.get(bolt.device_id) if bolt is not None else None
+            marks.append(_mark(pos, x, y, bolt.device_id if bolt else None, row))
+        findings = [a for r in rows.values() for a in r.alerts if a.kind == EventKind.JOINT.value]
+        radius = 0.38 * DRAWING if joint.pattern == "circular" else 0.0
+        ordered = sorted(rows.values(), key=lambda r: _position_of(bolts, r.device_id))
+        return JointView(joint, structure.name, structure.site, marks, ordered, findings, radius)
+
+    # -- one device -----------------------------------------------------------------------------
+
+    def kind_of(self, device_id: str) -> DeviceKind | None:
+        """The device's kind: from the registry, else from the store; None if unknown."""
+        kind = self.registry.kind_of(device_id)
+        if kind is not None:
+            return kind
+        with self._lock:
+            for rec in self.readings.devices():
+                if rec.device_id == device_id:
+                    return rec.kind
+        return None
+
+    def series(self, device_id: str, kind: DeviceKind, range_name: str) -> Series:
+        """The device's numeric fields over ``range_name`` (a key of :data:`RANGES`) back from
+        now: raw readings up to a day, 1-minute means up to a week, hourly means beyond.
+
+        Raises:
+            KeyError: Not a range of :data:`RANGES`.
+        """
+        span = RANGES[range_name]
+        now = self.clock()
+        since = now - span
+        names = self.readings.fields(kind)
+        if span <= _RAW_UP_TO_MS:
+            with self._lock:
+                cols = self.readings.readings(kind, device_id=device_id, since_ms=since)
+            ts = (cols.ts_ms / 1000.0).tolist()
+            values = {n: _nullable(cols.values[n]) for n in names if n in cols.values}
+            return Series(device_id, ts, values, "raw")
+        resolution: Literal["1m", "1h"] = "1m" if span <= _MINUTES_UP_TO_MS else "1h"
+        with self._lock:
+            rows = self.readings.rollups(
+                kind, resolution=resolution, device_id=device_id, since_ms=since
+            )
+        buckets = sorted({r.bucket_ms for r in rows})
+        index = {b: i for i, b in enumerate(buckets)}
+        out: dict[str, list[float | None]] = {n: [None] * len(buckets) for n in names}
+        for r in rows:
+            if r.field in out:
+                out[r.field][index[r.bucket_ms]] = r.mean
+        return Series(device_id, [b / 1000.0 for b in buckets], out, resolution)
+
+    def device_alerts(self, device_id: str, limit: int = 50) -> list[Alert]:
+        """The device's alerts, newest activity first."""
+        return self.alerts.alerts(device_id=device_id, limit=limit)
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    def alert_list(
+        self, *, state: str | None, site: str | None, kind: str | None, limit: int = 200
+    ) -> list[Alert]:
+        """Alerts, newest activity first, filtered (None: any)."""
+        return self.alerts.alerts(state=state, site=site, kind=kind, limit=limit)
+
+    def history(self, alert_id: int) -> list[tuple[int, str, str]]:
+        """Who did what to an alert and when: (epoch ms, what, detail)."""
+        return self.alerts.history(alert_id)
+
+    # -- data quality ---------------------------------------------------------------------------
+
+    def quality(self, samples: int = 1000) -> Quality:
+        """Silent devices, the bolts' batteries, dead letters by reason with a sample each."""
+        with self._lock:
+            stats = self.readings.stats()
+            letters = self.readings.dead_letters(limit=samples, include_replayed=True)
+            now = self.clock()
+            bolts = self.readings.readings(DeviceKind.CBOLT, since_ms=now - 86_400_000)
+        silent = [
+            a
+            for a in (s.alert for s in self.alerts.open_alerts())
+            if a.kind == EventKind.NO_DATA.value and a.state is AlertState.ACTIVE
+        ]
+        batteries: dict[str, float] = {}
+        volts = bolts.values.get("battery_v")
+        if volts is not None:
+            for dev, v in zip(bolts.device_id.tolist(), volts.tolist(), strict=True):
+                if math.isfinite(v):
+                    batteries[str(dev)] = float(v)
+        sample: dict[str, DeadLetter] = {}
+        for letter in letters:
+            sample.setdefault(reason_key(letter.field), letter)
+        dead = {
+            reason: (n, sample.get(reason)) for reason, n in stats.dead_letters_by_reason.items()
+        }
+        return Quality(stats, silent, sorted(batteries.items(), key=lambda kv: kv[1]), dead)
+
+
+@dataclass(slots=True)
+class _Rows:
+    """Makes the fleet's device rows: state from the alerts, level from the detector, and the
+    filters (text in any of the row's names; status)."""
+
+    known: Mapping[str, DeviceRecord]
+    by_device: Mapping[str, list[Alert]]
+    levels: Mapping[str, BoltLevel]
+    needle: str
+    status: Status | None
+
+    def add(self, node: Node, device_id: str, kind: str, name: str, *context: str) -> None:
+        """Put the device's row under ``node``, unless the filters hide it."""
+        alerts = sorted(self.by_device.get(device_id, ()), key=lambda a: -alert_status(a).rank)
+        rec = self.known.get(device_id)
+        row = DeviceRow(
+            device_id,
+            kind,
+            name,
+            status=alert_status(alerts[0]) if alerts else Status.OK,
+            alerts=alerts,
+            last_seen_ms=rec.last_seen_ms if rec else None,
+            level=self.levels.get(device_id),
+        )
+        if self.status is not None and row.status is not self.status:
+            return
+        texts = (device_id, name, *context)
+        if self.needle and not any(self.needle in t.lower() for t in texts):
+            return
+        node.devices.append(row)
+
+
+def _site_node(reg: Registry, site: Site, rows: _Rows) -> Node:
+    """A site's node: structures → joints → bolts, then its machines and gateways (empty
+    groups left out)."""
+    snode = Node(site.id, site.name, "site")
+    for structure in (s for s in reg.structures if s.site == site.id):
+        tnode = Node(structure.id, structure.name, "structure")
+        for joint in (j for j in reg.joints if j.structure == structure.id):
+            jnode = Node(joint.id, joint.name, "joint")
+            for bolt in reg.joint_bolts(joint.id):
+                context = (joint.id, joint.name, structure.name, site.name)
+                rows.add(jnode, bolt.device_id, "cbolt", f"position {bolt.position}", *context)
+            if jnode.devices:
+                tnode.children.append(jnode)
+        if tnode.children:
+            snode.children.append(tnode)
+    mnode = Node(f"{site.id}-machines", "machines and gateways", "machines")
+    for m in (m for m in reg.machines if m.site == site.id):
+        rows.add(mnode, m.device_id, m.kind.value, m.name, m.model, site.name)
+    for g in (g for g in reg.gateways if g.site == site.id):
+        rows.add(mnode, g.device_id, DeviceKind.GATEWAY.value, g.name, site.name)
+    if mnode.devices:
+        snode.children.append(mnode)
+    return snode
+
+
+def _walk(node: Node) -> Iterator[Node]:
+    yield node
+    for child in node.children:
+        yield from _walk(child)
+
+
+def _position_of(bolts: Mapping[int, BoltInfo], device_id: str) -> int:
+    """The position of a device among a joint's bolts (0 if absent)."""
+    return next((p for p, b in bolts.items() if b.device_id == device_id), 0)
+
+
+def _place(joint: Joint, position: int, angle_deg: float | None) -> tuple[float, float]:
+    """Where a position sits in the drawing: on the pitch circle (position 1 at the top,
+    clockwise), along a row, or on a square grid."""
+    c = DRAWING / 2
+    n = joint.bolt_count
+    if joint.pattern == "circular":
+        a = math.radians(angle_deg if angle_deg is not None else (position - 1) * 360.0 / n)
+        r = 0.38 * DRAWING
+        return c + r * math.sin(a), c - r * math.cos(a)
+    if joint.pattern == "linear":
+        step = (DRAWING - 40) / max(1, n - 1)
+        return 20 + (position - 1) * step, c
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    step = (DRAWING - 40) / max(1, max(cols, rows) - 1)
+    i = position - 1
+    return 20 + (i % cols) * step, 20 + (i // cols) * step
+
+
+def _mark(
+    position: int, x: float, y: float, device_id: str | None, row: DeviceRow | None
+) -> JointMark:
+    if device_id is None:
+        return JointMark(position, x, y, None, "none", False, "", Status.OK)
+    if row is None:
+        return JointMark(position, x, y, device_id, "unknown", False, "", Status.OK)
+    level = row.level
+    if level is None or not math.isfinite(level.ratio):
+        cls = "unknown"
+    elif not level.armed:
+        cls = "settling"
+    elif level.ratio >= 0.9:
+        cls = "l90"
+    elif level.ratio >= 0.8:
+        cls = "l80"
+    elif level.ratio >= 0.7:
+        cls = "l70"
+    else:
+        cls = "llow"
+    hatched = row.status in (Status.SILENT, Status.FAULT)
+    return JointMark(position, x, y, device_id, cls, hatched, row.percent, row.status)
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values.tolist()]
+
+
+def _display(kind: str) -> str:
+    try:
+        return KINDS[DeviceKind(kind)].display_name
+    except ValueError:
+        return kind

@@ -1,0 +1,73 @@
+// boltwatch console: draws a device's chart with uPlot and refreshes it every data-poll seconds.
+// A file, not an inline script: the Content-Security-Policy is default-src 'self'.
+(function () {
+  "use strict";
+  const colours = ["#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037", "#ad1457"];
+  const lineColours = { "settled": "#2e7d32", "80 %": "#f9a825", "70 %": "#ef6c00", "30 %": "#c62828" };
+
+  function build(el, data) {
+    const names = Object.keys(data.fields).filter((n) => data.fields[n].some((v) => v !== null));
+    const preferred = data.kind === "cbolt" ? ["preload_kn", "temp_c"] : names;
+    const shown = preferred.filter((n) => names.includes(n));
+    const series = [{}];
+    const columns = [data.t];
+    shown.forEach((name, i) => {
+      const second = data.kind === "cbolt" && name === "temp_c";
+      series.push({ label: name, stroke: colours[i % colours.length], width: 1.5, scale: second ? "temp" : "y", spanGaps: false });
+      columns.push(data.fields[name]);
+    });
+    Object.entries(data.lines || {}).forEach(([label, value]) => {
+      series.push({ label: label, stroke: lineColours[label] || "#999", dash: [6, 4], width: 1, scale: "y" });
+      columns.push(data.t.map(() => value));
+    });
+    const axes = [{}, { scale: "y", label: data.kind === "cbolt" ? "kN" : "" }];
+    if (data.kind === "cbolt") {
+      axes.push({ scale: "temp", side: 1, label: "°C", grid: { show: false } });
+    }
+    const opts = { width: el.clientWidth || 900, height: 360, series: series, axes: axes, scales: { x: { time: true } } };
+    el.textContent = "";
+    el.dataset.points = String(data.t.length);
+    el.dataset.source = data.source;
+    return new uPlot(opts, columns, el);
+  }
+
+  async function load(el) {
+    const response = await fetch(el.dataset.series, { credentials: "same-origin" });
+    if (!response.ok) {
+      el.textContent = "chart: " + response.status;
+      return null;
+    }
+    return response.json();
+  }
+
+  async function start(el) {
+    let plot = null;
+    let shape = "";
+    async function refresh() {
+      const data = await load(el);
+      if (data === null) return;
+      const key = Object.keys(data.fields).join(",") + "|" + Object.keys(data.lines || {}).join(",");
+      if (plot === null || key !== shape) {
+        if (plot !== null) plot.destroy();
+        plot = build(el, data);
+        shape = key;
+      } else {
+        const columns = [data.t];
+        plot.series.slice(1).forEach((s) => {
+          if (data.fields[s.label] !== undefined) columns.push(data.fields[s.label]);
+          else columns.push(data.t.map(() => data.lines[s.label]));
+        });
+        plot.setData(columns);
+        el.dataset.points = String(data.t.length);
+      }
+    }
+    await refresh();
+    const every = Number(el.dataset.poll || "2") * 1000;
+    setInterval(() => { refresh().catch(() => {}); }, every);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const el = document.getElementById("chart");
+    if (el && window.uPlot) start(el).catch((err) => { el.textContent = "chart: " + err; });
+  });
+})();
