@@ -431,6 +431,11 @@ class _Console:
                 "t": series.ts_s,
                 "fields": series.fields,
                 "lines": lines,
+                "events": [{"t": t, "type": kind} for t, kind in series.events],
+                "episodes": [
+                    {"from": a, "to": b, "kind": kind, "severity": sev}
+                    for a, b, kind, sev in series.episodes
+                ],
             }
         )
 

@@ -205,12 +205,18 @@ class Series:
         fields: Field name -> values (NaN where missing), aligned with ``ts_s``.
         ts_s: Epoch seconds.
         source: ``raw``, ``1m`` or ``1h`` (rollup means).
+        events: (epoch s, type) of the device's events in the range: tightenings,
+            retightenings, battery swaps...
+        episodes: (start s, end s or None while open, kind, severity) of its alerts that
+            overlap the range.
     """
 
     device_id: str
     ts_s: list[float]
     fields: dict[str, list[float | None]]
     source: str
+    events: list[tuple[float, str]] = field(default_factory=list)
+    episodes: list[tuple[float, float | None, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,12 +402,13 @@ class ConsoleSource:
         now = self.clock()
         since = now - span
         names = self.readings.fields(kind)
+        marks = self._marks(device_id, since)
         if span <= _RAW_UP_TO_MS:
             with self._lock:
                 cols = self.readings.readings(kind, device_id=device_id, since_ms=since)
             ts = (cols.ts_ms / 1000.0).tolist()
             values = {n: _nullable(cols.values[n]) for n in names if n in cols.values}
-            return Series(device_id, ts, values, "raw")
+            return Series(device_id, ts, values, "raw", *marks)
         resolution: Literal["1m", "1h"] = "1m" if span <= _MINUTES_UP_TO_MS else "1h"
         with self._lock:
             rows = self.readings.rollups(
@@ -413,7 +420,26 @@ class ConsoleSource:
         for r in rows:
             if r.field in out:
                 out[r.field][index[r.bucket_ms]] = r.mean
-        return Series(device_id, [b / 1000.0 for b in buckets], out, resolution)
+        return Series(device_id, [b / 1000.0 for b in buckets], out, resolution, *marks)
+
+    def _marks(
+        self, device_id: str, since_ms: int
+    ) -> tuple[list[tuple[float, str]], list[tuple[float, float | None, str, str]]]:
+        """The device's events since ``since_ms``, and its alert episodes overlapping it."""
+        with self._lock:
+            stored = self.readings.events(device_id=device_id, since_ms=since_ms, limit=1000)
+        events = [(int(str(e["ts_ms"])) / 1000.0, str(e["type"])) for e in stored]
+        episodes = [
+            (
+                (a.active_ms or a.first_ms) / 1000.0,
+                a.cleared_ms / 1000.0 if a.cleared_ms else None,
+                a.kind,
+                str(a.severity),
+            )
+            for a in self.alerts.alerts(device_id=device_id, limit=200)
+            if not a.cleared_ms or a.cleared_ms >= since_ms
+        ]
+        return events, episodes
 
     def device_alerts(self, device_id: str, limit: int = 50) -> list[Alert]:
         """The device's alerts, newest activity first."""

@@ -354,6 +354,11 @@ def test_series_quality_and_device_pages(env: tuple[Env, str]) -> None:
     assert len(data["t"]) == 30
     assert data["fields"]["preload_kn"][:2] == [300.0, 299.0]
     assert data["t"][0] == T0 / 1000
+    # The loosening alert is an open episode on the chart.
+    assert [(e["kind"], e["severity"], e["to"]) for e in data["episodes"]] == [
+        ("loosening", "major", None)
+    ]
+    assert data["events"] == []
     status, _, body = b.request("GET", f"/console/data/series/{BOLT}?range=2y")
     assert status == 422
     assert "range" in body
