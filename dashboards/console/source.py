@@ -393,14 +393,20 @@ class ConsoleSource:
 
     def series(self, device_id: str, kind: DeviceKind, range_name: str) -> Series:
         """The device's numeric fields over ``range_name`` (a key of :data:`RANGES`) back from
-        now: raw readings up to a day, 1-minute means up to a week, hourly means beyond.
+        now (or from its newest reading, when it is older than that): raw readings up to a day,
+        1-minute means up to a week, hourly means beyond.
 
         Raises:
             KeyError: Not a range of :data:`RANGES`.
         """
         span = RANGES[range_name]
         now = self.clock()
-        since = now - span
+        with self._lock:
+            last = next(
+                (d.last_seen_ms for d in self.readings.devices() if d.device_id == device_id), None
+            )
+        # A device silent for longer than the range shows its last ``span`` of data, not nothing.
+        since = (last if last is not None and last < now - span else now) - span
         names = self.readings.fields(kind)
         marks = self._marks(device_id, since)
         if span <= _RAW_UP_TO_MS:
