@@ -23,6 +23,7 @@ from rich.table import Table
 
 from boltwatch import __version__
 from boltwatch.alerts_cli import alerts_app
+from boltwatch.dashboards_cli import dashboards_app
 
 if TYPE_CHECKING:
     from detection.engine import SnapshotFaults
@@ -777,6 +778,7 @@ broker_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(broker_app, name="broker")
+app.add_typer(dashboards_app, name="dashboards")
 
 _RELOAD_HINT = (
     "Mosquitto reads the password and ACL files again on SIGHUP: `systemctl reload mosquitto` "

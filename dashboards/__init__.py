@@ -1,4 +1,4 @@
 """The faces of boltwatch: the built-in web console (:mod:`dashboards.console`), and Grafana
-dashboards as code (to come, issue 13)."""
+dashboards as code (:mod:`dashboards.grafana`)."""
 
 __all__: list[str] = []
