@@ -51,8 +51,9 @@ from sensors.schema import KINDS, DeviceKind
 
 __all__ = ["POLL_S", "create_console"]
 
-POLL_S: Final = 2
-"""Pages poll their live parts this often (seconds): a new reading shows within it."""
+POLL_S: Final = 1
+"""Pages poll their live parts this often (seconds), so that a reading stored shows within
+2 s: the poll, the commit (ingest groups its commits) and the render."""
 _HERE: Final = Path(__file__).parent
 _log = logging.getLogger(__name__)
 _MAX_SILENCE_H: Final = 24 * 366

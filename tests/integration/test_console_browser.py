@@ -33,6 +33,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 IMAGES = Path(__file__).parents[2] / "docs" / "images"
 TOKEN = "console-browser-token-5b2e"
 LOOSE = "bridge-loose-b001"
+PROBE = "console-live-probe"
 # As the machine's probe runs it: without the background-networking flags Chromium tries
 # Google's hosts at start, which this closed network refuses.
 CHROMIUM_ARGS = [
@@ -122,6 +123,7 @@ def test_a_maintenance_engineer_sees_the_loosening_bolt_and_acknowledges_it(
 ) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (`make test` installs the chromium package)")
+    from paho.mqtt import publish
     from playwright.sync_api import expect, sync_playwright
 
     IMAGES.mkdir(parents=True, exist_ok=True)
@@ -182,8 +184,23 @@ def test_a_maintenance_engineer_sees_the_loosening_bolt_and_acknowledges_it(
             expect(page.locator("#history")).to_contain_text("ack")
 
             page.goto(f"{service}/console/quality")
-            expect(page.locator("#readings")).not_to_have_text("0")
+            readings = page.locator("#readings")
+            expect(readings).not_to_have_text("0")
             page.screenshot(path=str(IMAGES / "console-quality.png"), full_page=True)
+
+            # A new reading shows on the open page by itself (polled every second): the time it
+            # took is printed, not asserted (the deadline is generous for a loaded machine).
+            before = readings.inner_text()
+            publish.single(
+                f"boltwatch/v1/live/cbolt/{PROBE}/telemetry",
+                json.dumps({"ts": int(time.time() * 1000), "seq": 1, "preload_kn": 40.0}),
+                qos=1,
+                hostname="127.0.0.1",
+                port=mosquitto.port,
+            )
+            sent = time.monotonic()
+            expect(readings).not_to_have_text(before, timeout=60_000)
+            print(f"\nconsole: a new reading showed {time.monotonic() - sent:.2f} s after publish")
         finally:
             browser.close()
     outside = [u for u in requested if not u.startswith(service + "/")]
