@@ -53,7 +53,22 @@ def _ref(data: dict[str, Any]) -> DataSourceRef | None:
     return DataSourceRef.from_json(raw) if isinstance(raw, dict) else None
 
 
-class InfluxQLQuery(cogvariants.Dataquery):
+class _Target(cogvariants.Dataquery):
+    """What every query class here shares: its letter in the panel and its datasource."""
+
+    ref_id: str
+    datasource: DataSourceRef | None
+
+    def _targeted(self, out: dict[str, object]) -> dict[str, object]:
+        """``out`` with ``refId`` and ``datasource`` added when set."""
+        if self.ref_id:
+            out["refId"] = self.ref_id
+        if self.datasource is not None:
+            out["datasource"] = self.datasource
+        return out
+
+
+class InfluxQLQuery(_Target):
     """A raw InfluxQL query of Grafana's InfluxDB datasource.
 
     Attributes:
@@ -87,11 +102,7 @@ class InfluxQLQuery(cogvariants.Dataquery):
         }
         if self.alias:
             out["alias"] = self.alias
-        if self.ref_id:
-            out["refId"] = self.ref_id
-        if self.datasource is not None:
-            out["datasource"] = self.datasource
-        return out
+        return self._targeted(out)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
@@ -105,7 +116,7 @@ class InfluxQLQuery(cogvariants.Dataquery):
         )
 
 
-class InfluxSQLQuery(cogvariants.Dataquery):
+class InfluxSQLQuery(_Target):
     """A SQL query of Grafana's InfluxDB datasource in SQL mode (InfluxDB 3).
 
     Attributes:
@@ -135,11 +146,7 @@ class InfluxSQLQuery(cogvariants.Dataquery):
             "editorMode": "code",
             "format": self.format,
         }
-        if self.ref_id:
-            out["refId"] = self.ref_id
-        if self.datasource is not None:
-            out["datasource"] = self.datasource
-        return out
+        return self._targeted(out)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
@@ -152,7 +159,7 @@ class InfluxSQLQuery(cogvariants.Dataquery):
         )
 
 
-class SQLiteQuery(cogvariants.Dataquery):
+class SQLiteQuery(_Target):
     """A query of the ``frser-sqlite-datasource`` plugin.
 
     Attributes:
@@ -187,11 +194,7 @@ class SQLiteQuery(cogvariants.Dataquery):
             "queryType": self.query_type,
             "timeColumns": list(self.time_columns),
         }
-        if self.ref_id:
-            out["refId"] = self.ref_id
-        if self.datasource is not None:
-            out["datasource"] = self.datasource
-        return out
+        return self._targeted(out)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
