@@ -466,23 +466,26 @@ class ConsoleSource:
     # -- data quality ---------------------------------------------------------------------------
 
     def quality(self, samples: int = 1000) -> Quality:
-        """Silent devices, the bolts' batteries, dead letters by reason with a sample each."""
+        """Silent devices, the bolts' batteries (newest hourly mean of the last day), dead
+        letters by reason with a sample each."""
         with self._lock:
             stats = self.readings.stats()
             letters = self.readings.dead_letters(limit=samples, include_replayed=True)
             now = self.clock()
-            bolts = self.readings.readings(DeviceKind.CBOLT, since_ms=now - 86_400_000)
+            # Hourly means (ingest rolls them up as it goes): a day of every bolt's raw readings
+            # would be millions of rows at every poll of the page.
+            hourly = self.readings.rollups(
+                DeviceKind.CBOLT, resolution="1h", field="battery_v", since_ms=now - 86_400_000
+            )
         silent = [
             a
             for a in (s.alert for s in self.alerts.open_alerts())
             if a.kind == EventKind.NO_DATA.value and a.state is AlertState.ACTIVE
         ]
         batteries: dict[str, float] = {}
-        volts = bolts.values.get("battery_v")
-        if volts is not None:
-            for dev, v in zip(bolts.device_id.tolist(), volts.tolist(), strict=True):
-                if math.isfinite(v):
-                    batteries[str(dev)] = float(v)
+        for r in hourly:  # by device, then bucket: the newest hour of each bolt wins
+            if math.isfinite(r.mean):
+                batteries[r.device_id] = r.mean
         sample: dict[str, DeadLetter] = {}
         for letter in letters:
             sample.setdefault(reason_key(letter.field), letter)

@@ -134,7 +134,13 @@ class Env:
             (
                 f"boltwatch/v1/windfarm-north/cbolt/{BOLT}/telemetry",
                 msgspec.json.encode(
-                    {"ts": T0 + i * 60_000, "seq": i, "preload_kn": 300.0 - i, "temp_c": 11.5}
+                    {
+                        "ts": T0 + i * 60_000,
+                        "seq": i,
+                        "preload_kn": 300.0 - i,
+                        "temp_c": 11.5,
+                        "battery_v": 3.61,
+                    }
                 ),
             )
             for i in range(30)
@@ -144,6 +150,7 @@ class Env:
             [DeadLetter("boltwatch/v1/x/cbolt/y/telemetry", b"{oops", "$", "not JSON", T0)],
             received_ms=self.now,
         )
+        self.store.rollup(now_ms=self.now)
         self.alerts = AlertStore(tmp / "alerts.db")
         self.pipe = AlertPipeline(
             load_rules(None), self.alerts, {}, clock=lambda: self.now, metrics=AlertMetrics()
@@ -371,6 +378,7 @@ def test_series_quality_and_device_pages(env: tuple[Env, str]) -> None:
     status, _, page = b.request("GET", "/console/quality")
     assert status == 200
     assert "not JSON" in page
+    assert re.search(rf"{BOLT}</a></td><td class=\"num\">3.61<", page)
     assert "{oops" in page
 
 
