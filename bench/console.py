@@ -213,7 +213,7 @@ class Client:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=40, help="requests per case")
+    parser.add_argument("--requests", type=int, default=200, help="requests per case")
     parser.add_argument("--bolts", type=int, default=10_000, help="bolts in the registry")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-console-") as tmp:

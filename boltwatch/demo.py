@@ -27,7 +27,7 @@ from boltwatch.broker import EmbeddedBroker
 from boltwatch.config import parse_config
 from boltwatch.run import ServiceSummary, StopDeadline, run_service
 from boltwatch.simulate import build_scenario_fleet
-from firmware_sim.scenario import load_scenario, parse_duration, run_scenario
+from firmware_sim.scenario import load_scenario, parse_duration, run_scenario, scenario_registry
 from ingest.store import Store
 
 __all__ = ["DEMO_RULES", "run_demo"]
@@ -125,6 +125,7 @@ async def run_demo(
                         "ingest": {"metrics_listen": ""},
                         "alerts": {"rules": str(rules), "api_listen": api},
                         "log": {"level": "warning"},
+                        "registry": {"path": _registry_path(scenario.name)},
                     },
                     environ={},
                 )
@@ -184,6 +185,11 @@ async def run_demo(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+
+
+def _registry_path(name: str) -> str | None:
+    path = scenario_registry(name)
+    return None if path is None else str(path)
 
 
 async def _catch_up(store_dir: Path, published: int, stop: asyncio.Event) -> None:

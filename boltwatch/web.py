@@ -9,7 +9,7 @@ own connection (:class:`ingest.store.Store`), closed by :meth:`Web.close`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -21,10 +21,11 @@ from alerts.store import AlertStore
 from boltwatch.config import Config
 from dashboards.console import Auth, BoltLevel, ConsoleSource, Role, User, create_console
 from detection.engine import Engine
+from detection.preload import Outlook
 from ingest.store import Store
 from sensors.registry import Registry
 
-__all__ = ["CONSOLE_PATH", "Web", "bolt_levels", "build_web"]
+__all__ = ["CONSOLE_PATH", "Web", "bolt_levels", "bolt_outlook", "build_web"]
 
 CONSOLE_PATH = "/console"
 ADMIN = "admin"
@@ -45,6 +46,20 @@ def bolt_levels(engine: Engine) -> Callable[[], Mapping[str, BoltLevel]]:
         return out
 
     return levels
+
+
+def bolt_outlook(engine: Engine) -> Callable[[Sequence[str]], Mapping[str, Outlook]]:
+    """The trend and forecast of the bolts asked for, from every detector that makes one."""
+
+    def outlook(device_ids: Sequence[str]) -> dict[str, Outlook]:
+        out: dict[str, Outlook] = {}
+        for det in engine.detectors.values():
+            get = getattr(det, "outlook", None)
+            if get is not None:
+                out.update(get(device_ids))
+        return out
+
+    return outlook
 
 
 @dataclass
@@ -99,7 +114,14 @@ def build_web(
     ]
     auth = Auth(users, clock=time.time)
     reader = Store(config.store.path, retention_days=config.store.retention_days)
-    source = ConsoleSource(reader, alerts, registry, clock=clock_ms, levels=bolt_levels(engine))
+    source = ConsoleSource(
+        reader,
+        alerts,
+        registry,
+        clock=clock_ms,
+        levels=bolt_levels(engine),
+        outlook=bolt_outlook(engine),
+    )
     app = Starlette(
         routes=[
             Route("/", _to_console, methods=["GET"]),

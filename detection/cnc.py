@@ -56,6 +56,7 @@ from detection.base import (
 )
 
 __all__ = [
+    "ISO_10816_3_MMS",
     "BearingParams",
     "CncDetector",
     "CncParams",
@@ -66,7 +67,9 @@ __all__ = [
 
 _KINDS: Final = (EventKind.CHATTER, EventKind.BEARING, EventKind.TOOL_WEAR, EventKind.VIBRATION)
 _CHATTER, _BEARING, _WEAR, _VIB = range(4)
-_ZONES_MMS: Final = (1.4, 2.8, 4.5)
+ISO_10816_3_MMS: Final = (1.4, 2.8, 4.5)
+"""Lower edges of zones B, C and D of ISO 10816-3 (medium machines, rigid foundation), velocity
+RMS in mm/s."""
 TABLE_SIZE: Final = 64
 """Operations (rpm, feed) remembered per device for tool wear; the least-learned one is replaced
 when the table is full."""
@@ -76,7 +79,7 @@ def iso_zone(v_mms: float) -> str:
     """ISO 10816-3 zone letter (A-D) of a velocity RMS, mm/s ("?" when NaN)."""
     if not math.isfinite(v_mms):
         return "?"
-    return "ABCD"[int(np.searchsorted(_ZONES_MMS, v_mms, side="right"))]
+    return "ABCD"[int(np.searchsorted(ISO_10816_3_MMS, v_mms, side="right"))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +437,7 @@ class CncDetector(Detector[CncParams]):
             wear_out[rows] = st["wear"][s]
             wear_n_out[rows] = st["wear_n"][s]
 
-        vib_s = ramp(vib, (0.0, *_ZONES_MMS, p.critical_mms), (0.0, 0.25, 0.5, 0.75, 0.9))
+        vib_s = ramp(vib, (0.0, *ISO_10816_3_MMS, p.critical_mms), (0.0, 0.25, 0.5, 0.75, 0.9))
         ch_s = np.where(
             cutting | np.isfinite(feats["chatter_mms"]),
             ramp(
@@ -464,7 +467,7 @@ class CncDetector(Detector[CncParams]):
         # Cutting readings, or loud ones while turning: a quiet spin-up does not clear an alert.
         has_feed = np.isfinite(feed)
         extra["evidence"] = np.where(
-            has_feed, cutting | (running & (np.nan_to_num(vib) >= _ZONES_MMS[1])), running
+            has_feed, cutting | (running & (np.nan_to_num(vib) >= ISO_10816_3_MMS[1])), running
         )
         extra["spin_age_s"] = frame.ts_s - spin_ts_out
         return Scores(np.clip(ks.max(axis=1, initial=0.0), 0.0, 1.0), extra)

@@ -32,7 +32,7 @@ State per bolt is about 0.8 KiB (see :meth:`BoltPreloadDetector.state_bytes_per_
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
@@ -68,9 +68,11 @@ from sensors.schema import TightenedEvent
 if TYPE_CHECKING:
     from sensors.registry import Registry
 
-__all__ = ["BoltPreloadDetector", "PreloadParams", "theil_sen"]
+__all__ = ["MIN_TREND_HOURS", "BoltPreloadDetector", "Outlook", "PreloadParams", "theil_sen"]
 
 TREND_SLOTS: Final = 48
+MIN_TREND_HOURS: Final = 6
+"""Fewest hourly means a forecast's slope is drawn from."""
 """Hourly means kept for the trend (two days)."""
 _HOUR: Final = 3600.0
 _DAY: Final = 86_400.0
@@ -620,8 +622,9 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         )
         return comp
 
-    def _trend_slope(self, slots: Int64) -> Float64:
-        """Theil-Sen slope (kN/h) of the bolts' compensated hourly means, current hour included."""
+    def _trend_points(self, slots: Int64) -> tuple[Float64, Float64]:
+        """The bolts' compensated hourly means (kN) of the last ``trend_h`` hours since the
+        baseline, current hour included, and their hours (NaN where none)."""
         s = self.state
         b = s["tempco"][slots]
         t_ref = s["t_ref"][slots]
@@ -640,7 +643,57 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         recent = (x >= (cur_h - self.params.trend_h)[:, None]) & (x >= s["h_armed"][slots][:, None])
         v = np.where(np.isfinite(x) & recent, v, np.nan)
         x = np.where(np.isfinite(v), x, np.nan)
-        return theil_sen(x, v)
+        return x, v
+
+    def _trend_slope(self, slots: Int64) -> Float64:
+        """Theil-Sen slope (kN/h) of the bolts' compensated hourly means, current hour included."""
+        return theil_sen(*self._trend_points(slots))
+
+    def outlook(self, device_ids: Iterable[str]) -> dict[str, Outlook]:
+        """Where each of these bolts' preload is heading (bolts this detector has not seen are
+        left out): what the console draws on a bolt's chart and in a joint's table.
+
+        The slope is the Theil-Sen slope of the compensated hourly means since the baseline
+        (the last ``trend_h`` hours, at least :data:`MIN_TREND_HOURS` of them), the one the
+        loosening alerts quote; the forecast extends the filtered level along it to the alarm
+        line (``alarm_ratio`` of the settled baseline). A bolt losing less than
+        ``min_rate_pct_per_day`` is steady: no ETA.
+        """
+        index = {d: i for i, d in enumerate(self._ids) if d}
+        ids = [d for d in device_ids if d in index]
+        slots = np.array([index[d] for d in ids], np.int64)
+        s = self.state
+        p = self.params
+        armed = s["phase"][slots] == _ARMED
+        slope = np.full(slots.size, np.nan)
+        if armed.any():
+            x, v = self._trend_points(slots[armed])
+            enough = np.isfinite(v).sum(axis=1) >= MIN_TREND_HOURS
+            slope[armed] = np.where(enough, theil_sen(x, v), np.nan)
+        out: dict[str, Outlook] = {}
+        for k, dev in enumerate(ids):
+            i = slots[k]
+            base = float(s["baseline"][i])
+            level = float(s["level"][i])
+            line = p.alarm_ratio * base
+            t_last = float(s["t_last"][i])
+            hours = _hours_to_line(level, line, float(slope[k]))
+            if level <= line:
+                hours = 0.0
+            elif not float(slope[k]) * 24.0 / base * 100.0 <= -p.min_rate_pct_per_day:
+                hours = math.inf  # steady within the detector's own notion of a decline
+            out[dev] = Outlook(
+                level_kn=level,
+                baseline_kn=base,
+                armed=bool(armed[k]),
+                tempco_kn_per_c=float(s["tempco"][i]),
+                t_ref_c=float(s["t_ref"][i]),
+                t_last_s=t_last,
+                slope_kn_per_h=float(slope[k]),
+                line_kn=line,
+                eta_s=t_last + hours * _HOUR if armed[k] and math.isfinite(hours) else math.inf,
+            )
+        return out
 
     def decide(self, frame: Frame, scores: Scores) -> Decisions:
         """Loosening, preload_low, installation and sensor-fault alerts and their edge events."""
@@ -798,6 +851,47 @@ class BoltPreloadDetector(Detector[PreloadParams]):
     def conformance_case(cls, seed: int) -> ConformanceCase:
         """Healthy bolts, then spikes, a stuck sensor and a halved preload."""
         return bolt_case(seed, with_loss=True)
+
+
+class Outlook(NamedTuple):
+    """Where a bolt's preload is heading, as :class:`BoltPreloadDetector` sees it.
+
+    Attributes:
+        level_kn: The filtered, temperature-compensated level (at ``t_ref_c``), kN.
+        baseline_kn: The settled baseline, kN (NaN while settling).
+        armed: The baseline is settled.
+        tempco_kn_per_c: The joint's temperature coefficient the filter learned, kN/°C: the
+            compensated preload is ``preload - tempco · (temp - t_ref)``.
+        t_ref_c: The reference temperature, °C.
+        t_last_s: The newest reading evaluated, epoch s.
+        slope_kn_per_h: Theil-Sen slope of the compensated hourly means since the baseline, kN/h
+            (NaN: not armed, or fewer than :data:`MIN_TREND_HOURS` hours).
+        line_kn: The alarm line the forecast aims at, kN.
+        eta_s: When the level reaches ``line_kn`` at that slope, epoch s (``t_last_s`` once
+            below it; inf when it falls slower than the detector's ``min_rate_pct_per_day``).
+    """
+
+    level_kn: float
+    baseline_kn: float
+    armed: bool
+    tempco_kn_per_c: float
+    t_ref_c: float
+    t_last_s: float
+    slope_kn_per_h: float
+    line_kn: float
+    eta_s: float
+
+    @property
+    def ratio(self) -> float:
+        """Level / settled baseline (NaN while settling)."""
+        return self.level_kn / self.baseline_kn if self.baseline_kn else math.nan
+
+    @property
+    def trend_pct_per_day(self) -> float:
+        """The slope as % of the settled baseline per day (NaN when unknown)."""
+        if not self.baseline_kn:
+            return math.nan
+        return self.slope_kn_per_h * 24.0 / self.baseline_kn * 100.0
 
 
 def _hours_to_line(level: float, line: float, slope_kn_per_h: float) -> float:

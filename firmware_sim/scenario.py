@@ -43,6 +43,7 @@ __all__ = [
     "parse_duration",
     "resolve_scenario",
     "run_scenario",
+    "scenario_registry",
 ]
 
 SCENARIO_DIR: Final = Path(__file__).with_name("scenarios")
@@ -182,6 +183,13 @@ class SimulationResult:
 def list_scenarios() -> list[str]:
     """Names of the scenarios in the shipped library."""
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+
+
+def scenario_registry(name: str) -> Path | None:
+    """The device registry shipped with a library scenario (``scenarios/registries/NAME.toml``:
+    where its devices sit), or None when it has none."""
+    path = SCENARIO_DIR / "registries" / f"{name}.toml"
+    return path if path.is_file() else None
 
 
 def resolve_scenario(name_or_path: str) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Literal
@@ -21,13 +21,17 @@ import numpy as np
 
 from alerts.model import Alert, AlertState
 from alerts.store import AlertStore
+from dashboards.console.outlook import Forecast, compensate, forecast
+from dashboards.console.spectrum import Spectrum, newest_spectrum
 from detection.events import EventKind, Severity
-from ingest.store import DeadLetter, DeviceRecord, Store, StoreStats, reason_key
+from detection.preload import Outlook
+from ingest.store import DeadLetter, Store, StoreStats, reason_key
 from sensors.registry import BoltInfo, Joint, Registry, Site
 from sensors.schema import KINDS, DeviceKind
 
 __all__ = [
     "DRAWING",
+    "FOLD_OK",
     "RANGES",
     "BoltLevel",
     "ConsoleSource",
@@ -79,6 +83,11 @@ RANGES: Final[dict[str, int]] = {
 _RAW_UP_TO_MS: Final = 86_400_000
 _MINUTES_UP_TO_MS: Final = 7 * 86_400_000
 
+FOLD_OK: Final[dict[str, int]] = {"joint": 12, "machines": 100, "unregistered": 100}
+"""Most ok devices a fleet-page group lists; beyond, it lists its exceptions and counts the
+rest (the joint page lists every bolt). 10,000 rows made a 2.5 MB page that took 230 ms (p99)
+to render."""
+
 
 def alert_status(alert: Alert) -> Status:
     """The colour one alert gives its device (ok once it is not active)."""
@@ -118,6 +127,7 @@ class DeviceRow:
         alerts: Its active alerts, worst first.
         last_seen_ms: Newest reading stored (epoch ms), None if none.
         level: Its preload level, for a bolt the detector has seen.
+        outlook: Its trend and forecast (on a joint's page only).
     """
 
     device_id: str
@@ -127,6 +137,7 @@ class DeviceRow:
     alerts: list[Alert] = field(default_factory=list)
     last_seen_ms: int | None = None
     level: BoltLevel | None = None
+    outlook: Outlook | None = None
 
     @property
     def percent(self) -> str:
@@ -148,6 +159,8 @@ class Node:
         devices: Devices directly under it.
         status: Worst status below it.
         counts: Devices below it by status.
+        folded: Ok devices counted here but not listed (see :data:`FOLD_OK`): a joint of a
+            large fleet lists its exceptions, and its page lists every bolt.
     """
 
     id: str
@@ -157,10 +170,21 @@ class Node:
     devices: list[DeviceRow] = field(default_factory=list)
     status: Status = Status.OK
     counts: dict[Status, int] = field(default_factory=dict)
+    folded: int = 0
 
     def total(self) -> int:
         """Devices below it."""
         return sum(self.counts.values())
+
+    def fold(self, limit: int) -> None:
+        """Keep only the devices that are not ok when more than ``limit`` are ok (they stay
+        counted, in ``folded``); below too."""
+        for child in self.children:
+            child.fold(FOLD_OK.get(child.level, limit))
+        ok = sum(1 for d in self.devices if d.status is Status.OK)
+        if ok > limit:
+            self.devices = [d for d in self.devices if d.status is not Status.OK]
+            self.folded += ok
 
     def summarise(self) -> None:
         """Fill ``status`` and ``counts`` from the devices and children (children first)."""
@@ -171,6 +195,7 @@ class Node:
                 counts[s] += n
         for dev in self.devices:
             counts[dev.status] += 1
+        counts[Status.OK] += self.folded
         self.counts = counts
         self.status = max(
             (s for s, n in counts.items() if n), key=_RANK.__getitem__, default=Status.OK
@@ -209,6 +234,7 @@ class Series:
             retightenings, battery swaps...
         episodes: (start s, end s or None while open, kind, severity) of its alerts that
             overlap the range.
+        forecast: A bolt's forecast line (None: not armed, or no slope yet).
     """
 
     device_id: str
@@ -217,6 +243,7 @@ class Series:
     source: str
     events: list[tuple[float, str]] = field(default_factory=list)
     episodes: list[tuple[float, float | None, str, str]] = field(default_factory=list)
+    forecast: Forecast | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +328,8 @@ class ConsoleSource:
         registry: Sites, joints, bolts and machines; None: every device is unregistered.
         clock: Epoch milliseconds (the service's clock: simulated in the demo).
         levels: Device id -> :class:`BoltLevel` of every bolt the detector holds.
+        outlook: The detector's :class:`~detection.preload.Outlook` of the bolts asked for
+            (those it has seen).
     """
 
     def __init__(
@@ -311,20 +340,23 @@ class ConsoleSource:
         *,
         clock: Callable[[], int],
         levels: Callable[[], Mapping[str, BoltLevel]] = dict,
+        outlook: Callable[[Sequence[str]], Mapping[str, Outlook]] = lambda _ids: {},
     ) -> None:
         self.readings = readings
         self.alerts = alerts
         self.registry = registry or Registry.empty()
         self.clock = clock
         self.levels = levels
+        self.outlook = outlook
         self._lock = threading.Lock()
 
     # -- fleet ----------------------------------------------------------------------------------
 
-    def fleet(self, query: str = "", status: Status | None = None) -> Fleet:
-        """The fleet tree, filtered by text (ids and names) and by status."""
+    def fleet(self, query: str = "", status: Status | None = None, *, fold: bool = True) -> Fleet:
+        """The fleet tree, filtered by text (ids and names) and by status; ``fold``: a group
+        lists its ok devices only when they are few (:data:`FOLD_OK`)."""
         with self._lock:
-            known = {d.device_id: d for d in self.readings.devices()}
+            known = self.readings.last_seen()
         by_device: dict[str, list[Alert]] = {}
         for alert in (s.alert for s in self.alerts.open_alerts()):
             if alert.state is AlertState.ACTIVE:
@@ -337,11 +369,12 @@ class ConsoleSource:
         for device_id in sorted(set(known) | set(by_device)):
             if device_id in registered:
                 continue
-            rec = known.get(device_id)
-            kind = rec.kind.value if rec else ""
-            rows.add(loose, device_id, kind, _display(kind), rec.site if rec else "")
+            kind, site, _ = known.get(device_id, ("", "", None))
+            rows.add(loose, device_id, kind, _display(kind), site)
         counts = dict.fromkeys(Status, 0)
         for node in (*sites, loose):
+            if fold:
+                node.fold(FOLD_OK.get(node.level, FOLD_OK["joint"]))
             node.summarise()
             for s, n in node.counts.items():
                 counts[s] += n
@@ -356,7 +389,7 @@ class ConsoleSource:
         if joint is None:
             return None
         structure = next(s for s in reg.structures if s.id == joint.structure)
-        fleet = self.fleet(joint_id)
+        fleet = self.fleet(joint_id, fold=False)
         rows: dict[str, DeviceRow] = {}
         for site in fleet.sites:
             for node in _walk(site):
@@ -376,6 +409,9 @@ class ConsoleSource:
         findings = [a for r in rows.values() for a in r.alerts if a.kind == EventKind.JOINT.value]
         radius = 0.38 * DRAWING if joint.pattern == "circular" else 0.0
         ordered = sorted(rows.values(), key=lambda r: _position_of(bolts, r.device_id))
+        outlooks = self.outlook([r.device_id for r in ordered])
+        for r in ordered:
+            r.outlook = outlooks.get(r.device_id)
         return JointView(joint, structure.name, structure.site, marks, ordered, findings, radius)
 
     # -- one device -----------------------------------------------------------------------------
@@ -402,19 +438,19 @@ class ConsoleSource:
         span = RANGES[range_name]
         now = self.clock()
         with self._lock:
-            last = next(
-                (d.last_seen_ms for d in self.readings.devices() if d.device_id == device_id), None
-            )
+            last = self.readings.last_seen().get(device_id, ("", "", None))[2]
         # A device silent for longer than the range shows its last ``span`` of data, not nothing.
         since = (last if last is not None and last < now - span else now) - span
         names = self.readings.fields(kind)
         marks = self._marks(device_id, since)
         if span <= _RAW_UP_TO_MS:
             with self._lock:
-                cols = self.readings.readings(kind, device_id=device_id, since_ms=since)
+                cols = self.readings.readings(
+                    kind, device_id=device_id, since_ms=since, waveforms=False
+                )
             ts = (cols.ts_ms / 1000.0).tolist()
             values = {n: _nullable(cols.values[n]) for n in names if n in cols.values}
-            return Series(device_id, ts, values, "raw", *marks)
+            return self._with_outlook(Series(device_id, ts, values, "raw", *marks), kind, span)
         resolution: Literal["1m", "1h"] = "1m" if span <= _MINUTES_UP_TO_MS else "1h"
         with self._lock:
             rows = self.readings.rollups(
@@ -426,7 +462,34 @@ class ConsoleSource:
         for r in rows:
             if r.field in out:
                 out[r.field][index[r.bucket_ms]] = r.mean
-        return Series(device_id, [b / 1000.0 for b in buckets], out, resolution, *marks)
+        series = Series(device_id, [b / 1000.0 for b in buckets], out, resolution, *marks)
+        return self._with_outlook(series, kind, span)
+
+    def spectrum(self, device_id: str, kind: DeviceKind) -> Spectrum | None:
+        """The Welch spectrum of the device's newest waveform (None: none, or not a kind that
+        sends them)."""
+        with self._lock:
+            return newest_spectrum(self.readings, kind, device_id)
+
+    def _with_outlook(self, series: Series, kind: DeviceKind, span_ms: int) -> Series:
+        """A bolt's series with its compensated preload (``preload_comp_kn``) and forecast."""
+        if kind is not DeviceKind.CBOLT:
+            return series
+        o = self.outlook([series.device_id]).get(series.device_id)
+        f = series.fields
+        if o is None or "preload_kn" not in f or "temp_c" not in f:
+            return series
+        fields = {**f, "preload_comp_kn": compensate(f["preload_kn"], f["temp_c"], o)}
+        last = series.ts_s[-1] if series.ts_s else None
+        return Series(
+            series.device_id,
+            series.ts_s,
+            fields,
+            series.source,
+            series.events,
+            series.episodes,
+            forecast(o, last, span_ms / 1000.0),
+        )
 
     def _marks(
         self, device_id: str, since_ms: int
@@ -500,7 +563,7 @@ class _Rows:
     """Makes the fleet's device rows: state from the alerts, level from the detector, and the
     filters (text in any of the row's names; status)."""
 
-    known: Mapping[str, DeviceRecord]
+    known: Mapping[str, tuple[str, str, int | None]]
     by_device: Mapping[str, list[Alert]]
     levels: Mapping[str, BoltLevel]
     needle: str
@@ -508,7 +571,8 @@ class _Rows:
 
     def add(self, node: Node, device_id: str, kind: str, name: str, *context: str) -> None:
         """Put the device's row under ``node``, unless the filters hide it."""
-        alerts = sorted(self.by_device.get(device_id, ()), key=lambda a: -alert_status(a).rank)
+        found = self.by_device.get(device_id)
+        alerts = sorted(found, key=lambda a: -alert_status(a).rank) if found else []
         rec = self.known.get(device_id)
         row = DeviceRow(
             device_id,
@@ -516,7 +580,7 @@ class _Rows:
             name,
             status=alert_status(alerts[0]) if alerts else Status.OK,
             alerts=alerts,
-            last_seen_ms=rec.last_seen_ms if rec else None,
+            last_seen_ms=rec[2] if rec else None,
             level=self.levels.get(device_id),
         )
         if self.status is not None and row.status is not self.status:

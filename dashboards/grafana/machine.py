@@ -3,8 +3,9 @@
 Each kind's channels are drawn the way its detectors read them: a 3D printer's hotend and bed
 against their targets with the heater duty, a laser cutter's chiller water with its flow, a CNC
 mill's vibration severity in the ISO 10816-3 zones with the spindle's current and speed, and so
-on (:data:`CHANNELS`). Below: the machine's newest reading, its alerts and its events (jobs,
-faults, thread breaks), with alert episodes and events as annotations. (The CNC mill's Welch
+on (:data:`dashboards.charts.CHANNELS`, which the web console draws too). Below: the machine's
+newest reading, its alerts and its events (jobs, faults, thread breaks), with alert episodes and
+events as annotations. (The CNC mill's Welch
 spectrum is computed from a waveform the time series databases do not hold; the console draws
 it.)
 
@@ -14,12 +15,12 @@ devices of any kind links each to its dashboard. Variables: ``$site`` and ``$dev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from grafana_foundation_sdk.builders import common, timeseries
 from grafana_foundation_sdk.models.common import GraphThresholdsStyleMode
 
+from dashboards.charts import CHANNELS, Channel
 from dashboards.grafana import tables
 from dashboards.grafana.panels import (
     annotation,
@@ -34,86 +35,10 @@ from dashboards.grafana.panels import (
     unit_of,
 )
 from dashboards.grafana.series import Query, Scope, Series
+from detection.cnc import ISO_10816_3_MMS
 from sensors.schema import FIELD_INFO, KINDS, DeviceKind
 
-__all__ = ["CHANNELS", "ISO_10816_3_MMS", "Channel", "build", "build_all", "uid_of"]
-
-ISO_10816_3_MMS: Final = (1.4, 2.8, 4.5)
-"""Lower edges of zones B, C and D of ISO 10816-3 (medium machines, rigid foundation), velocity
-RMS in mm/s: the zones ``detection.cnc.iso_zone`` reports."""
-
-
-@dataclass(frozen=True, slots=True)
-class Channel:
-    """One panel of a kind's dashboard.
-
-    Attributes:
-        title: The panel's title.
-        left: Fields drawn on the left axis (in the first one's unit).
-        right: Fields drawn on a right axis (in the first one's unit).
-        description: What to look for.
-    """
-
-    title: str
-    left: tuple[str, ...]
-    right: tuple[str, ...] = ()
-    description: str = ""
-
-
-CHANNELS: Final[dict[DeviceKind, tuple[Channel, ...]]] = {
-    DeviceKind.PRINTER3D: (
-        Channel(
-            "Hotend: temperature, target and heater duty",
-            ("hotend_c", "hotend_target_c"),
-            ("hotend_duty_pct",),
-            "A hotend below its target with the heater at 100 % is a thermal runaway or a "
-            "failing heater.",
-        ),
-        Channel(
-            "Bed: temperature, target and heater duty", ("bed_c", "bed_target_c"), ("bed_duty_pct",)
-        ),
-        Channel("Chamber and part fan", ("chamber_c",), ("fan_pct",)),
-    ),
-    DeviceKind.LASER_CUTTER: (
-        Channel(
-            "Chiller water, ambient and flow",
-            ("chiller_water_c", "ambient_c"),
-            ("flow_lpm",),
-            "Water warming with the flow steady is a chiller not keeping up; a falling flow, a "
-            "pump or a kinked hose.",
-        ),
-        Channel("Tube current and laser power", ("tube_current_ma",), ("laser_power_pct",)),
-    ),
-    DeviceKind.CNC_MILL: (
-        Channel(
-            "Vibration severity (ISO 10816-3 zones)",
-            ("vib_rms_mms",),
-            (),
-            "Velocity RMS; the background shows zones A (green) to D (red).",
-        ),
-        Channel("Spindle current and speed", ("spindle_a",), ("spindle_rpm",)),
-        Channel("Feed", ("feed_mm_min",)),
-    ),
-    DeviceKind.VINYL_CUTTER: (
-        Channel("Carriage motor current and duty", ("motor_a",), ("duty_pct",)),
-        Channel("Blade force and cutting speed", ("blade_force_g",), ("cut_speed_mm_s",)),
-    ),
-    DeviceKind.EMBROIDERY: (
-        Channel("Main motor current and duty", ("motor_a",), ("duty_pct",)),
-        Channel("Stitch rate and thread tension", ("stitch_rate_spm",), ("thread_tension_g",)),
-    ),
-    DeviceKind.GATEWAY: (
-        Channel("Uplink signal and supply", ("rssi_dbm",), ("battery_v",)),
-        Channel(
-            "Backlog and connected devices",
-            ("backlog_readings",),
-            ("connected_devices",),
-            "A growing backlog: the gateway buffers readings it cannot forward.",
-        ),
-        Channel("CPU temperature and uptime", ("cpu_temp_c",), ("uptime_s",)),
-    ),
-}
-"""The panels of each kind with a dashboard here (every kind but ``cbolt``: see ``bolt.py``)."""
+__all__ = ["build", "build_all", "uid_of"]
 
 
 def uid_of(kind: DeviceKind) -> str:
@@ -187,5 +112,5 @@ def build(series: Series, kind: DeviceKind) -> dict[str, Any]:
 
 
 def build_all(series: Series) -> list[dict[str, Any]]:
-    """The dashboards of every kind of :data:`CHANNELS`."""
+    """The dashboards of every kind of :data:`dashboards.charts.CHANNELS`."""
     return [build(series, kind) for kind in CHANNELS]

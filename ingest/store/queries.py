@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ class _Queries(_Schema):
         until_ms: int | None = None,
         late: bool | None = None,
         limit: int | None = None,
+        waveforms: bool = True,
     ) -> ReadingColumns:
         """Stored readings of one kind as columns, ordered by timestamp, then device, then seq.
 
@@ -50,6 +52,8 @@ class _Queries(_Schema):
             until_ms: Only readings before this time (epoch ms UTC).
             late: Only late (true) or only timely (false) readings.
             limit: At most this many rows (the earliest).
+            waveforms: Read the waveform fields too (False: their lists are all None; a chart of
+                a day of a mill's vibration RMS need not read a day of waveforms).
 
         Returns:
             Columns as the decoder makes them: NaN where a field was not reported; waveforms
@@ -60,7 +64,12 @@ class _Queries(_Schema):
         if late is not None:
             where.append("late = ?")
             params.append(int(late))
-        sql = f'SELECT {layout.select} FROM "{layout.table}"'  # noqa: S608 - see _IDENT
+        select = layout.select
+        if not waveforms and layout.arrays:
+            nulls = ", ".join(["NULL"] * len(layout.arrays))
+            select = ", ".join(f'"{c}"' for c in ("device_id", "ts_ms", "seq", "site"))
+            select += ", " + ", ".join(f'"{c}"' for c in layout.floats) + ", " + nulls
+        sql = f'SELECT {select} FROM "{layout.table}"'  # noqa: S608 - see _IDENT
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY ts_ms, device_id, seq"
@@ -93,6 +102,37 @@ class _Queries(_Schema):
             },
             message=np.arange(n, dtype=np.int64),
         )
+
+    def latest_waveform(
+        self, kind: DeviceKind, device_id: str, name: str
+    ) -> tuple[int, np.ndarray[Any, np.dtype[np.float64]], dict[str, float]] | None:
+        """The device's newest reading that carries the waveform ``name``: (epoch ms, samples,
+        its numeric fields, NaN where not reported); None when it has none.
+
+        Raises:
+            KeyError: ``name`` is not a waveform field of ``kind``.
+        """
+        layout = self._layout(kind)
+        if name not in layout.arrays:
+            raise KeyError(name)
+        floats = ", ".join(f'"{c}"' for c in layout.floats)
+        row = (
+            self._conn()
+            .execute(
+                f'SELECT ts_ms, "{name}", {floats} FROM "{layout.table}"'  # noqa: S608 - _IDENT
+                f' WHERE device_id = ? AND "{name}" IS NOT NULL ORDER BY ts_ms DESC LIMIT 1',
+                (device_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        samples = np.frombuffer(row[1], dtype="<f4").astype(np.float64)
+        values = {
+            f: math.nan if v is None else float(v)
+            for f, v in zip(layout.floats, row[2:], strict=True)
+        }
+        return int(row[0]), samples, values
 
     @staticmethod
     def _filters(
@@ -183,6 +223,12 @@ class _Queries(_Schema):
             DeviceRecord(d, DeviceKind(k), s, st, b, fw, seen, status, upd)
             for d, k, s, st, b, fw, seen, status, upd in rows
         ]
+
+    def last_seen(self) -> dict[str, tuple[str, str, int | None]]:
+        """Every device known: id -> (kind, site, newest reading's epoch ms or None); the cheap
+        part of :meth:`devices` (a fleet page of 10,000 bolts reads it every second)."""
+        rows = self._conn().execute("SELECT device_id, kind, site, last_seen_ms FROM device_state")
+        return {d: (k, s, seen) for d, k, s, seen in rows}
 
     def dead_letters(
         self, *, limit: int = 100, reason: str | None = None, include_replayed: bool = False

@@ -3,8 +3,10 @@ release made for it, launched with ``executable_path``: no browser is downloaded
 ``boltwatch run`` fed by the simulator over a real Mosquitto.
 
 A maintenance engineer's path: log in, watch the loosening bolt turn from ok to alerting on the
-fleet page without reloading, open the bolt's page and its chart, acknowledge the alert, and
-find the acknowledgement in the API and the alert's history under the user's name. Every
+fleet page without reloading, see it coloured on the flange's drawing (the demo's registry), open
+the bolt's page with its compensated preload and forecast, look at a machine's channels and a
+mill's vibration spectrum, acknowledge the alert, and find the acknowledgement in the API and the
+alert's history under the user's name. Every
 request the browser makes goes to the console's own address. The screenshots taken on the way
 are the README's pictures (docs/images/console-*.png).
 """
@@ -22,8 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from firmware_sim.machines import cnc_waveform
+from firmware_sim.scenario import scenario_registry
 from tests.integration.conftest import MosquittoServer, Reaper, free_port
 
 pytestmark = pytest.mark.integration
@@ -33,6 +38,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 IMAGES = Path(__file__).parents[2] / "docs" / "images"
 TOKEN = "console-browser-token-5b2e"
 LOOSE = "bridge-loose-b001"
+JOINT = "splice-1"
+MACHINE = "laser-1"
+MILL = "console-mill-probe"
 PROBE = "console-live-probe"
 # As the machine's probe runs it: without the background-networking flags Chromium tries
 # Google's hosts at start, which this closed network refuses.
@@ -75,6 +83,8 @@ client_id = "console-ingest"
 metrics_listen = ""
 [store]
 path = "{tmp_path / "data"}"
+[registry]
+path = "{scenario_registry("demo")}"
 [alerts]
 api_listen = "127.0.0.1:{port}"
 api_token = "{TOKEN}"
@@ -118,6 +128,36 @@ def _simulate(broker: str, hours: int) -> None:
     assert sim.returncode == 0, sim.stderr.decode()
 
 
+def _publish_waveform(port: int) -> None:
+    """One reading of a CNC mill with a second of spindle vibration sampled at 4 kHz, chattering
+    (the simulator's vibration model), as a mill's sensor would send it."""
+    from paho.mqtt import publish
+
+    wave = cnc_waveform(
+        rpm=12_000.0,
+        fs_hz=4096.0,
+        n=4096,
+        rng=np.random.default_rng(7),
+        active_faults=frozenset({"chatter"}),
+    )
+    reading = {
+        "ts": int(time.time() * 1000),
+        "seq": 1,
+        "spindle_rpm": 12_000.0,
+        "spindle_a": 4.2,
+        "vib_rms_mms": 3.1,
+        "fs_hz": 4096.0,
+        "vib_ms2": [round(float(v), 4) for v in wave],
+    }
+    publish.single(
+        f"boltwatch/v1/live/cnc_mill/{MILL}/telemetry",
+        json.dumps(reading),
+        qos=1,
+        hostname="127.0.0.1",
+        port=port,
+    )
+
+
 def test_a_maintenance_engineer_sees_the_loosening_bolt_and_acknowledges_it(
     mosquitto: MosquittoServer, service: str
 ) -> None:
@@ -152,15 +192,51 @@ def test_a_maintenance_engineer_sees_the_loosening_bolt_and_acknowledges_it(
             assert status in ("warning", "major", "critical"), status
             page.screenshot(path=str(IMAGES / "console-fleet.png"), full_page=True)
 
-            # The bolt's page: its chart from the stored readings.
-            row.locator("a").first.click()
+            # The joint's page: the flange drawn from the registry, the loosening bolt coloured
+            # by its alert, its trend and forecast in the table.
+            page.click(f'details[data-node="{JOINT}"] >> summary >> a')
+            expect(page.locator("h1")).to_contain_text("Pylon base flange")
+            mark = page.locator(f'#joint-drawing g[data-device="{LOOSE}"]')
+            expect(mark).not_to_have_attribute("data-status", "ok")
+            assert mark.get_attribute("data-status") in ("warning", "major", "critical")
+            assert page.locator("#joint-drawing g.bolt").count() == 8
+            trend = page.locator(f'#joint tr[data-device="{LOOSE}"] td.trend')
+            expect(trend).to_contain_text("%/day")
+            page.screenshot(path=str(IMAGES / "console-joint.png"), full_page=True)
+
+            # The bolt's page: raw and compensated preload, the lines, the forecast.
+            mark.click()
             expect(page.locator("h1")).to_contain_text(LOOSE)
             chart = page.locator("#chart")
             expect(chart.locator("canvas")).to_have_count(1)
             assert int(chart.get_attribute("data-points") or "0") > 0
-            # Its alert episodes are drawn on the chart.
+            # Its alert episodes are drawn on the chart, and its forecast to the 70 % line.
             expect(chart).not_to_have_attribute("data-episodes", "0")
+            expect(chart).to_have_attribute("data-forecast-shown", "1")
+            expect(page.locator("#forecast")).to_contain_text("70 % line")
+            expect(page.locator("#trend")).to_contain_text("%/day")
             page.screenshot(path=str(IMAGES / "console-bolt.png"), full_page=True)
+
+            # A machine's page: the kind's channels, one chart each, and its newest reading.
+            page.goto(f"{service}/console/devices/{MACHINE}")
+            expect(page.locator("h1")).to_contain_text(MACHINE)
+            expect(page.locator("#charts .chart canvas")).to_have_count(2)
+            expect(page.locator("#latest tr").first).to_be_visible()
+            page.screenshot(path=str(IMAGES / "console-machine.png"), full_page=True)
+
+            # A CNC mill's page draws the Welch spectrum of its newest waveform (chatter here).
+            _publish_waveform(mosquitto.port)
+
+            def stored() -> bool:
+                got = page.request.get(f"{service}/console/data/spectrum/{MILL}")
+                return got.ok and got.json().get("spectrum") is not None
+
+            _wait_for(stored, 60, "the mill's waveform to be stored")
+            page.goto(f"{service}/console/devices/{MILL}")
+            spectrum = page.locator("#spectrum")
+            expect(spectrum.locator("canvas")).to_have_count(1, timeout=60_000)
+            assert int(spectrum.get_attribute("data-bins") or "0") > 100
+            expect(page.locator("#spectrum-info")).to_contain_text("zone")
 
             # Acknowledge the loosening alert from the alerts page.
             page.click("nav >> text=Alerts")

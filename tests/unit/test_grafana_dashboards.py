@@ -44,10 +44,9 @@ from dashboards.grafana import (
     provisioning,
     to_yaml,
 )
-from dashboards.grafana.machine import ISO_10816_3_MMS
 from dashboards.grafana.queries import register_variants
 from dashboards.grafana.sources import INFLUX_SQL, INFLUXQL, MIXED, VICTORIAMETRICS
-from detection.cnc import iso_zone
+from detection.cnc import ISO_10816_3_MMS, iso_zone
 from ingest.influx import line_protocol
 from ingest.store import DB_FILE, DeadLetter, Store
 from sensors.codec import DecodedBatch, TelemetryDecoder
