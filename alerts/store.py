@@ -309,9 +309,15 @@ class AlertStore:
         kind: str | None = None,
         device_id: str | None = None,
         limit: int = 500,
+        *,
+        min_severity: int | None = None,
     ) -> list[Alert]:
-        """Alerts, newest activity first, filtered."""
-        where, args = [], []
+        """Alerts, newest activity first, filtered (``min_severity``: that severity or worse)."""
+        where: list[str] = []
+        args: list[str | int] = []
+        if min_severity is not None:
+            where.append("severity >= ?")
+            args.append(int(min_severity))
         for col, val in (
             ("state", state),
             ("site", site),

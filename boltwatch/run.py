@@ -431,6 +431,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                         registry=registry,
                         engine=engine,
                         clock_ms=pipeline.clock,
+                        flow=metrics.totals,
                     )
                     stack.callback(web.close)
                     api_task = tasks.create_task(serve_api(web.app, api_host, api_port), name="api")

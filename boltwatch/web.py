@@ -22,6 +22,7 @@ from boltwatch.config import Config
 from dashboards.console import Auth, BoltLevel, ConsoleSource, Role, User, create_console
 from detection.engine import Engine
 from detection.preload import Outlook
+from ingest import IngestTotals
 from ingest.store import Store
 from sensors.registry import Registry
 
@@ -104,8 +105,10 @@ def build_web(
     registry: Registry | None,
     engine: Engine,
     clock_ms: Callable[[], int],
+    flow: Callable[[], IngestTotals] | None = None,
 ) -> Web:
-    """The API alone, or the API with the console (``console.enabled``)."""
+    """The API alone, or the API with the console (``console.enabled``); ``flow``: ingest's
+    counters, when ingest runs in this process (the data-quality page's rate and backlog)."""
     if not config.console.enabled:
         return Web(api)
     users = [
@@ -121,6 +124,7 @@ def build_web(
         clock=clock_ms,
         levels=bolt_levels(engine),
         outlook=bolt_outlook(engine),
+        flow=flow,
     )
     app = Starlette(
         routes=[

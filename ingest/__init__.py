@@ -6,7 +6,7 @@ to a consumer (the detection engine).
 
 from ingest.decoders import Decoder, DecoderRegistry, default_decoders
 from ingest.influx import InfluxWriter, RejectedBatch, WriteOutcome, line_protocol
-from ingest.service import BatchConsumer, IngestMetrics, IngestService, NoDataEvent
+from ingest.service import BatchConsumer, IngestMetrics, IngestService, IngestTotals, NoDataEvent
 from ingest.store import DeadLetter, DeviceRecord, Store, StoreError, StoreStats, WriteResult
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "InfluxWriter",
     "IngestMetrics",
     "IngestService",
+    "IngestTotals",
     "NoDataEvent",
     "RejectedBatch",
     "Store",

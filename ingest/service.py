@@ -59,6 +59,7 @@ __all__ = [
     "BrokerConnectError",
     "IngestMetrics",
     "IngestService",
+    "IngestTotals",
     "NoDataEvent",
     "reason_category",
 ]
@@ -148,6 +149,27 @@ def reason_category(error: PayloadError) -> str:
     return "schema"
 
 
+@dataclass(frozen=True, slots=True)
+class IngestTotals:
+    """Ingest's counters at one moment (what the console's data-quality page shows).
+
+    Attributes:
+        messages: MQTT messages received since the start.
+        readings: Readings stored since the start.
+        rejected: Messages dead-lettered since the start.
+        queue_depth: Messages waiting for their commit now.
+        connected: Connected to the broker now.
+        read_paused: Reading from the broker is paused now (back-pressure).
+    """
+
+    messages: float
+    readings: float
+    rejected: float
+    queue_depth: float
+    connected: bool
+    read_paused: bool
+
+
 class IngestMetrics:
     """The counters ingest exports on ``/metrics`` (one registry per service)."""
 
@@ -197,6 +219,26 @@ class IngestMetrics:
             "boltwatch_ingest_read_pauses",
             "Times reading from the broker was paused (back-pressure)",
             registry=r,
+        )
+
+    def totals(self) -> IngestTotals:
+        """The counters now, labels summed."""
+
+        def total(metric: Counter | Gauge, suffix: str = "") -> float:
+            return sum(
+                sample.value
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.name == family.name + suffix
+            )
+
+        return IngestTotals(
+            messages=total(self.messages, "_total"),
+            readings=total(self.readings, "_total"),
+            rejected=total(self.rejected, "_total"),
+            queue_depth=total(self.queue_depth),
+            connected=total(self.connected) > 0,
+            read_paused=total(self.read_paused) > 0,
         )
 
 

@@ -50,7 +50,7 @@ from dashboards.console.auth import LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL_S,
 from dashboards.console.outlook import Forecast, eta_text, trend_text
 from dashboards.console.source import DRAWING, RANGES, ConsoleSource, Status
 from detection.cnc import ISO_10816_3_MMS
-from detection.events import EventKind
+from detection.events import EventKind, Severity
 from sensors.schema import FIELD_INFO, KINDS, DeviceKind
 
 __all__ = ["POLL_S", "create_console"]
@@ -61,6 +61,7 @@ POLL_S: Final = 1
 _HERE: Final = Path(__file__).parent
 _log = logging.getLogger(__name__)
 _MAX_SILENCE_H: Final = 24 * 366
+_SEVERITIES: Final = tuple(str(s) for s in Severity)
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
 
@@ -73,11 +74,15 @@ def _when(ms: int | None) -> str:
 def _ago(ms: int | None, now_ms: int) -> str:
     if not ms:
         return "never"
-    s = max(0, (now_ms - ms) // 1000)
+    return f"{_age((now_ms - ms) / 1000)} ago"
+
+
+def _age(seconds: float) -> str:
+    s = max(0, int(seconds))
     for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
         if s >= size:
-            return f"{s // size} {unit} ago"
-    return f"{s} s ago"
+            return f"{s // size} {unit}"
+    return f"{s} s"
 
 
 def _environment() -> Environment:
@@ -91,6 +96,7 @@ def _environment() -> Environment:
     env.globals["Status"] = Status
     env.globals["POLL_S"] = POLL_S
     env.globals["trend_text"] = trend_text
+    env.globals["ago_s"] = _age
     env.globals["eta_text"] = eta_text
     return env
 
@@ -271,22 +277,25 @@ class _Console:
     def _alert_args(self, request: Request) -> dict[str, str | None]:
         q = request.query_params
         state = q.get("state", "open")
+        severity = q.get("severity", "")
         return {
             "state": state if state in ("pending", "active", "cleared", "open") else "open",
             "site": q.get("site", "")[:MAX_NAME_CHARS] or None,
             "kind": q.get("kind", "")[:MAX_NAME_CHARS] or None,
+            "severity": severity if severity in _SEVERITIES else None,
         }
 
     def _alerts(self, args: dict[str, str | None]) -> list[Any]:
         state = args["state"]
+        worst = Severity.parse(args["severity"]) if args["severity"] else None
+        found = self.source.alert_list(
+            state=None if state == "open" else state,
+            site=args["site"],
+            kind=args["kind"],
+            min_severity=worst,
+        )
         if state == "open":
-            found = [
-                a
-                for a in self.source.alert_list(state=None, site=args["site"], kind=args["kind"])
-                if a.state is not AlertState.CLEARED
-            ]
-        else:
-            found = self.source.alert_list(state=state, site=args["site"], kind=args["kind"])
+            found = [a for a in found if a.state is not AlertState.CLEARED]
         return found
 
     async def alerts(self, request: Request, session: Session) -> Response:
@@ -299,6 +308,7 @@ class _Console:
             alerts=found,
             args=args,
             kinds=[k.value for k in EventKind],
+            severities=_SEVERITIES,
             page="alerts",
         )
 

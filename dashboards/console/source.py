@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,7 +26,8 @@ from dashboards.console.outlook import Forecast, compensate, forecast
 from dashboards.console.spectrum import Spectrum, newest_spectrum
 from detection.events import EventKind, Severity
 from detection.preload import Outlook
-from ingest.store import DeadLetter, Store, StoreStats, reason_key
+from ingest import IngestTotals
+from ingest.store import DeadLetter, Rollup, Store, StoreStats, reason_key
 from sensors.registry import BoltInfo, Joint, Registry, Site
 from sensors.schema import KINDS, DeviceKind
 
@@ -255,12 +257,20 @@ class Quality:
         silent: Devices with an active ``no_data`` alert.
         batteries: (device, volts) of bolts, lowest first.
         dead_letters: Reason -> (count, a sample).
+        signals: (device, dBm) of bolts and gateways, weakest first (newest hourly mean).
+        flow: Ingest's counters now (None: ingest runs in another process).
+        rate_per_s: Readings stored per second since the previous look (None: first look).
+        newest_age_s: Age of the newest reading stored, against the service's clock.
     """
 
     stats: StoreStats
     silent: list[Alert]
     batteries: list[tuple[str, float]]
     dead_letters: dict[str, tuple[int, DeadLetter | None]]
+    signals: list[tuple[str, float]] = field(default_factory=list)
+    flow: IngestTotals | None = None
+    rate_per_s: float | None = None
+    newest_age_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +340,8 @@ class ConsoleSource:
         levels: Device id -> :class:`BoltLevel` of every bolt the detector holds.
         outlook: The detector's :class:`~detection.preload.Outlook` of the bolts asked for
             (those it has seen).
+        flow: Ingest's counters (None when ingest is not in this process).
+        monotonic: Seconds, for the ingest rate.
     """
 
     def __init__(
@@ -341,6 +353,8 @@ class ConsoleSource:
         clock: Callable[[], int],
         levels: Callable[[], Mapping[str, BoltLevel]] = dict,
         outlook: Callable[[Sequence[str]], Mapping[str, Outlook]] = lambda _ids: {},
+        flow: Callable[[], IngestTotals] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.readings = readings
         self.alerts = alerts
@@ -348,6 +362,9 @@ class ConsoleSource:
         self.clock = clock
         self.levels = levels
         self.outlook = outlook
+        self.flow = flow
+        self.monotonic = monotonic
+        self._rate: tuple[float, float, float | None] | None = None  # (monotonic s, readings, /s)
         self._lock = threading.Lock()
 
     # -- fleet ----------------------------------------------------------------------------------
@@ -517,10 +534,19 @@ class ConsoleSource:
     # -- alerts ---------------------------------------------------------------------------------
 
     def alert_list(
-        self, *, state: str | None, site: str | None, kind: str | None, limit: int = 200
+        self,
+        *,
+        state: str | None,
+        site: str | None,
+        kind: str | None,
+        min_severity: Severity | None = None,
+        limit: int = 200,
     ) -> list[Alert]:
-        """Alerts, newest activity first, filtered (None: any)."""
-        return self.alerts.alerts(state=state, site=site, kind=kind, limit=limit)
+        """Alerts, newest activity first, filtered (None: any; ``min_severity``: that severity
+        or worse)."""
+        return self.alerts.alerts(
+            state=state, site=site, kind=kind, limit=limit, min_severity=min_severity
+        )
 
     def history(self, alert_id: int) -> list[tuple[int, str, str]]:
         """Who did what to an alert and when: (epoch ms, what, detail)."""
@@ -529,33 +555,68 @@ class ConsoleSource:
     # -- data quality ---------------------------------------------------------------------------
 
     def quality(self, samples: int = 1000) -> Quality:
-        """Silent devices, the bolts' batteries (newest hourly mean of the last day), dead
-        letters by reason with a sample each."""
+        """Silent devices, the bolts' batteries and the weakest signals (newest hourly mean of
+        the last day), dead letters by reason with a sample each, ingest's rate and backlog."""
+        day_ago = self.clock() - 86_400_000
         with self._lock:
             stats = self.readings.stats()
             letters = self.readings.dead_letters(limit=samples, include_replayed=True)
-            now = self.clock()
             # Hourly means (ingest rolls them up as it goes): a day of every bolt's raw readings
             # would be millions of rows at every poll of the page.
             hourly = self.readings.rollups(
-                DeviceKind.CBOLT, resolution="1h", field="battery_v", since_ms=now - 86_400_000
+                DeviceKind.CBOLT, resolution="1h", field="battery_v", since_ms=day_ago
             )
+            rssi = [
+                r
+                for kind in (DeviceKind.CBOLT, DeviceKind.GATEWAY)
+                for r in self.readings.rollups(
+                    kind, resolution="1h", field="rssi_dbm", since_ms=day_ago
+                )
+            ]
+            seen = [s for _, _, s in self.readings.last_seen().values() if s is not None]
         silent = [
             a
             for a in (s.alert for s in self.alerts.open_alerts())
             if a.kind == EventKind.NO_DATA.value and a.state is AlertState.ACTIVE
         ]
-        batteries: dict[str, float] = {}
-        for r in hourly:  # by device, then bucket: the newest hour of each bolt wins
-            if math.isfinite(r.mean):
-                batteries[r.device_id] = r.mean
         sample: dict[str, DeadLetter] = {}
         for letter in letters:
             sample.setdefault(reason_key(letter.field), letter)
         dead = {
             reason: (n, sample.get(reason)) for reason, n in stats.dead_letters_by_reason.items()
         }
-        return Quality(stats, silent, sorted(batteries.items(), key=lambda kv: kv[1]), dead)
+        flow = self.flow() if self.flow is not None else None
+        return Quality(
+            stats,
+            silent,
+            _newest_lowest(hourly),
+            dead,
+            signals=_newest_lowest(rssi),
+            flow=flow,
+            rate_per_s=self._rate_of(flow),
+            newest_age_s=(self.clock() - max(seen)) / 1000.0 if seen else None,
+        )
+
+    def _rate_of(self, flow: IngestTotals | None) -> float | None:
+        """Readings stored per second since the previous look at least a second ago."""
+        if flow is None:
+            return None
+        now = self.monotonic()
+        last = self._rate
+        if last is None or now - last[0] >= 1.0:
+            rate = None if last is None else (flow.readings - last[1]) / (now - last[0])
+            self._rate = (now, flow.readings, rate)
+            return rate
+        return last[2]
+
+
+def _newest_lowest(rows: Sequence[Rollup]) -> list[tuple[str, float]]:
+    """Each device's newest finite hourly mean, lowest first."""
+    newest: dict[str, tuple[int, float]] = {}
+    for r in rows:
+        if math.isfinite(r.mean) and r.bucket_ms >= newest.get(r.device_id, (-1, 0.0))[0]:
+            newest[r.device_id] = (r.bucket_ms, r.mean)
+    return sorted(((d, v) for d, (_, v) in newest.items()), key=lambda kv: kv[1])
 
 
 @dataclass(slots=True)

@@ -258,10 +258,13 @@ def test_a_maintenance_engineer_sees_the_loosening_bolt_and_acknowledges_it(
             page.goto(f"{service}/console/alerts/{alert['id']}")
             expect(page.locator("#alert-ack")).to_contain_text("by admin")
             expect(page.locator("#history")).to_contain_text("ack")
+            page.screenshot(path=str(IMAGES / "console-alert.png"), full_page=True)
 
             page.goto(f"{service}/console/quality")
             readings = page.locator("#readings")
             expect(readings).not_to_have_text("0")
+            # Ingest runs in the service: its rate is measured between two polls.
+            expect(page.locator("#rate")).to_contain_text("readings/s", timeout=60_000)
             page.screenshot(path=str(IMAGES / "console-quality.png"), full_page=True)
 
             # A new reading shows on the open page by itself (polled every second): the time it

@@ -21,6 +21,7 @@ from dashboards.console.source import FOLD_OK, ConsoleSource, Status
 from detection.engine import Engine
 from detection.preload import MIN_TREND_HOURS, BoltPreloadDetector, Outlook
 from firmware_sim.machines import cnc_waveform
+from ingest import IngestMetrics
 from ingest.store import Store
 from sensors.codec import TelemetryDecoder
 from sensors.schema import DeviceKind
@@ -298,3 +299,54 @@ def test_fleet_page_lists_exceptions_of_a_large_joint_and_counts_the_rest(
         assert len(view.rows) == 4
     finally:
         source.FOLD_OK["joint"] = limit
+
+
+def test_quality_page_shows_ingest_rate_backlog_and_the_weakest_signals(tmp_path: Path) -> None:
+    e = Env(tmp_path)
+    try:
+        dec = TelemetryDecoder(clock=lambda: e.now / 1000)
+        msgs = [
+            (
+                f"boltwatch/v1/windfarm-north/{kind}/{dev}/telemetry",
+                msgspec.json.encode({"ts": T0 + 60_000 * k, "seq": k, "rssi_dbm": dbm, **extra}),
+            )
+            for k in range(3)
+            for kind, dev, dbm, extra in (
+                ("gateway", "gw-weak", -97.0, {}),
+                ("cbolt", "cb-strong", -61.0, {"preload_kn": 50.0}),
+            )
+        ]
+        e.store.write(dec.decode_batch(msgs), received_ms=e.now)
+        e.store.rollup(now_ms=e.now)
+        metrics = IngestMetrics()
+        clock = [100.0]
+        src: ConsoleSource = e.web.source  # type: ignore[assignment]
+        src.flow = metrics.totals
+        src.monotonic = lambda: clock[0]
+        first = src.quality()
+        assert first.rate_per_s is None  # nothing to compare with yet
+        assert first.signals == [("gw-weak", -97.0), ("cb-strong", -61.0)]
+        # The newest reading (T0 + 29 min) against the clock (T0 + 1 h).
+        assert first.newest_age_s == pytest.approx(31 * 60)
+        metrics.readings.labels(kind="cbolt").inc(500)
+        metrics.queue_depth.set(12)
+        metrics.connected.set(1)
+        clock[0] += 2.0
+        assert src.quality().rate_per_s == pytest.approx(250.0)
+        clock[0] += 0.5  # within a second: the same figure, not a noisy one
+        assert src.quality().rate_per_s == pytest.approx(250.0)
+        with ApiServer(e.web.app) as server:
+            b = Browserless(server.url)
+            b.login(TOKEN)
+            _, _, page = b.request("GET", "/console/quality")
+            assert re.search(r'id="rate">[\d.,]+ readings/s<', page)
+            assert "12 messages" in page
+            assert page.index("gw-weak") < page.index("cb-strong")
+            # Alerts filtered by severity: major or worse leaves the warning out.
+            _, _, page = b.request("GET", "/console/alerts?severity=major")
+            assert BOLT in page
+            assert "cb-wtg07-t1-p04" not in page
+            _, _, page = b.request("GET", "/console/alerts?severity=warning")
+            assert "cb-wtg07-t1-p04" in page
+    finally:
+        e.close()
