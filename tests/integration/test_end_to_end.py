@@ -164,6 +164,7 @@ DEMO_ALERTS = {
     ("sensor_fault", "bridge-stuck-b001"),  # stuck after 6 h
     ("loosening", "bridge-loose-b001"),  # vibration loosening from 8 h on
     ("preload_low", "bridge-loose-b001"),  # ... down to 80 % of its preload after about 20 h
+    ("joint", "bridge-loose-b001"),  # ... uneven in its flange (the demo's registry has it)
 }
 """What the demo's simulation causes in its first 30 simulated hours, and nothing else."""
 
