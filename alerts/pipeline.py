@@ -59,7 +59,7 @@ from alerts.stages import (
     Stage,
     Step,
 )
-from alerts.store import AlertStore, StoredAlert
+from alerts.store import AlertStore, StoredAlert, refreshed
 from detection.events import BatchOutcome, DetectionEvent, EventKind, Severity
 
 __all__ = ["AlertMetrics", "AlertPipeline", "Clock", "no_data_event", "system_clock"]
@@ -76,6 +76,10 @@ MAX_BACKOFF_S: Final = 60.0
 """Longest wait between two tries of a notification (times a jitter of 0.5-1.5): once a receiver
 is back, what waited for it goes out within 90 s (with 300 s, a 10-minute webhook outage was
 followed by 347 s of silence)."""
+MARK_SENT_EVERY: Final = 100
+"""Notifications sent are marked in the outbox in bursts of at most this many (one transaction
+each): a burst of 40,000 was 7.5 times faster to deliver than with one transaction per
+notification. A crash re-sends at most this many, under their ids."""
 _IMPLIES: Final[Mapping[str, tuple[str, ...]]] = {"loosening": ("preload_low",)}
 """A detector shows one alert per reading: a loosening bolt's low preload is active too."""
 
@@ -191,6 +195,10 @@ class AlertPipeline:
         self._open: dict[str, set[str]] = {}
         self._no_data: set[str] = set()
         self._cache: dict[int, StoredAlert] | None = None
+        self._ids: dict[tuple[str, str], int] = {}
+        """(device, kind) -> id of the open alerts held in ``_cache``."""
+        self._touched: set[int] = set()
+        """Open alerts refreshed in memory by events since the last evaluation."""
         self._index = ActiveIndex()
         self._due: dict[int, float] = {}
         self._silence_next: float = -math.inf
@@ -244,7 +252,7 @@ class AlertPipeline:
             )
         for (kind, sev_name), n in counted.items():
             self.metrics.events.labels(kind=kind, severity=sev_name).inc(n)
-        ids = self.store.upsert(rows) if rows else []
+        ids = self._store_rows(rows) if rows else []
         for r in rows:
             self._open.setdefault(str(r["device_id"]), set()).add(str(r["kind"]))
             if r["kind"] == NO_DATA:
@@ -252,6 +260,30 @@ class AlertPipeline:
         if ids:
             self._wake.set()
         return ids
+
+    def _store_rows(self, rows: list[dict[str, object]]) -> list[int]:
+        """Events of open alerts held in memory update them in one statement (and in memory);
+        the others (new, or cleared) go through the store's upsert. Ids in row order."""
+        cache = self._cache or {}
+        known: list[tuple[int, dict[str, object]]] = []
+        fresh: list[dict[str, object]] = []
+        where: list[int] = []  # per row: index into known (>= 0) or -1 - index into fresh
+        for r in rows:
+            i = self._ids.get((str(r["device_id"]), str(r["kind"])))
+            if i is not None and i in cache:
+                where.append(len(known))
+                known.append((i, r))
+            else:
+                where.append(-1 - len(fresh))
+                fresh.append(r)
+        missed = set(self.store.refresh(known)) if known else set()
+        for i, r in known:
+            if i not in missed:
+                refreshed(cache[i], r)
+                self._index.put(cache[i])
+                self._touched.add(i)
+        fresh_ids = self.store.upsert(fresh) if fresh else []
+        return [known[w][0] if w >= 0 else fresh_ids[-1 - w] for w in where]
 
     def _refresh(self, opened: Sequence[StoredAlert]) -> None:
         self._open = {}
@@ -297,6 +329,7 @@ class AlertPipeline:
             self._cache = {s.alert.id: s for s in self.store.open_alerts()}
             for s in self._cache.values():
                 self._index.put(s)
+                self._ids[(s.alert.device_id, s.alert.kind)] = s.alert.id
             return set(self._cache)
         dirty = self.store.take_dirty()
         if dirty:
@@ -306,6 +339,7 @@ class AlertPipeline:
                 else:
                     self._cache[s.alert.id] = s
                     self._index.put(s)
+                    self._ids[(s.alert.device_id, s.alert.kind)] = s.alert.id
                     self._open.setdefault(s.alert.device_id, set()).add(s.alert.kind)
                     if s.alert.kind == NO_DATA:
                         self._no_data.add(s.alert.device_id)
@@ -315,6 +349,8 @@ class AlertPipeline:
         """A cleared alert leaves the cache and the indexes."""
         if self._cache is not None:
             self._cache.pop(a.id, None)
+        if self._ids.get((a.device_id, a.kind)) == a.id:
+            del self._ids[(a.device_id, a.kind)]
         self._index.drop(a.id)
         self._due.pop(a.id, None)
         kinds = self._open.get(a.device_id)
@@ -362,7 +398,8 @@ class AlertPipeline:
         makes every open alert be looked at.
         """
         now = self.clock()
-        dirty = self._open_alerts()
+        dirty = self._open_alerts() | self._touched
+        self._touched = set()
         if self.store.take_silences_changed() or now >= self._silence_next:
             dirty = set(self._cache or ())
             self._silence_next = self._silence_boundary(now)
@@ -456,39 +493,51 @@ class AlertPipeline:
 
     async def _deliver_to(self, receiver: str, notes: list[Notification]) -> int:
         channel = self.channels.get(receiver)
-        sent = 0
-        for note in notes:
-            if channel is None:
-                self.store.mark_failed(note.id, f"no channel for receiver {receiver!r}", None)
-                self.metrics.notifications.labels(receiver=receiver, result="failed").inc()
-                continue
-            try:
-                await channel.send(note)
-            except ChannelError as exc:
-                attempts = note.attempts + 1
-                if exc.retryable:
-                    delay = min(2.0**attempts, MAX_BACKOFF_S) * (0.5 + self._rng.random())
-                    delay = max(delay, float(getattr(exc, "retry_after_s", 0.0) or 0.0))
-                    self.store.mark_failed(note.id, str(exc), self.clock() + int(delay * 1000))
-                    self.metrics.notifications.labels(receiver=receiver, result="retry").inc()
-                    log.warning(
-                        "notification %s to %s failed, retry in %.0f s: %s",
-                        note.id,
-                        receiver,
-                        delay,
-                        exc,
-                    )
-                else:
-                    self.store.mark_failed(note.id, str(exc), None)
+        sent: list[str] = []
+        done = 0
+        try:
+            for note in notes:
+                if channel is None:
+                    self.store.mark_failed(note.id, f"no channel for receiver {receiver!r}", None)
                     self.metrics.notifications.labels(receiver=receiver, result="failed").inc()
-                    log.error(  # noqa: TRY400 - an expected refusal, not a bug: no traceback
-                        "notification %s to %s failed for good: %s", note.id, receiver, exc
-                    )
-                break  # keep this receiver's order: the rest waits for the retry
-            self.store.mark_sent(note.id, self.clock())
-            self.metrics.notifications.labels(receiver=receiver, result="sent").inc()
-            sent += 1
-        return sent
+                    continue
+                try:
+                    await channel.send(note)
+                except ChannelError as exc:
+                    self._failed(receiver, note, exc)
+                    break  # keep this receiver's order: the rest waits for the retry
+                sent.append(note.id)
+                if len(sent) >= MARK_SENT_EVERY:
+                    done += self._mark_sent(receiver, sent)
+        finally:
+            # Marked in bursts: after a crash, what was sent since the last mark is sent again
+            # under the same ids (at least once: a receiver can drop an id it has seen).
+            done += self._mark_sent(receiver, sent)
+        return done
+
+    def _mark_sent(self, receiver: str, sent: list[str]) -> int:
+        n = len(sent)
+        if n:
+            self.store.mark_sent_many(sent, self.clock())
+            self.metrics.notifications.labels(receiver=receiver, result="sent").inc(n)
+            sent.clear()
+        return n
+
+    def _failed(self, receiver: str, note: Notification, exc: ChannelError) -> None:
+        attempts = note.attempts + 1
+        if exc.retryable:
+            delay = min(2.0**attempts, MAX_BACKOFF_S) * (0.5 + self._rng.random())
+            delay = max(delay, float(getattr(exc, "retry_after_s", 0.0) or 0.0))
+            self.store.mark_failed(note.id, str(exc), self.clock() + int(delay * 1000))
+            self.metrics.notifications.labels(receiver=receiver, result="retry").inc()
+            log.warning(
+                "notification %s to %s failed, retry in %.0f s: %s", note.id, receiver, delay, exc
+            )
+        else:
+            self.store.mark_failed(note.id, str(exc), None)
+            self.metrics.notifications.labels(receiver=receiver, result="failed").inc()
+            # An expected refusal, not a bug: no traceback.
+            log.error("notification %s to %s failed for good: %s", note.id, receiver, exc)
 
     async def run(self, interval_s: float = 1.0) -> None:
         """Evaluate and deliver until cancelled (wakes early when events arrive)."""

@@ -13,7 +13,6 @@ sent (at least once) after the restart, with the same id.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+
 from alerts.errors import AlertsError
 from alerts.model import Alert, AlertState, Notification, Silence, Transition
 from detection.events import Severity
 
-__all__ = ["AlertStore", "OutboxRow", "StoreClosedError"]
+__all__ = ["AlertStore", "OutboxRow", "StoreClosedError", "StoredAlert", "refreshed"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -119,6 +120,22 @@ ON CONFLICT (device_id, kind) DO UPDATE SET
     events = events + 1
 RETURNING id
 """
+
+_REFRESH: Final = """
+UPDATE alerts SET
+    severity = max(severity, :severity),
+    last_event_ms = max(last_event_ms, :ms),
+    inactive_ms = :inactive,
+    explanation = :explanation,
+    data = :data,
+    late = :late,
+    site = CASE WHEN :site != '' THEN :site ELSE site END,
+    grp = CASE WHEN :grp != '' THEN :grp ELSE grp END,
+    device_kind = CASE WHEN :device_kind != '' THEN :device_kind ELSE device_kind END,
+    events = events + 1
+WHERE id = :id AND state != 'cleared'
+"""
+"""What :data:`_UPSERT` does to an alert that is not cleared (:func:`refreshed` mirrors it)."""
 
 _COLUMNS: Final = (
     "id, device_id, kind, device_kind, site, grp, severity, state, first_ms, last_event_ms, "
@@ -220,7 +237,7 @@ class AlertStore:
         history: list[tuple[int, int, Transition, str]] = []
         with self._tx() as db:
             for r in rows:
-                args = {**r, "data": json.dumps(r.get("data", {})), "late": int(r["late"])}
+                args = {**r, "data": _dumps(r.get("data", {})), "late": int(r["late"])}
                 (alert_id,) = db.execute(_UPSERT, args).fetchone()
                 ids.append(int(alert_id))
                 detail = f"[{Severity(r['severity'])}] {r['explanation']}"
@@ -229,6 +246,59 @@ class AlertStore:
             self._dirty.update(ids)
         return ids
 
+    def refresh(self, rows: Sequence[tuple[int, dict[str, Any]]]) -> list[int]:
+        """Record events of alerts the caller holds as open, by id: the update :meth:`upsert`
+        makes of an open alert, in one statement for the batch. They are not marked dirty: the
+        caller applies :func:`refreshed` to what it holds. An alert that turns out not to be
+        open any more is upserted instead (and marked dirty).
+
+        Each row: (alert id, the row :meth:`upsert` takes).
+
+        Returns:
+            The ids that were upserted instead.
+        """
+        if not rows:
+            return []
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                _REFRESH,
+                [
+                    {**r, "id": i, "data": _dumps(r.get("data", {})), "late": int(r["late"])}
+                    for i, r in rows
+                ],
+            )
+            missed: list[int] = []
+            if db.total_changes - before != len(rows):
+                ids = _dumps(sorted({i for i, _ in rows}))
+                gone = {
+                    int(i)
+                    for (i,) in db.execute(
+                        "SELECT id FROM alerts WHERE id IN (SELECT value FROM json_each(?)) "
+                        "AND state = 'cleared'",
+                        (ids,),
+                    )
+                }
+                for i, r in rows:
+                    if i in gone:
+                        args = {**r, "data": _dumps(r.get("data", {})), "late": int(r["late"])}
+                        db.execute(_UPSERT, args).fetchone()
+                        missed.append(i)
+                self._dirty.update(missed)
+            db.executemany(
+                "INSERT INTO alert_history VALUES (?, ?, ?, ?)",
+                [
+                    (
+                        i,
+                        r["ms"],
+                        Transition.EVENT,
+                        f"[{Severity(r['severity'])}] {r['explanation']}",
+                    )
+                    for i, r in rows
+                ],
+            )
+        return missed
+
     def set_inactive(self, device_id: str, kinds_active: Sequence[str], ms: int) -> int:
         """The device's detector reports only ``kinds_active`` now: its other open alerts are
         inactive since ``ms`` (unless already), the listed ones active again.
@@ -236,7 +306,7 @@ class AlertStore:
         Returns:
             Alerts newly marked inactive.
         """
-        kinds = json.dumps(list(kinds_active))
+        kinds = _dumps(list(kinds_active))
         with self._tx() as db:
             gone = db.execute(
                 "UPDATE alerts SET inactive_ms = ? WHERE device_id = ? AND state != 'cleared' "
@@ -289,7 +359,7 @@ class AlertStore:
         """Several alerts by id (missing ids are skipped)."""
         rows = self._query(
             f"SELECT {_COLUMNS} FROM alerts WHERE id IN (SELECT value FROM json_each(?))",  # noqa: S608
-            (json.dumps(sorted(ids)),),
+            (_dumps(sorted(ids)),),
         )
         return [_row(r) for r in rows]
 
@@ -436,25 +506,19 @@ class AlertStore:
         Returns:
             Notifications newly recorded (an id already there is not recorded twice).
         """
-        n = 0
         with self._tx() as db:
-            for a in alerts:
-                _write(db, a)
+            db.executemany(_WRITE, [_written(a) for a in alerts])
             db.executemany("INSERT INTO alert_history VALUES (?, ?, ?, ?)", list(history))
-            for note in notifications:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO outbox (id, receiver, body, next_ms, created_ms) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (
-                        note.id,
-                        note.receiver,
-                        json.dumps(note.as_dict()),
-                        note.created_ms,
-                        note.created_ms,
-                    ),
-                )
-                n += cur.rowcount
-        return n
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO outbox (id, receiver, body, next_ms, created_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (n.id, n.receiver, _dumps(n.as_dict()), n.created_ms, n.created_ms)
+                    for n in notifications
+                ],
+            )
+            return db.total_changes - before
 
     def due(self, now_ms: int, receiver: str | None = None, limit: int = 100) -> list[OutboxRow]:
         """Pending notifications whose time has come, oldest first."""
@@ -483,11 +547,17 @@ class AlertStore:
 
     def mark_sent(self, note_id: str, ms: int) -> None:
         """The channel accepted it."""
+        self.mark_sent_many([note_id], ms)
+
+    def mark_sent_many(self, note_ids: Sequence[str], ms: int) -> None:
+        """The channel accepted these, in one transaction (one fsync for a burst)."""
+        if not note_ids:
+            return
         with self._tx() as db:
-            db.execute(
+            db.executemany(
                 "UPDATE outbox SET status = 'sent', sent_ms = ?, attempts = attempts + 1 "
                 "WHERE id = ?",
-                (ms, note_id),
+                [(ms, i) for i in note_ids],
             )
 
     def mark_failed(self, note_id: str, error: str, retry_at_ms: int | None) -> None:
@@ -516,33 +586,62 @@ class AlertStore:
         return out
 
 
+def refreshed(s: StoredAlert, row: dict[str, Any]) -> None:
+    """Apply to an alert held in memory what :meth:`AlertStore.refresh` wrote of ``row``."""
+    a = s.alert
+    a.severity = max(a.severity, Severity(row["severity"]))
+    a.last_event_ms = max(a.last_event_ms, int(row["ms"]))
+    s.inactive_ms = int(row["inactive"])
+    a.explanation = str(row["explanation"])
+    a.data = dict(row.get("data", {}))
+    a.late = bool(row["late"])
+    if row["site"]:
+        a.site = str(row["site"])
+    if row["grp"]:
+        a.group = str(row["grp"])
+    if row["device_kind"]:
+        s.device_kind = str(row["device_kind"])
+
+
 def _comment(db: sqlite3.Connection, alert_id: int, who: str, ms: int, text: str) -> None:
     (raw,) = db.execute("SELECT comments FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-    comments = json.loads(raw)
+    comments = _loads(raw)
     comments.append([who, ms, text])
-    db.execute("UPDATE alerts SET comments = ? WHERE id = ?", (json.dumps(comments), alert_id))
+    db.execute("UPDATE alerts SET comments = ? WHERE id = ?", (_dumps(comments), alert_id))
     db.execute(
         "INSERT INTO alert_history VALUES (?, ?, ?, ?)", (alert_id, ms, Transition.COMMENT, text)
     )
 
 
-def _write(db: sqlite3.Connection, a: Alert) -> None:
-    db.execute(
-        "UPDATE alerts SET severity = ?, state = ?, active_ms = ?, cleared_ms = ?, flapping = ?, "
-        "transitions = ?, escalation = ?, notified_ms = ?, notified_severity = ? WHERE id = ?",
-        (
-            int(a.severity),
-            a.state.value,
-            a.active_ms,
-            a.cleared_ms,
-            int(a.flapping),
-            json.dumps(a.transitions),
-            a.escalation,
-            a.notified_ms,
-            a.notified_severity,
-            a.id,
-        ),
+_WRITE: Final = (
+    "UPDATE alerts SET severity = ?, state = ?, active_ms = ?, cleared_ms = ?, flapping = ?, "
+    "transitions = ?, escalation = ?, notified_ms = ?, notified_severity = ? WHERE id = ?"
+)
+
+
+def _written(a: Alert) -> tuple[Any, ...]:
+    """The parameters of :data:`_WRITE` for an alert's new state."""
+    return (
+        int(a.severity),
+        a.state.value,
+        a.active_ms,
+        a.cleared_ms,
+        int(a.flapping),
+        _dumps(a.transitions),
+        a.escalation,
+        a.notified_ms,
+        a.notified_severity,
+        a.id,
     )
+
+
+def _dumps(value: object) -> str:
+    """JSON text (msgspec: several times faster than the standard library on the hot path)."""
+    return msgspec.json.encode(value).decode()
+
+
+def _loads(text: str) -> Any:  # noqa: ANN401 - JSON of any shape
+    return msgspec.json.decode(text)
 
 
 def _row(r: tuple[Any, ...]) -> StoredAlert:
@@ -586,13 +685,13 @@ def _row(r: tuple[Any, ...]) -> StoredAlert:
         active_ms=int(active_ms),
         cleared_ms=int(cleared_ms),
         explanation=explanation,
-        data=json.loads(data),
+        data=_loads(data),
         acknowledged=bool(acknowledged),
         ack_by=ack_by,
         ack_ms=int(ack_ms),
-        comments=[(str(c[0]), int(c[1]), str(c[2])) for c in json.loads(comments)],
+        comments=[(str(c[0]), int(c[1]), str(c[2])) for c in _loads(comments)],
         flapping=bool(flapping),
-        transitions=[int(t) for t in json.loads(transitions)],
+        transitions=[int(t) for t in _loads(transitions)],
         escalation=int(escalation),
         notified_ms=int(notified_ms),
         notified_severity=int(notified_severity),
@@ -603,7 +702,7 @@ def _row(r: tuple[Any, ...]) -> StoredAlert:
 
 def _outbox(r: tuple[Any, ...]) -> OutboxRow:
     note_id, receiver, body, status, attempts, next_ms, sent_ms, last_error = r
-    d = json.loads(body)
+    d = _loads(body)
     note = Notification(
         id=note_id,
         receiver=receiver,

@@ -8,6 +8,7 @@ real servers in tests/integration/test_channels.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import tomllib
 from pathlib import Path
@@ -472,3 +473,61 @@ def test_no_data_goes_the_way_of_every_detection_event(tmp_path: Path) -> None:
     clock.advance(11)
     pipe.evaluate()
     assert pipe.store.alerts()[0].state is AlertState.CLEARED
+
+
+def test_events_of_an_open_alert_update_it_in_memory_exactly_as_the_store_does(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A second event of an open alert takes the batched path (no reload): what the pipeline
+    holds equals what a fresh store reads back, severity escalation and all."""
+    pipe, clock, _ = setup
+    (first,) = pipe.take(BatchOutcome(events=[_event("b1")]))
+    _activate(pipe, clock)
+    worse = dataclasses.replace(
+        _event("b1", sev=Severity.MAJOR, site="s9"), explanation="now major"
+    )
+    clock.advance(1)
+    (again,) = pipe.take(BatchOutcome(events=[worse, _event("b2")]))[:1]
+    assert again == first
+    assert first in pipe._touched  # refreshed in memory, not marked for a reload
+    assert first not in pipe.store.take_dirty()
+    held = pipe._cache[first].alert  # type: ignore[index]
+    with AlertStore(tmp_path / "alerts.db") as fresh:
+        stored = fresh.get(first)
+    assert stored is not None
+    for name in ("severity", "last_event_ms", "explanation", "data", "late", "site", "group"):
+        assert getattr(held, name) == getattr(stored.alert, name), name
+    assert held.severity is Severity.MAJOR
+    assert held.site == "s9"
+    # The refreshed alert is evaluated like any other: the escalation goes out.
+    notes = _step(pipe)
+    assert any("[major]" in n.title for n in notes)
+    assert [h[1] for h in pipe.store.history(first)].count("event") == 2
+
+
+def test_an_alert_cleared_behind_the_pipelines_back_is_raised_again(setup: Setup) -> None:
+    """The batched update only touches open alerts; one found cleared is upserted (pending
+    again) and reloaded."""
+    pipe, clock, _ = setup
+    (first,) = pipe.take(BatchOutcome(events=[_event("b1")]))
+    _activate(pipe, clock)
+    with pipe.store._tx() as db:  # another writer cleared it
+        db.execute("UPDATE alerts SET state = 'cleared' WHERE id = ?", (first,))
+    assert pipe.take(BatchOutcome(events=[_event("b1")])) == [first]
+    assert first in pipe.store.take_dirty()
+    stored = pipe.store.get(first)
+    assert stored is not None
+    assert stored.alert.state is AlertState.PENDING
+
+
+def test_notifications_are_marked_sent_in_bursts(setup: Setup) -> None:
+    pipe, clock, rec = setup
+    pipe.take(
+        BatchOutcome(events=[_event(f"d{i}", kind=EventKind.SENSOR_FAULT) for i in range(250)])
+    )
+    _step(pipe)  # active; the group wait starts
+    clock.advance(1)
+    assert len(pipe.evaluate()) == 250  # one notification per device (grouped by device)
+    sent = asyncio.run(pipe.deliver())
+    assert sent == len(rec["oncall"].sent) == 250
+    assert {r.status for r in pipe.store.outbox()} == {"sent"}
