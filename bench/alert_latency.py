@@ -642,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         broker, port = _mosquitto(tmp)
         try:
             console.print(f"(1) ingest alone, {messages:,} single-reading messages ...")
-            ref, _, _ = asyncio.run(_ingest(port, tmp, messages, 1, "single"))
+            ref, _, _, _ = asyncio.run(_ingest(port, tmp, messages, 1, "single"))
             console.print(
                 f"(3) alert pipeline, {events:,} events over {event_devices:,} devices ..."
             )
