@@ -97,7 +97,7 @@ class IngestConfig(Section, frozen=True):
 
     max_payload_bytes: Annotated[int, Meta(ge=1_024, le=16 * 1024 * 1024)] = 256 * 1024
     batch_max_messages: Annotated[int, Meta(ge=1, le=100_000)] = 1_000
-    batch_max_ms: Annotated[int, Meta(ge=1, le=60_000)] = 50
+    batch_max_ms: Annotated[int, Meta(ge=1, le=60_000)] = 20
     strict_registry: bool = False
     metrics_listen: str = "127.0.0.1:9108"
 

@@ -22,12 +22,12 @@ def test_file_values(tmp_path: Path) -> None:
     f.write_text(
         '[broker]\nurl = "mqtts://broker.example:8883"\n'
         'topics = ["$share/g/boltwatch/v1/+/+/+/+"]\n'
-        "[ingest]\nbatch_max_ms = 20\n"
+        "[ingest]\nbatch_max_ms = 35\n"
     )
     cfg = load_config(f, environ={})
     assert cfg.broker.url == "mqtts://broker.example:8883"
     assert cfg.broker.topics == ["$share/g/boltwatch/v1/+/+/+/+"]
-    assert cfg.ingest.batch_max_ms == 20
+    assert cfg.ingest.batch_max_ms == 35
 
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
