@@ -24,6 +24,7 @@ from rich.table import Table
 from boltwatch import __version__
 from boltwatch.alerts_cli import alerts_app
 from boltwatch.dashboards_cli import dashboards_app
+from boltwatch.registry_cli import registry_export, registry_history, registry_import
 
 if TYPE_CHECKING:
     from detection.engine import SnapshotFaults
@@ -174,6 +175,11 @@ def registry_check(
         )
     out.print(table)
     out.print("registry ok")
+
+
+registry_app.command("import")(registry_import)
+registry_app.command("export")(registry_export)
+registry_app.command("history")(registry_history)
 
 
 @registry_app.command("locate")

@@ -40,6 +40,7 @@ from ingest.influx import InfluxWriter
 from ingest.service import IngestMetrics, IngestService
 from ingest.store import Store
 from sensors.registry import Registry, load_registry
+from sensors.registry_store import REGISTRY_DB, RegistryStore
 
 __all__ = [
     "STOP_DEADLINE_S",
@@ -277,6 +278,17 @@ def build_alerts(
     )
 
 
+def _registry(config: Config) -> Registry | None:
+    """The registry file the config names; else the registry in force in the store (``boltwatch
+    registry import``); else none."""
+    if config.registry.path is not None:
+        return load_registry(config.registry.path)
+    if not (Path(config.store.path) / REGISTRY_DB).is_file():
+        return None
+    with RegistryStore(config.store.path) as db:
+        return db.current()
+
+
 def build_engine(config: Config, registry: Registry | None = None) -> Engine:
     """The detection engine of ``boltwatch run``: each kind's detector, with the parameters of
     its ``[detection.<detector>]`` table (defaults otherwise)."""
@@ -347,9 +359,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
         StoreError: The store cannot be opened (naming the path).
         ListenError: The API's or the metrics' port is in use (naming the key).
     """
-    registry: Registry | None = None
-    if config.registry.path is not None:
-        registry = load_registry(config.registry.path)
+    registry = _registry(config)
     metrics = IngestMetrics()
 
     def clock_ms() -> int:

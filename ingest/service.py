@@ -273,7 +273,10 @@ def _take_qos1(client: gmqtt.Client, sink: Callable[[str, bytes, int, Any], None
     gmqtt without it keeps its own path (``tests/unit/test_ingest_acks.py`` checks it is there).
     """
     handler = client._package_handler
-    if not hasattr(handler, "_handle_qos_1_publish_packet"):
+    if not (
+        hasattr(handler, "_handle_qos_1_publish_packet")
+        and hasattr(type(handler), "current_connection")
+    ):
         return
 
     def take(mid: int, packet: bytes, print_topic: str, properties: object) -> None:
