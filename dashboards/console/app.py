@@ -410,7 +410,7 @@ class _Console:
             display=KINDS[kind].display_name,
             bolt=reg.bolt(device_id),
             location=reg.locate(device_id),
-            history=reg.history(device_id),
+            history=await run_in_threadpool(self.source.tightenings, device_id),
             level=level,
             machine=next((m for m in reg.machines if m.device_id == device_id), None),
             charts=charts_of(kind),

@@ -22,6 +22,7 @@ import numpy as np
 
 from alerts.model import Alert, AlertState
 from alerts.store import AlertStore
+from dashboards.console.history import Tightening, tightenings
 from dashboards.console.outlook import Forecast, compensate, forecast
 from dashboards.console.spectrum import Spectrum, newest_spectrum
 from detection.events import EventKind, Severity
@@ -526,6 +527,13 @@ class ConsoleSource:
             if not a.cleared_ms or a.cleared_ms >= since_ms
         ]
         return events, episodes
+
+    def tightenings(self, device_id: str) -> list[Tightening]:
+        """The bolt's installation records and ``tightened`` events, merged, oldest first."""
+        with self._lock:
+            events = self.readings.events(device_id=device_id, event_type="tightened", limit=1000)
+        reg = self.registry
+        return tightenings(reg.bolt(device_id), reg.history(device_id), events)
 
     def device_alerts(self, device_id: str, limit: int = 50) -> list[Alert]:
         """The device's alerts, newest activity first."""

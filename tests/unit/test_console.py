@@ -372,7 +372,7 @@ def test_series_quality_and_device_pages(env: tuple[Env, str]) -> None:
     status, _, page = b.request("GET", f"/console/devices/{BOLT}")
     assert status == 200
     assert "M36" in page  # the bolt's profile, from the registry
-    assert "Installation record" in page
+    assert "Installation and tightening history" in page
     status, _, _ = b.request("GET", "/console/devices/no-such-device")
     assert status == 404
     status, _, page = b.request("GET", "/console/quality")

@@ -350,3 +350,40 @@ def test_quality_page_shows_ingest_rate_backlog_and_the_weakest_signals(tmp_path
             assert "cb-wtg07-t1-p04" in page
     finally:
         e.close()
+
+
+def test_bolt_page_lists_registry_records_and_device_tightenings_with_their_nut_factor(
+    tmp_path: Path,
+) -> None:
+    e = Env(tmp_path)
+    try:
+        record = e.registry.history(BOLT)[0]  # 2,100 N·m, 470 kN on an M36: K 0.124, ok
+        at = round(record.ts.timestamp() * 1000)
+        topic = f"boltwatch/v1/windfarm-north/cbolt/{BOLT}/event"
+
+        def tightened(ts: int, seq: int, torque: float, preload: float) -> tuple[str, bytes]:
+            body = {"type": "tightened", "ts": ts, "seq": seq, "torque_nm": torque}
+            return topic, msgspec.json.encode({**body, "preload_kn": preload, "tool": "wrench"})
+
+        dec = TelemetryDecoder(clock=lambda: e.now / 1000)
+        batch = dec.decode_batch(
+            [
+                tightened(at + 20_000, 1, record.torque_nm, record.preload_kn),  # the same, seen
+                tightened(T0 + 600_000, 2, 2100.0, 300.0),  # retightened: K 0.194, over 0.18
+            ]
+        )
+        assert not batch.errors
+        e.store.write(batch, received_ms=e.now)
+        with ApiServer(e.web.app) as server:
+            b = Browserless(server.url)
+            b.login(TOKEN)
+            _, _, page = b.request("GET", f"/console/devices/{BOLT}")
+        rows = re.findall(r'<tr data-source="(\w+)" data-verdict="(\w*)">(.*?)</tr>', page, re.S)
+        sources = [(src, verdict) for src, verdict, _ in rows]
+        registry_rows = e.registry.history(BOLT)
+        assert sources == [("registry", "ok")] * len(registry_rows) + [("device", "high")]
+        assert "0.124" in rows[0][2]
+        assert "0.194" in rows[-1][2]
+        assert "wrench" in rows[-1][2]
+    finally:
+        e.close()
