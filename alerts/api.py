@@ -31,6 +31,8 @@ Routes:
 * ``POST /api/silences`` ``{"author", "reason", "device_id"?, "site"?, "kind"?, "starts"?,
   "ends"? | "duration"?}`` — 201 and the silence
 * ``DELETE /api/silences/{id}`` — ends it now; the silence
+* ``/api/registry...`` — the registry in force: read it, put or remove one entry, its history
+  (:mod:`alerts.api_registry`)
 """
 
 from __future__ import annotations
@@ -78,11 +80,13 @@ from alerts.api_input import (
     silence_from,
     str_field,
 )
+from alerts.api_registry import registry_routes
 from alerts.errors import ListenError
 from alerts.model import AlertState, Silence
 from alerts.openapi import OPENAPI, SPACE_CLASS, openapi_document
 from alerts.ratelimit import RateLimits
 from alerts.store import AlertStore, StoreClosedError
+from sensors.registry_store import RegistryStore
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -268,6 +272,7 @@ def create_app(
     rate_limits: RateLimits | None = None,
     cors_origins: Sequence[str] = (),
     monotonic: Callable[[], float] = time.monotonic,
+    registry: RegistryStore | None = None,
 ) -> Starlette:
     """The alerts API as an ASGI application.
 
@@ -283,6 +288,8 @@ def create_app(
         cors_origins: Origins (``https://ops.example.com``) browsers may call the API from
             (config key ``alerts.api_cors_origins``); empty: no CORS headers at all.
         monotonic: Monotonic time in seconds, for the rate limits.
+        registry: The registry in force and its history (``/api/registry``,
+            :mod:`alerts.api_registry`); None: those routes answer 404.
 
     Returns:
         The Starlette application.
@@ -311,7 +318,7 @@ def create_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(cors_origins),
-                allow_methods=["GET", "POST", "DELETE"],
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
                 allow_headers=["Authorization", "Content-Type"],
                 expose_headers=["Retry-After"],
             )
@@ -332,6 +339,7 @@ def create_app(
             Route("/metrics", api.metrics, methods=["GET"]),
             Route("/healthz", api.healthz, methods=["GET"]),
             Route(OPENAPI_PATH, api.openapi, methods=["GET"]),
+            *(registry_routes(registry) if registry is not None else []),
         ],
         middleware=middleware,
         exception_handlers={

@@ -18,6 +18,7 @@ from alerts.api_input import (
 from alerts.model import AlertState
 from detection.events import Severity
 from sensors.limits import MAX_TS_MS
+from sensors.registry_store import TABLES as REGISTRY_TABLES
 
 __all__ = ["OPENAPI", "SPACE_CLASS", "openapi_document"]
 
@@ -92,7 +93,7 @@ _ERRORS: Final = {
         "No or wrong bearer token",
         {"WWW-Authenticate": {"schema": {"type": "string", "enum": ["Bearer"]}}},
     ),
-    "404": _error("No such alert or silence (or route)"),
+    "404": _error("No such alert, silence, registry table or entry (or route)"),
     "413": _error(f"The body is larger than {MAX_BODY_BYTES} bytes"),
     "422": _error("A field fails validation; the message starts with its name"),
     "429": _error(
@@ -193,6 +194,37 @@ def _schemas() -> dict[str, Any]:
         "Silence": _object(silence_fields, list(silence_fields)),
         "Silences": _object(
             {"silences": {"type": "array", "items": _ref("Silence")}}, ["silences"]
+        ),
+        "Registry": _object(
+            {
+                "version": {"type": "integer", "minimum": 0, "description": "0: none yet"},
+                "registry": {"type": "object", "description": "the registry file's tables"},
+            },
+            ["version", "registry"],
+        ),
+        "RegistryChange": _object(
+            {
+                "version": {"type": "integer", "minimum": 1},
+                "ms": _MS_SCHEMA,
+                "author": {"type": "string"},
+                "what": {"type": "string", "enum": ["added", "changed", "removed"]},
+                "table": {"type": "string", "enum": list(REGISTRY_TABLES)},
+                "key": {"type": "string"},
+                "before": {"type": ["string", "null"], "description": "JSON of the entry"},
+                "after": {"type": ["string", "null"], "description": "JSON of the entry"},
+            },
+            ["version", "ms", "author", "what", "table", "key", "before", "after"],
+        ),
+        "RegistryChanges": _object(
+            {"changes": {"type": "array", "items": _ref("RegistryChange")}}, ["changes"]
+        ),
+        "RegistryEdit": _object(
+            {
+                "version": {"type": "integer", "minimum": 0},
+                "changes": {"type": "array", "items": _ref("RegistryChange")},
+                "applies": {"type": "string"},
+            },
+            ["version", "changes", "applies"],
         ),
         "AckRequest": _object(
             {
@@ -377,6 +409,100 @@ def openapi_document() -> dict[str, Any]:
                         "200", _ok("The ended silence", _ref("Silence")), "401", "404", "429", "503"
                     ),
                 }
+            },
+            "/api/registry": {
+                "get": {
+                    "summary": "The registry in force (sites, joints, bolts, machines...)",
+                    "operationId": "showRegistry",
+                    "responses": _responses(
+                        "200",
+                        _ok("Its version and document", _ref("Registry")),
+                        "400",
+                        "401",
+                        "404",
+                        "429",
+                        "503",
+                    ),
+                }
+            },
+            "/api/registry/history": {
+                "get": {
+                    "summary": "Who changed what in the registry, and when (oldest first)",
+                    "operationId": "registryHistory",
+                    "parameters": [
+                        _query(
+                            "table",
+                            {"type": "string", "enum": ["", *REGISTRY_TABLES]},
+                            "Only this table (empty: all)",
+                        ),
+                        _query(
+                            "key",
+                            {"type": "string", "maxLength": MAX_NAME_CHARS * 4},
+                            "Only this entry (its key)",
+                        ),
+                    ],
+                    "responses": _responses(
+                        "200",
+                        _ok("Audit lines", _ref("RegistryChanges")),
+                        "400",
+                        "401",
+                        "404",
+                        "422",
+                        "429",
+                        "503",
+                    ),
+                }
+            },
+            "/api/registry/{table}/{key}": {
+                "parameters": [
+                    {
+                        "name": "table",
+                        "in": "path",
+                        "required": True,
+                        "description": "The registry table",
+                        "schema": {"type": "string", "enum": list(REGISTRY_TABLES)},
+                    },
+                    {
+                        "name": "key",
+                        "in": "path",
+                        "required": True,
+                        "description": "The entry's key (id, or a machine's device_id)",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_NAME_CHARS * 4,
+                        },
+                        "example": "splice-1",
+                    },
+                ],
+                "put": {
+                    "summary": "Add or replace one entry; the whole registry is validated",
+                    "operationId": "putRegistryEntry",
+                    "requestBody": _body(
+                        {"type": "object"},
+                        {
+                            "device_id": "printer-2",
+                            "site": "demo-site",
+                            "kind": "printer3d",
+                            "model": "Prusa MK4",
+                            "name": "Printer 2",
+                        },
+                    ),
+                    "responses": _responses(
+                        "200",
+                        _ok("The version in force and the changes", _ref("RegistryEdit")),
+                        *("400", "401", "404", "413", "422", "429", "503"),
+                    ),
+                },
+                "delete": {
+                    "summary": "Remove one entry (refused while something refers to it)",
+                    "operationId": "deleteRegistryEntry",
+                    "responses": _responses(
+                        "200",
+                        _ok("The version in force and the changes", _ref("RegistryEdit")),
+                        *("400", "401", "404", "422", "429", "503"),
+                    ),
+                },
             },
             "/metrics": {
                 "get": {

@@ -421,6 +421,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                 api_task: asyncio.Task[None] | None = None
                 if config.alerts.api_listen and token:
                     api_host, api_port = parse_listen(config.alerts.api_listen)
+                    registry_store = stack.enter_context(RegistryStore(config.store.path))
                     app = create_app(
                         pipeline.store,
                         token=token,
@@ -432,6 +433,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                             auth_failures_per_min=config.alerts.api_auth_failures_per_min,
                         ),
                         cors_origins=config.alerts.api_cors_origins,
+                        registry=registry_store,
                     )
                     web = build_web(
                         config,

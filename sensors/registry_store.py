@@ -29,9 +29,19 @@ import msgspec
 import tomli_w
 
 from sensors.errors import RegistryError
-from sensors.registry import Registry, RegistryFile
+from sensors.registry import Registry, RegistryFile, _translate
 
-__all__ = ["REGISTRY_DB", "Change", "RegistryStore", "Version", "diff", "to_toml"]
+__all__ = [
+    "REGISTRY_DB",
+    "TABLES",
+    "Change",
+    "NoSuchEntryError",
+    "RegistryStore",
+    "Version",
+    "diff",
+    "edit",
+    "to_toml",
+]
 
 REGISTRY_DB: Final = "registry.db"
 """The registry's database file, in the store's folder."""
@@ -46,6 +56,13 @@ _TABLES: Final[dict[str, Callable[[Any], str]]] = {
     "gateways": lambda e: e.device_id,
 }
 """Each table of the registry and the key of its entries."""
+TABLES: Final = tuple(_TABLES)
+"""The registry's tables, as :func:`edit` and the audit name them."""
+
+
+class NoSuchEntryError(RegistryError):
+    """An entry to remove is not there."""
+
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS registry_versions (
@@ -127,6 +144,56 @@ def diff(old: RegistryFile, new: RegistryFile) -> list[Change]:
             what = "added" if b is None else "removed" if a is None else "changed"
             out.append(Change(what, table, key, b, a))
     return out
+
+
+def edit(file: RegistryFile, table: str, key: str, entry: object | None) -> Registry:
+    """The registry with one entry put or removed, validated as a whole.
+
+    Args:
+        file: The registry now.
+        table: One of :data:`TABLES`.
+        key: The entry's key in it (``id``, a machine's ``device_id``...).
+        entry: The entry's fields as JSON data (its key among them), or None to remove it.
+
+    Raises:
+        NoSuchEntryError: ``entry`` is None and there is no such entry.
+        RegistryError: The table is unknown (key ``table``), the entry is invalid (key
+            ``TABLE[KEY].FIELD``), its key is not ``key``, or the registry it makes is (a
+            reference that breaks, a device declared twice: the key names it).
+    """
+    key_of = _TABLES.get(table)
+    if key_of is None:
+        raise RegistryError("table", f"no table {table!r} (one of: {', '.join(TABLES)})")
+    entries = list(getattr(file, table))
+    index = next((i for i, e in enumerate(entries) if key_of(e) == key), None)
+    if entry is None:
+        if index is None:
+            raise NoSuchEntryError(f"{table}[{key}]", "no such entry")
+        del entries[index]
+    else:
+        data = {table: [entry]}
+        try:
+            one = msgspec.convert(data, RegistryFile)
+        except msgspec.ValidationError as exc:
+            where, reason = _translate(str(exc), data)
+            raise RegistryError(where.replace(f"{table}[0]", f"{table}[{key}]", 1), reason) from exc
+        new = getattr(one, table)[0]
+        if key_of(new) != key:
+            raise RegistryError(
+                f"{table}[{key}]", f"the entry's key is {key_of(new)!r}, not the path's {key!r}"
+            )
+        if index is None:
+            index = len(entries)
+            entries.append(new)
+        else:
+            entries[index] = new
+    try:
+        return Registry(msgspec.structs.replace(file, **{table: tuple(entries)}))
+    except RegistryError as exc:
+        at = f"{table}[{index}]"
+        if entry is not None and (exc.key == at or exc.key.startswith((at + ".", at + "["))):
+            raise RegistryError(f"{table}[{key}]" + exc.key[len(at) :], exc.reason) from exc
+        raise
 
 
 def to_toml(file: RegistryFile) -> str:

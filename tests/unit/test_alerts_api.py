@@ -26,6 +26,9 @@ from alerts.rules import load_rules
 from alerts.store import AlertStore
 from detection.base import DetectionEvent, EventKind, Severity
 from detection.events import BatchOutcome
+from firmware_sim.scenario import scenario_registry
+from sensors.registry import load_registry
+from sensors.registry_store import RegistryStore
 from tests.api_server import ApiServer
 
 T0 = 1_772_323_200_000  # 2026-03-01T00:00:00Z
@@ -110,12 +113,18 @@ class Env:
         self.ids = {a.device_id: a.id for a in self.store.alerts()}
         self.extra = CollectorRegistry()
         Counter("boltwatch_ingest_messages", "test", registry=self.extra).inc(3)
+        # The registry in force: the demo's (its routes are part of the API).
+        self.registry = RegistryStore(tmp_path / "data")
+        demo = scenario_registry("demo")
+        assert demo is not None
+        self.registry.put(load_registry(demo), author="test", source="test")
         self.app = create_app(
             self.store,
             token=TOKEN,
             clock=self.clock,
             metrics_registry=self.metrics.registry,
             extra_registries=[self.extra],
+            registry=self.registry,
         )
 
     def acknowledged(self, device: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -144,3 +145,79 @@ def test_the_service_uses_the_registry_in_force_unless_the_config_names_a_file(
         environ={},
     )
     assert _registry(named).file == load_registry(SAMPLE_REGISTRY_PATH).file  # type: ignore[union-attr]
+
+
+def test_the_api_puts_and_removes_entries_validated_and_audited(tmp_path: Path) -> None:
+    from alerts.api import create_app
+    from alerts.store import AlertStore
+    from tests.api_server import ApiServer
+    from tests.unit.test_alerts_api import TOKEN, http
+
+    registry = RegistryStore(tmp_path / "data")
+    registry.put(load_registry(DEMO), author="ann", source="import")
+    with AlertStore(tmp_path / "alerts.db") as alerts:
+        app = create_app(alerts, token=TOKEN, clock=lambda: T, registry=registry)
+        with ApiServer(app) as server:
+            base = server.url + "/api/registry"
+            status, body = http("GET", base)
+            assert status == 200
+            assert body["version"] == 1
+            assert [j["id"] for j in body["registry"]["joints"]] == ["splice-1"]
+            printer = {
+                "device_id": "printer-2",
+                "site": "demo-site",
+                "kind": "printer3d",
+                "model": "Prusa MK4",
+                "name": "Printer 2",
+            }
+            status, body = http("PUT", f"{base}/machines/printer-2", printer)
+            assert status == 200, body
+            assert body["version"] == 2
+            assert [(c["what"], c["table"], c["key"]) for c in body["changes"]] == [
+                ("added", "machines", "printer-2")
+            ]
+            assert "next start" in body["applies"]
+            # Invalid edits: the field is named, nothing changes.
+            joint = next(j for j in msgspec_builtins(registry)["joints"] if j["id"] == "splice-1")
+            bad = [
+                ({**joint, "pattern": "spiral"}, "joints[splice-1].pattern"),
+                ({**joint, "bolt_profile": "nope"}, "joints[splice-1].bolt_profile"),
+                (
+                    {
+                        **joint,
+                        "bolts": [*joint["bolts"][:-1], {**joint["bolts"][-1], "position": 9}],
+                    },
+                    "joints[splice-1].bolts[7].position",
+                ),
+                ({**joint, "id": "splice-2"}, "joints[splice-1]"),
+            ]
+            for entry, key in bad:
+                status, body = http("PUT", f"{base}/joints/splice-1", entry)
+                assert status == 422, (key, body)
+                assert body["error"].startswith(key), body
+            status, body = http("DELETE", f"{base}/bolt_profiles/M16-8_8")
+            assert status == 422  # a joint uses it
+            assert "bolt_profile" in body["error"]
+            assert [v.version for v in registry.versions()] == [1, 2]
+            status, body = http("DELETE", f"{base}/machines/printer-2")
+            assert status == 200
+            assert body["changes"][0]["what"] == "removed"
+            assert http("DELETE", f"{base}/machines/printer-2")[0] == 404
+            assert http("PUT", f"{base}/nothing/x", printer)[0] == 404
+            assert http("GET", f"{base}/history?table=nothing")[0] == 422
+            status, body = http("GET", f"{base}/history?table=machines&key=printer-2")
+            assert [(c["version"], c["what"], c["author"]) for c in body["changes"]] == [
+                (2, "added", "api"),
+                (3, "removed", "api"),
+            ]
+            assert http("GET", base, token=None)[0] == 401
+    registry.close()
+
+
+def msgspec_builtins(store: RegistryStore) -> dict[str, list[dict[str, Any]]]:
+    import msgspec
+
+    current = store.current()
+    assert current is not None
+    data: dict[str, list[dict[str, Any]]] = msgspec.to_builtins(current.file)
+    return data
