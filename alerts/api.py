@@ -80,7 +80,7 @@ from alerts.api_input import (
     silence_from,
     str_field,
 )
-from alerts.api_registry import registry_routes
+from alerts.api_registry import APPLIES, registry_routes
 from alerts.errors import ListenError
 from alerts.model import AlertState, Silence
 from alerts.openapi import OPENAPI, SPACE_CLASS, openapi_document
@@ -273,6 +273,7 @@ def create_app(
     cors_origins: Sequence[str] = (),
     monotonic: Callable[[], float] = time.monotonic,
     registry: RegistryStore | None = None,
+    registry_applies: str = APPLIES,
 ) -> Starlette:
     """The alerts API as an ASGI application.
 
@@ -290,6 +291,7 @@ def create_app(
         monotonic: Monotonic time in seconds, for the rate limits.
         registry: The registry in force and its history (``/api/registry``,
             :mod:`alerts.api_registry`); None: those routes answer 404.
+        registry_applies: What an edit's response says of when the service uses it.
 
     Returns:
         The Starlette application.
@@ -339,7 +341,7 @@ def create_app(
             Route("/metrics", api.metrics, methods=["GET"]),
             Route("/healthz", api.healthz, methods=["GET"]),
             Route(OPENAPI_PATH, api.openapi, methods=["GET"]),
-            *(registry_routes(registry) if registry is not None else []),
+            *(registry_routes(registry, registry_applies) if registry is not None else []),
         ],
         middleware=middleware,
         exception_handlers={

@@ -12,8 +12,9 @@ Routes (behind the API's token, like every ``/api`` route):
 * ``GET /api/registry/history?table=&key=`` — ``{"changes": [...]}``, oldest first.
 
 Every change is written by :class:`sensors.registry_store.RegistryStore` as a new version with
-its audit lines, author ``api``. A running ``boltwatch run`` applies the registry in force at its
-next start (the response says so).
+its audit lines, author ``api``. ``boltwatch run`` applies the registry in force to itself within
+seconds, unless its config names a registry file (that file wins); ``applies`` in the response
+says which.
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ __all__ = ["APPLIES", "AUTHOR", "registry_routes"]
 
 AUTHOR: Final = "api"
 """The author the audit history records for a change made through the API token."""
-APPLIES: Final = "the registry in force; boltwatch run uses it from its next start"
+APPLIES: Final = "the registry in force in the store: boltwatch run uses it from its next start"
+"""What an edit's response says when no running service follows the store."""
 
 
-def registry_routes(store: RegistryStore) -> list[Route]:
-    """The registry's routes, reading and writing ``store``."""
-    h = _Handlers(store)
+def registry_routes(store: RegistryStore, applies: str = APPLIES) -> list[Route]:
+    """The registry's routes, reading and writing ``store``; ``applies`` says in each edit's
+    response when the running service uses the edit."""
+    h = _Handlers(store, applies)
     return [
         Route("/api/registry", h.show, methods=["GET"]),
         Route("/api/registry/history", h.history, methods=["GET"]),
@@ -50,8 +53,9 @@ def registry_routes(store: RegistryStore) -> list[Route]:
 
 
 class _Handlers:
-    def __init__(self, store: RegistryStore) -> None:
+    def __init__(self, store: RegistryStore, applies: str) -> None:
         self.store = store
+        self.applies = applies
 
     async def show(self, request: Request) -> Response:
         only_query(request)
@@ -102,7 +106,7 @@ class _Handlers:
         except RegistryError as exc:
             raise ApiError(422, exc.reason, exc.key) from exc
         return JSONResponse(
-            {"version": version, "changes": [_change(c) for c in changes], "applies": APPLIES}
+            {"version": version, "changes": [_change(c) for c in changes], "applies": self.applies}
         )
 
 

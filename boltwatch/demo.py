@@ -17,6 +17,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -141,6 +142,7 @@ async def run_demo(
                     sparkplug=False,
                     seed=seed,
                 )
+                clock = _DemoClock(fleet.sim_ms)
                 ready = asyncio.Event()
                 links: list[str | None] = []
                 service = asyncio.create_task(
@@ -153,7 +155,7 @@ async def run_demo(
                         api_token=token,
                         on_ready=ready.set,
                         on_console=lambda web: links.append(web.login_link(f"http://{api}")),
-                        clock=lambda: fleet.sim_ms() / 1000.0,
+                        clock=clock,
                         speed=speed,
                         deadline=deadline,
                     ),
@@ -172,7 +174,9 @@ async def run_demo(
                 out.print(f"  try: boltwatch alerts list --url http://{api} --token {token}")
                 if links and links[0]:
                     out.print(f"  console: [bold]{links[0]}[/] (a one-time login link)")
-                published = await _drive(fleet, sim_s, duration_s, stop, out)
+                published = await _drive(
+                    fleet, sim_s, duration_s, stop, out, story_over=clock.story_over
+                )
                 await _catch_up(Path(tmp) / "data", published, stop)
                 if keep and not stop.is_set():
                     out.print("the story is over; the API and the console stay up (Ctrl-C stops)")
@@ -185,6 +189,28 @@ async def run_demo(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+
+
+class _DemoClock:
+    """The service's clock in the demo (epoch s): the simulation's while the fleet runs; once
+    the story is over, it goes on from there at real time, so that alerts of readings the
+    service is still catching up with come due (a group wait of 1 s passes) without the jump of
+    hours that would make every device look silent.
+    """
+
+    def __init__(self, sim_ms: Callable[[], int]) -> None:
+        self.sim_ms = sim_ms
+        self._over: tuple[int, float] | None = None
+
+    def story_over(self) -> None:
+        """The fleet stopped: from now on the clock runs at real time."""
+        self._over = (self.sim_ms(), time.monotonic())
+
+    def __call__(self) -> float:
+        if self._over is None:
+            return self.sim_ms() / 1000.0
+        end_ms, at = self._over
+        return end_ms / 1000.0 + (time.monotonic() - at)
 
 
 def _registry_path(name: str) -> str | None:
@@ -214,9 +240,16 @@ async def _catch_up(store_dir: Path, published: int, stop: asyncio.Event) -> Non
 
 
 async def _drive(
-    fleet: object, sim_s: float, duration_s: float | None, stop: asyncio.Event, out: Console
+    fleet: object,
+    sim_s: float,
+    duration_s: float | None,
+    stop: asyncio.Event,
+    out: Console,
+    *,
+    story_over: Callable[[], None],
 ) -> int:
-    """Run the fleet with a progress bar; returns the readings and events it published."""
+    """Run the fleet with a progress bar; returns the readings and events it published
+    (``story_over`` is called once the fleet has stopped)."""
     from firmware_sim.fleet import Fleet
 
     assert isinstance(fleet, Fleet)  # noqa: S101 - narrowing for the type checker
@@ -242,6 +275,7 @@ async def _drive(
             )
     fleet.request_stop()
     stats = await task
+    story_over()
     out.print(
         f"simulated {stats.sim_elapsed_s / 3600:.1f} h in {stats.real_elapsed_s:.0f} s: "
         f"{stats.published:,} messages from {stats.nodes} devices"

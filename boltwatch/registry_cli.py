@@ -8,8 +8,8 @@
 * ``history [--table T] [--key K]`` lists who changed what and when.
 
 ``boltwatch run`` uses the registry in force in its store when the config names no registry
-file (``[registry] path``); a file named there wins. Every expected failure is one line and exit
-status 2.
+file (``[registry] path``; a file named there wins), and applies a newer one within seconds
+while it runs. Every expected failure is one line and exit status 2.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from boltwatch.config import Config, ConfigError
 from boltwatch.detection_config import detector_params
 from boltwatch.store_lock import StoreLock
 from boltwatch.web import Web, build_web
-from boltwatch.wiring import BatchPath, Snapshots
+from boltwatch.wiring import BatchPath, RegistryFollower, Snapshots
 from detection.engine import SNAPSHOT_FILE, Engine
 from detection.registry import default_detectors, make_detector
 from ingest.influx import InfluxWriter
@@ -62,6 +62,8 @@ _LAST_DELIVERY_S: Final = 2.0
 _CLOSE_CHANNELS_S: Final = 1.0
 _SILENCE_CHECK_S: Final = 30.0
 """Real seconds between two looks for silent devices (shortened by a faster clock)."""
+_REGISTRY_CHECK_S: Final = 2.0
+"""How often the running service looks for a registry edited in the store."""
 _SILENCE_CHECK_MIN_S: Final = 0.25
 _FORCED_EXIT: Final = 1
 
@@ -289,6 +291,26 @@ def _registry(config: Config) -> Registry | None:
         return db.current()
 
 
+def _applies(config: Config) -> str:
+    """When the running service uses a registry edit made through its API."""
+    if config.registry.path is not None:
+        return (
+            f"not in this service: its config names the registry file {config.registry.path} "
+            "(registry.path), which it uses instead"
+        )
+    return f"in this service within {_REGISTRY_CHECK_S:.0f} s"
+
+
+async def _follow_registry(follower: RegistryFollower) -> None:
+    """Apply registry edits made in the store while running (cancelled at stop)."""
+    while True:
+        await asyncio.sleep(_REGISTRY_CHECK_S)
+        try:
+            follower.check()
+        except Exception:  # noqa: BLE001 - one bad document must not stop the service
+            _log.exception("registry: the version in force could not be applied")
+
+
 def build_engine(config: Config, registry: Registry | None = None) -> Engine:
     """The detection engine of ``boltwatch run``: each kind's detector, with the parameters of
     its ``[detection.<detector>]`` table (defaults otherwise)."""
@@ -401,6 +423,8 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
             Store(config.store.path, retention_days=config.store.retention_days) as store,
             contextlib.ExitStack() as stack,
         ):
+            registry_store = stack.enter_context(RegistryStore(config.store.path))
+            follower = RegistryFollower(registry_store, registry_store.version(), [])
             service = IngestService(
                 config,
                 store,
@@ -421,7 +445,6 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                 api_task: asyncio.Task[None] | None = None
                 if config.alerts.api_listen and token:
                     api_host, api_port = parse_listen(config.alerts.api_listen)
-                    registry_store = stack.enter_context(RegistryStore(config.store.path))
                     app = create_app(
                         pipeline.store,
                         token=token,
@@ -434,6 +457,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                         ),
                         cors_origins=config.alerts.api_cors_origins,
                         registry=registry_store,
+                        registry_applies=_applies(config),
                     )
                     web = build_web(
                         config,
@@ -446,6 +470,8 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                         flow=metrics.totals,
                     )
                     stack.callback(web.close)
+                    if web.source is not None:
+                        follower.targets.append(functools.partial(setattr, web.source, "registry"))
                     api_task = tasks.create_task(serve_api(web.app, api_host, api_port), name="api")
                     _log.info("alerts API on http://%s/api/alerts", config.alerts.api_listen)
                     if on_console is not None and web.auth is not None:
@@ -454,6 +480,14 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                     _log.warning(
                         "alerts API off: set alerts.api_token (or BOLTWATCH_ALERTS_API_TOKEN)"
                     )
+                follow_task: asyncio.Task[None] | None = None
+                if config.registry.path is None:
+                    follower.targets[:0] = [
+                        engine.use_registry,
+                        lambda r: setattr(pipeline, "group_of", _group_of(r)),
+                        lambda r: setattr(service, "registry", r),
+                    ]
+                    follow_task = tasks.create_task(_follow_registry(follower), name="registry")
                 await service.wait_subscribed(timeout=30)
                 out.print(
                     f"ingesting {', '.join(config.broker.topics)} from {config.broker.url} "
@@ -467,6 +501,8 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                 alerts_task.cancel()
                 if api_task is not None:
                     api_task.cancel()
+                if follow_task is not None:
+                    follow_task.cancel()
             stopping("counting what the store holds")
             stats = store.stats()
         # Last evaluation and delivery after the final commit; bounded: what is not sent now

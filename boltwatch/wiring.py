@@ -24,8 +24,10 @@ from detection.events import BatchOutcome
 from ingest.service import NoDataEvent
 from ingest.store import WriteResult
 from sensors.codec import DecodedBatch
+from sensors.registry import Registry
+from sensors.registry_store import RegistryStore
 
-__all__ = ["BatchPath", "Snapshots"]
+__all__ = ["BatchPath", "RegistryFollower", "Snapshots"]
 
 _log = logging.getLogger("boltwatch")
 _SNAPSHOT_EVERY_S: Final = 60.0
@@ -134,3 +136,37 @@ class Snapshots:
             self._failing = None
         self._faults_saved = faults
         return True
+
+
+class RegistryFollower:
+    """Applies to the running service the registry put in force in the store after its start
+    (``boltwatch registry import``, ``PUT /api/registry/...``).
+
+    Args:
+        store: The store's registry database.
+        applied: The version the service started with (0: none).
+        targets: Called with each new registry, in order (the engine, the alert grouping, the
+            ingest's strict check, the console). Called on the event loop, between batches.
+    """
+
+    def __init__(
+        self, store: RegistryStore, applied: int, targets: list[Callable[[Registry], None]]
+    ) -> None:
+        self.store = store
+        self.applied = applied
+        self.targets = targets
+
+    def check(self) -> int | None:
+        """Apply the registry in force if it is newer than the one applied; its version, or
+        None when there was nothing new."""
+        version = self.store.version()
+        if version <= self.applied:
+            return None
+        registry = self.store.current()
+        if registry is None:  # pragma: no cover - a version has a document
+            return None
+        for target in self.targets:
+            target(registry)
+        self.applied = version
+        _log.info("registry version %d in force in the running service", version)
+        return version

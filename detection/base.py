@@ -364,7 +364,8 @@ class Detector(ABC, Generic[P]):
     # -- engine hooks: what a detector needs besides its readings (none by default) -----------
 
     def attach(self, registry: Registry | None) -> None:
-        """The site registry the engine runs with (called once, before any batch)."""
+        """The site registry the engine runs with: before any batch, and again when it changes
+        (then :meth:`on_new_devices` follows with every device already held)."""
 
     def on_new_devices(self, devices: Sequence[tuple[str, int]]) -> None:
         """Devices just given a slot, as ``(device id, slot)`` (also every slot after a load)."""

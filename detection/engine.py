@@ -184,6 +184,16 @@ class Engine:
         self._fault_logged: set[tuple[str, type[BaseException]]] = set()
         self.stats = EngineStats()
 
+    def use_registry(self, registry: Registry | None) -> None:
+        """A new registry in force (edited while the service runs): each detector attaches it
+        and places again every device it already holds (as after a snapshot load)."""
+        self.registry = registry
+        for kind, det in self.detectors.items():
+            det.attach(registry)
+            placed = sorted(self.slots[kind].items(), key=lambda kv: kv[1])
+            if placed:
+                det.on_new_devices(placed)
+
     # -- devices ---------------------------------------------------------------------------
 
     def _slot_array(self, kind: str, device_ids: npt.NDArray[np.object_]) -> Int64:

@@ -225,8 +225,10 @@ class BoltPreloadDetector(Detector[PreloadParams]):
     # -- engine hooks ------------------------------------------------------------------------
 
     def attach(self, registry: Registry | None) -> None:
-        """Bolt profiles (nut-factor check) and joints (joint analytics) come from ``registry``."""
+        """Bolt profiles (nut-factor check) and joints (joint analytics) come from ``registry``
+        (again when it changes: the joints are rebuilt as the devices are placed again)."""
         self.registry = registry
+        self.joints = JointAnalyzer(self.joints.params)
 
     def on_new_devices(self, devices: Sequence[tuple[str, int]]) -> None:
         """Place each new bolt: its nominal diameter, and its joint when the registry has it."""

@@ -292,6 +292,14 @@ class RegistryStore:
             Change(c.what, c.table, c.key, c.before, c.after, version, ms, author) for c in changes
         ]
 
+    def version(self) -> int:
+        """The version in force (0: none yet)."""
+        with self._lock:
+            (v,) = self._db.execute(
+                "SELECT coalesce(max(version), 0) FROM registry_versions"
+            ).fetchone()
+        return int(v)
+
     def versions(self) -> list[Version]:
         """Every version, oldest first."""
         with self._lock:

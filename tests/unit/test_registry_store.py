@@ -221,3 +221,49 @@ def msgspec_builtins(store: RegistryStore) -> dict[str, list[dict[str, Any]]]:
     assert current is not None
     data: dict[str, list[dict[str, Any]]] = msgspec.to_builtins(current.file)
     return data
+
+
+def test_the_running_service_follows_a_registry_edited_in_the_store(tmp_path: Path) -> None:
+    """The engine the service runs gets the new registry between batches: a bolt moved to a new
+    joint is placed there, without a restart."""
+    import json
+
+    from boltwatch.wiring import RegistryFollower
+    from detection.engine import Engine
+    from detection.preload import BoltPreloadDetector
+    from sensors.codec import TelemetryDecoder
+
+    store = RegistryStore(tmp_path / "data")
+    demo = load_registry(DEMO)
+    store.put(demo, author="ann", source="import")
+    engine = Engine({"cbolt": BoltPreloadDetector()}, registry=store.current())
+    msgs = [
+        (
+            f"boltwatch/v1/demo-site/cbolt/{b.device_id}/telemetry",
+            json.dumps({"ts": T, "seq": 1, "preload_kn": 60.0}).encode(),
+        )
+        for b in demo.joint_bolts("splice-1")
+    ]
+    engine.process_batch(TelemetryDecoder().decode_batch(msgs))
+    detector = engine.detectors["cbolt"]
+    assert isinstance(detector, BoltPreloadDetector)
+    assert detector.joints.joints == ["splice-1"]
+    applied: list[object] = []
+    follower = RegistryFollower(store, store.version(), [engine.use_registry, applied.append])
+    assert follower.check() is None  # nothing new
+    data = tomllib.loads(DEMO.read_text())
+    moved = data["joints"][0]["bolts"].pop()
+    data["joints"].append(
+        {
+            **{k: v for k, v in data["joints"][0].items() if k != "bolts"},
+            "id": "splice-2",
+            "name": "Second flange",
+            "bolts": [{**moved, "position": 1}],
+        }
+    )
+    store.put(parse_registry(data), author="bob", source="api")
+    assert follower.check() == 2
+    assert follower.check() is None
+    assert engine.registry is applied[0]
+    assert sorted(detector.joints.joints) == ["splice-1", "splice-2"]
+    store.close()
