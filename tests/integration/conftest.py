@@ -21,6 +21,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -364,6 +365,35 @@ class Reaper:
                     os.kill(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(proc.pid, 0)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 0.1 s until it holds; fail naming ``what`` after ``timeout`` s
+    (generous deadlines: a loaded machine is slow, never wrong)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def boltwatch_run(reaper: Reaper, config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``boltwatch run --config CONFIG`` (output to ``log``) until the block ends, once it has
+    subscribed; then SIGTERM, and it must end with status 0 and no traceback."""
+    boltwatch = Path(sys.executable).parent / "boltwatch"
+    with log.open("wb") as out:
+        run = reaper.popen(
+            [str(boltwatch), "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: "ingesting " in log.read_text(), 60, "boltwatch run to subscribe")
+        yield run
+    finally:
+        run.send_signal(signal.SIGTERM)
+    run.wait(timeout=30)  # the reaper kills it if this fails
+    assert run.returncode == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
 
 
 @pytest.fixture

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pytest
 
 from firmware_sim.machines import cnc_waveform
 from firmware_sim.scenario import scenario_registry
-from tests.integration.conftest import MosquittoServer, Reaper, free_port
+from tests.integration.conftest import MosquittoServer, Reaper, boltwatch_run, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +52,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _api(base: str, path: str) -> Any:
@@ -91,19 +82,8 @@ api_token = "{TOKEN}"
 interval_s = 0.2
 """
     )
-    log = tmp_path / "run.log"
-    with log.open("wb") as out:
-        run = reaper.popen(
-            [str(BOLTWATCH), "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        _wait_for(lambda: "ingesting " in log.read_text(), 60, "boltwatch run to subscribe")
+    with boltwatch_run(reaper, config, tmp_path / "run.log"):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        run.send_signal(signal.SIGTERM)
-    run.wait(timeout=30)  # the reaper kills it if this fails
-    assert run.returncode == 0, log.read_text()
-    assert "Traceback" not in log.read_text()
 
 
 def _simulate(broker: str, hours: int) -> None:
@@ -231,7 +211,7 @@ def test_a_maintenance_engineer_sees_the_loosening_bolt_and_acknowledges_it(
                 got = page.request.get(f"{service}/console/data/spectrum/{MILL}")
                 return got.ok and got.json().get("spectrum") is not None
 
-            _wait_for(stored, 60, "the mill's waveform to be stored")
+            wait_for(stored, 60, "the mill's waveform to be stored")
             page.goto(f"{service}/console/devices/{MILL}")
             spectrum = page.locator("#spectrum")
             expect(spectrum.locator("canvas")).to_have_count(1, timeout=60_000)

@@ -11,8 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 
 from alerts.channels.webhook import verify_signature
-from tests.integration.conftest import MosquittoServer, Reaper
+from tests.integration.conftest import MosquittoServer, Reaper, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,14 +57,6 @@ def _loosening(received: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for a in r["body"]["alerts"]
         if a["kind"] == "loosening" and r["body"]["status"] == "firing"
     ]
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_run_detects_a_loosening_bolt_and_the_webhook_gets_the_forecast(
@@ -114,7 +104,7 @@ interval_s = 0.2
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for(lambda: "ingesting " in log.read_text(), 60, "boltwatch run to subscribe")
+        wait_for(lambda: "ingesting " in log.read_text(), 60, "boltwatch run to subscribe")
         sim = subprocess.run(
             [
                 str(BOLTWATCH),
@@ -134,7 +124,7 @@ interval_s = 0.2
             check=False,
         )
         assert sim.returncode == 0, sim.stderr.decode()
-        _wait_for(lambda: bool(_loosening(received)), 180, "the loosening alert")
+        wait_for(lambda: bool(_loosening(received)), 180, "the loosening alert")
         loose = _loosening(received)
         assert loose, f"no loosening alert; webhook got {[r['body']['title'] for r in received]}"
         assert all(r["ok"] for r in received)  # every body signed with the secret

@@ -20,7 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from detection.preload import BoltPreloadDetector
 from detection.replay import replay_csv
 from firmware_sim.field import simulate_field
 from tests.chaos.harness import RawPublisher
-from tests.integration.conftest import MosquittoServer, Reaper
+from tests.integration.conftest import MosquittoServer, Reaper, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +42,6 @@ COMPARED = frozenset({EventKind.LOOSENING, EventKind.PRELOAD_LOW, EventKind.SENS
 """The bolt findings that become alerts under the default rules."""
 CHUNK = 2_000
 """Messages per send; the publisher waits for the broker's acknowledgements between sends."""
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _messages() -> list[tuple[str, bytes]]:
@@ -126,16 +117,16 @@ interval_s = 0.2
             [str(BOLTWATCH), "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        _wait_for(lambda: "ingesting " in log.read_text(), 60, "boltwatch run to subscribe")
+        wait_for(lambda: "ingesting " in log.read_text(), 60, "boltwatch run to subscribe")
         pub = RawPublisher("127.0.0.1", mosquitto.port, "live-replay-publisher")
         try:
             for i in range(0, len(messages), CHUNK):
                 part = messages[i : i + CHUNK]
                 pub.send(pub.packets(part), len(part))
-                _wait_for(lambda: pub.acked >= pub.sent, 120, "the broker's acknowledgements")
+                wait_for(lambda: pub.acked >= pub.sent, 120, "the broker's acknowledgements")
         finally:
             pub.close()
-        _wait_for(
+        wait_for(
             lambda: _stored(store) >= len(messages),
             600,
             f"all {len(messages):,} readings stored ({_stored(store):,} so far)",

@@ -4,16 +4,13 @@ page by their names, with no restart (the registry in the store: no ``registry.p
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import MosquittoServer, Reaper, free_port
+from tests.integration.conftest import MosquittoServer, Reaper, boltwatch_run, free_port, wait_for
 from tests.unit.test_alerts_api import http
 from tests.unit.test_console import Browserless
 
@@ -21,14 +18,6 @@ pytestmark = pytest.mark.integration
 
 BOLTWATCH = Path(sys.executable).parent / "boltwatch"
 TOKEN = "registry-follow-token-3e1c"
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -49,19 +38,8 @@ api_listen = "127.0.0.1:{port}"
 api_token = "{TOKEN}"
 """
     )
-    log = tmp_path / "run.log"
-    with log.open("wb") as out:
-        run = reaper.popen(
-            [str(BOLTWATCH), "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        _wait_for(lambda: "ingesting " in log.read_text(), 60, "boltwatch run to subscribe")
+    with boltwatch_run(reaper, config, tmp_path / "run.log"):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        run.send_signal(signal.SIGTERM)
-    run.wait(timeout=30)
-    assert run.returncode == 0, log.read_text()
-    assert "Traceback" not in log.read_text()
 
 
 def test_an_api_edit_is_in_force_in_the_running_service(service: str) -> None:
@@ -86,4 +64,4 @@ def test_an_api_edit_is_in_force_in_the_running_service(service: str) -> None:
         _, _, page = browser.request("GET", "/console/fleet/part")
         return "Printer One" in page and "The lab" in page
 
-    _wait_for(shown, 30, "the console to show the machine put through the API")
+    wait_for(shown, 30, "the console to show the machine put through the API")
