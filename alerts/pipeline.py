@@ -316,6 +316,17 @@ class AlertPipeline:
                 self.store.upsert_inactive(found.alert.id, now)
             self._no_data.discard(dev)
 
+    def resolve(self, device_id: str, kind: str) -> bool:
+        """The condition of one alert that no detector clears is gone (a campaign's overdue
+        task was done): it goes inactive, then clears after its hysteresis. False when there is
+        no such open alert."""
+        found = self.store.find(device_id, kind)
+        if found is None or found.alert.state is AlertState.CLEARED:
+            return False
+        self.store.upsert_inactive(found.alert.id, self.clock())
+        self._wake.set()
+        return True
+
     def _group(self, device_id: str) -> str:
         return self.group_of(device_id) if self.group_of is not None else ""
 

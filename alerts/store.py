@@ -301,7 +301,8 @@ class AlertStore:
 
     def set_inactive(self, device_id: str, kinds_active: Sequence[str], ms: int) -> int:
         """The device's detector reports only ``kinds_active`` now: its other open alerts are
-        inactive since ``ms`` (unless already), the listed ones active again.
+        inactive since ``ms`` (unless already), the listed ones active again. Kinds no detector
+        shows (``no_data``, ``installation``, ``joint``, ``maintenance_overdue``) are left alone.
 
         Returns:
             Alerts newly marked inactive.
@@ -311,7 +312,8 @@ class AlertStore:
             gone = db.execute(
                 "UPDATE alerts SET inactive_ms = ? WHERE device_id = ? AND state != 'cleared' "
                 "AND inactive_ms = 0 AND kind NOT IN (SELECT value FROM json_each(?)) "
-                "AND kind NOT IN ('no_data', 'installation', 'joint') RETURNING id",
+                "AND kind NOT IN ('no_data', 'installation', 'joint', 'maintenance_overdue') "
+                "RETURNING id",
                 (ms, device_id, kinds),
             ).fetchall()
             back = db.execute(

@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 
 from alerts.api import create_app, parse_listen, serve_api
+from alerts.campaign_tracker import CampaignTracker
+from alerts.campaigns import CampaignStore
 from alerts.channels import make_channel
 from alerts.channels.console import ConsoleChannel
 from alerts.errors import ListenError
@@ -32,7 +34,7 @@ from alerts.store import AlertStore
 from boltwatch.config import Config, ConfigError
 from boltwatch.detection_config import detector_params
 from boltwatch.store_lock import StoreLock
-from boltwatch.web import Web, build_web
+from boltwatch.web import Web, bolt_outlook, build_web
 from boltwatch.wiring import BatchPath, RegistryFollower, Snapshots
 from detection.engine import SNAPSHOT_FILE, Engine
 from detection.registry import default_detectors, make_detector
@@ -63,6 +65,10 @@ _CLOSE_CHANNELS_S: Final = 1.0
 _SILENCE_CHECK_S: Final = 30.0
 """Real seconds between two looks for silent devices (shortened by a faster clock)."""
 _REGISTRY_CHECK_S: Final = 2.0
+_CAMPAIGN_CHECK_S: Final = 5.0
+"""Campaign tasks are checked this often without batches (overdue escalation)."""
+CAMPAIGNS_DB: Final = "campaigns.db"
+"""The campaigns' database, beside the alert store."""
 """How often the running service looks for a registry edited in the store."""
 _SILENCE_CHECK_MIN_S: Final = 0.25
 _FORCED_EXIT: Final = 1
@@ -311,6 +317,24 @@ async def _follow_registry(follower: RegistryFollower) -> None:
             _log.exception("registry: the version in force could not be applied")
 
 
+async def _check_campaigns(tracker: CampaignTracker) -> None:
+    """Escalate overdue campaign tasks when no batch arrives (cancelled at stop)."""
+    while True:
+        await asyncio.sleep(_CAMPAIGN_CHECK_S)
+        try:
+            tracker.check()
+        except Exception:  # noqa: BLE001 - the service goes on; the next check tries again
+            _log.exception("campaigns: the check failed")
+
+
+def _site_of(registry: Registry | None) -> Callable[[str], str]:
+    def site(device_id: str) -> str:
+        found = registry.locate(device_id) if registry is not None else None
+        return found.site if found is not None else ""
+
+    return site
+
+
 def build_engine(config: Config, registry: Registry | None = None) -> Engine:
     """The detection engine of ``boltwatch run``: each kind's detector, with the parameters of
     its ``[detection.<detector>]`` table (defaults otherwise)."""
@@ -394,7 +418,16 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
     engine = build_engine(config, registry)
     snapshots = Snapshots(engine, Path(config.store.path) / SNAPSHOT_FILE)
     snapshots.restore()
-    path = BatchPath(engine, pipeline, snapshots, clock_ms, late_by_age=late_by_age)
+    campaigns = CampaignTracker(
+        CampaignStore(pipeline.store.path.parent / CAMPAIGNS_DB),
+        pipeline,
+        bolt_outlook(engine),
+        clock=clock_ms,
+        site_of=_site_of(registry),
+    )
+    path = BatchPath(
+        engine, pipeline, snapshots, clock_ms, late_by_age=late_by_age, campaigns=campaigns
+    )
 
     loop = asyncio.get_running_loop()
     own_signals = stop is None
@@ -468,6 +501,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                         engine=engine,
                         clock_ms=pipeline.clock,
                         flow=metrics.totals,
+                        campaigns=campaigns,
                     )
                     stack.callback(web.close)
                     if web.source is not None:
@@ -486,8 +520,10 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                         engine.use_registry,
                         lambda r: setattr(pipeline, "group_of", _group_of(r)),
                         lambda r: setattr(service, "registry", r),
+                        lambda r: setattr(campaigns, "site_of", _site_of(r)),
                     ]
                     follow_task = tasks.create_task(_follow_registry(follower), name="registry")
+                campaign_task = tasks.create_task(_check_campaigns(campaigns), name="campaigns")
                 await service.wait_subscribed(timeout=30)
                 out.print(
                     f"ingesting {', '.join(config.broker.topics)} from {config.broker.url} "
@@ -503,6 +539,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                     api_task.cancel()
                 if follow_task is not None:
                     follow_task.cancel()
+                campaign_task.cancel()
             stopping("counting what the store holds")
             stats = store.stats()
         # Last evaluation and delivery after the final commit; bounded: what is not sent now
@@ -522,6 +559,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
         stopping("closing the alert store")
         counts = pipeline.store.counts()
         pipeline.store.close()
+        campaigns.store.close()
         if influx is not None:
             stopping("closing the InfluxDB writer")
             influx.close()

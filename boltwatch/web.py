@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
+from alerts.campaign_tracker import CampaignTracker
 from alerts.store import AlertStore
 from boltwatch.config import Config
 from dashboards.console import Auth, BoltLevel, ConsoleSource, Role, User, create_console
@@ -106,9 +107,11 @@ def build_web(
     engine: Engine,
     clock_ms: Callable[[], int],
     flow: Callable[[], IngestTotals] | None = None,
+    campaigns: CampaignTracker | None = None,
 ) -> Web:
     """The API alone, or the API with the console (``console.enabled``); ``flow``: ingest's
-    counters, when ingest runs in this process (the data-quality page's rate and backlog)."""
+    counters, when ingest runs in this process (the data-quality page's rate and backlog);
+    ``campaigns``: the retightening campaigns the console opens and records."""
     if not config.console.enabled:
         return Web(api)
     users = [
@@ -125,6 +128,7 @@ def build_web(
         levels=bolt_levels(engine),
         outlook=bolt_outlook(engine),
         flow=flow,
+        campaigns=campaigns,
     )
     app = Starlette(
         routes=[

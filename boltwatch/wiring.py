@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from alerts.campaign_tracker import CampaignTracker
 from alerts.pipeline import AlertPipeline, no_data_event
 from detection.base import DetectionError
 from detection.engine import Engine
@@ -45,6 +46,7 @@ class BatchPath:
         snapshots: Saved when due, after each batch.
         clock_ms: The service's clock (epoch ms): lateness and ``no_data`` times.
         late_by_age: Readings older than the engine's ``late_after_s`` on arrival are late.
+        campaigns: Follows the retightening campaigns (their ``tightened`` events, settling).
     """
 
     def __init__(
@@ -55,8 +57,10 @@ class BatchPath:
         clock_ms: Callable[[], int],
         *,
         late_by_age: bool = True,
+        campaigns: CampaignTracker | None = None,
     ) -> None:
         self.engine = engine
+        self.campaigns = campaigns
         self.alerts = alerts
         self.snapshots = snapshots
         self.clock_ms = clock_ms
@@ -68,6 +72,11 @@ class BatchPath:
             batch, now_ms=self.clock_ms() if self.late_by_age else None
         )
         self.alerts.take(outcome)
+        if self.campaigns is not None:
+            try:
+                self.campaigns.after_batch(batch)
+            except Exception:  # noqa: BLE001 - a campaign's bookkeeping must not stop ingest
+                _log.exception("campaigns: a batch's tightenings could not be recorded")
         self.snapshots.save_if_due()
 
     def silent(self, event: NoDataEvent) -> None:

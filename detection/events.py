@@ -59,6 +59,9 @@ class EventKind(StrEnum):
     ANOMALY = "anomaly"
     INTERNAL_ERROR = "internal_error"
     """The device's detector raised (a bug): the device is no longer evaluated (faulted)."""
+    MAINTENANCE_OVERDUE = "maintenance_overdue"
+    """A bolt's task in a retightening campaign is past its due date (raised by the campaign
+    tracker of alerts, not by a detector; it clears when the task is done)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,6 @@ import msgspec
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
@@ -42,11 +40,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from alerts.api_guard import BodyLimit, SecurityHeaders
-from alerts.api_input import MAX_BODY_BYTES, MAX_NAME_CHARS, MAX_TEXT_CHARS, ApiError
+from alerts.api_input import MAX_BODY_BYTES, MAX_NAME_CHARS, ApiError
 from alerts.model import AlertState, Silence
 from alerts.ratelimit import TokenBuckets
 from dashboards.charts import SPECTRA, charts_of
 from dashboards.console.auth import LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL_S, Auth, Session
+from dashboards.console.campaign_pages import CampaignPages
+from dashboards.console.forms import Form, FormError, path_of, read_form, root_of, safe_next
 from dashboards.console.outlook import Forecast, eta_text, trend_text
 from dashboards.console.source import DRAWING, RANGES, ConsoleSource, Status
 from detection.cnc import ISO_10816_3_MMS
@@ -101,25 +101,6 @@ def _environment() -> Environment:
     return env
 
 
-class _Form:
-    """A posted form's fields, bounded."""
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        self.fields = fields
-
-    def text(self, name: str, limit: int = MAX_TEXT_CHARS, *, required: bool = True) -> str:
-        value = self.fields.get(name, "").strip()
-        if required and not value:
-            raise _FormError(f"{name}: required")
-        if len(value) > limit:
-            raise _FormError(f"{name}: at most {limit} characters")
-        return value
-
-
-class _FormError(ValueError):
-    """A form field is missing or wrong (the message names it)."""
-
-
 class _Console:
     def __init__(self, source: ConsoleSource, auth: Auth, clock_s: Callable[[], float]) -> None:
         self.source = source
@@ -133,7 +114,7 @@ class _Console:
     def render(
         self, request: Request, name: str, status_code: int = 200, **context: object
     ) -> HTMLResponse:
-        root = _root(request)
+        root = root_of(request)
         html = self.env.get_template(name).render(
             root=root, now_ms=self.source.clock(), ago=_ago, **context
         )
@@ -145,27 +126,27 @@ class _Console:
 
         async def endpoint(request: Request) -> Response:
             session = self.auth.session(request.cookies.get(SESSION_COOKIE))
-            root = _root(request)
+            root = root_of(request)
             if session is None:
                 if request.headers.get("HX-Request"):
                     return Response(status_code=401, headers={"HX-Redirect": f"{root}/login"})
                 if request.method != "GET":
-                    return self._refused(request, 401, "log in first")
+                    return self.refuse(request, 401, "log in first")
                 target = quote(
                     request.url.path + ("?" + request.url.query if request.url.query else "")
                 )
                 return RedirectResponse(f"{root}/login?next={target}", status_code=303)
             if action:
-                form = await _read_form(request)
+                form = await read_form(request)
                 given = request.headers.get("X-CSRF-Token") or form.fields.get("csrf")
                 if not self.auth.csrf_ok(session, given):
-                    return self._refused(request, 403, "the form's CSRF token is missing or wrong")
+                    return self.refuse(request, 403, "the form's CSRF token is missing or wrong")
                 request.state.form = form
             return await handler(request, session)
 
         return endpoint
 
-    def _refused(self, request: Request, status: int, why: str) -> Response:
+    def refuse(self, request: Request, status: int, why: str) -> Response:
         return self.render(request, "error.html", status_code=status, session=None, message=why)
 
     # -- login ----------------------------------------------------------------------------------
@@ -177,17 +158,22 @@ class _Console:
             "login.html",
             session=None,
             login_csrf=field,
-            next=_safe_next(request.query_params.get("next", ""), request),
+            next=safe_next(request.query_params.get("next", ""), request),
             message="",
         )
         response.set_cookie(
-            LOGIN_COOKIE, cookie, max_age=600, httponly=True, samesite="strict", path=_path(request)
+            LOGIN_COOKIE,
+            cookie,
+            max_age=600,
+            httponly=True,
+            samesite="strict",
+            path=path_of(request),
         )
         return response
 
     async def login(self, request: Request) -> Response:
         client = request.client.host if request.client else "?"
-        form = await _read_form(request)
+        form = await read_form(request)
         wait = self.failures.wait_s(client)
         if wait > 0:
             return Response(
@@ -196,7 +182,7 @@ class _Console:
                 headers={"Retry-After": str(math.ceil(wait))},
             )
         if not self.auth.login_form_ok(request.cookies.get(LOGIN_COOKIE), form.fields.get("csrf")):
-            return self._refused(request, 403, "the login form expired: reload the page")
+            return self.refuse(request, 403, "the login form expired: reload the page")
         user = self.auth.user_for_token(form.fields.get("token", ""))
         if user is None:
             self.failures.acquire(client)
@@ -207,7 +193,7 @@ class _Console:
                 status_code=401,
                 session=None,
                 login_csrf=field,
-                next=_safe_next(form.fields.get("next", ""), request),
+                next=safe_next(form.fields.get("next", ""), request),
                 message="That token is not valid.",
             )
             response.set_cookie(
@@ -216,21 +202,21 @@ class _Console:
                 max_age=600,
                 httponly=True,
                 samesite="strict",
-                path=_path(request),
+                path=path_of(request),
             )
             return response
-        return self._open(request, user.name, _safe_next(form.fields.get("next", ""), request))
+        return self._open(request, user.name, safe_next(form.fields.get("next", ""), request))
 
     async def login_once(self, request: Request) -> Response:
         user = self.auth.redeem(request.query_params.get("code", ""))
         if user is None:
-            return self._refused(request, 401, "this login link was used already or has expired")
-        return self._open(request, user.name, _safe_next("", request))
+            return self.refuse(request, 401, "this login link was used already or has expired")
+        return self._open(request, user.name, safe_next("", request))
 
     def _open(self, request: Request, name: str, target: str) -> Response:
         user = self.auth.user(name)
         if user is None:
-            return self._refused(request, 401, f"no user {name!r}")
+            return self.refuse(request, 401, f"no user {name!r}")
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
@@ -238,16 +224,16 @@ class _Console:
             max_age=SESSION_TTL_S,
             httponly=True,
             samesite="strict",
-            path=_path(request),
+            path=path_of(request),
             secure=request.url.scheme == "https",
         )
-        response.delete_cookie(LOGIN_COOKIE, path=_path(request))
+        response.delete_cookie(LOGIN_COOKIE, path=path_of(request))
         return response
 
     async def logout(self, request: Request, session: Session) -> Response:
         self.auth.end_session(session)
-        response = RedirectResponse(f"{_root(request)}/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path=_path(request))
+        response = RedirectResponse(f"{root_of(request)}/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path=path_of(request))
         return response
 
     # -- pages ----------------------------------------------------------------------------------
@@ -320,7 +306,7 @@ class _Console:
         alert_id = int(request.path_params["alert_id"])
         found = await run_in_threadpool(self.source.alerts.get, alert_id)
         if found is None:
-            return self._refused(request, 404, f"no alert {alert_id}")
+            return self.refuse(request, 404, f"no alert {alert_id}")
         history = await run_in_threadpool(self.source.history, alert_id)
         return self.render(
             request,
@@ -334,10 +320,10 @@ class _Console:
     async def act(self, request: Request, session: Session) -> Response:
         """``POST /alerts/{id}/{ack|unack|comment}`` (operators)."""
         if not session.user.can_act:
-            return self._refused(request, 403, f"{session.user.name} may only read (role read)")
+            return self.refuse(request, 403, f"{session.user.name} may only read (role read)")
         alert_id = int(request.path_params["alert_id"])
         verb = request.path_params["verb"]
-        form: _Form = request.state.form
+        form: Form = request.state.form
         now = self.source.clock()
         store = self.source.alerts
         who = session.user.name
@@ -351,28 +337,28 @@ class _Console:
                 text = form.text("text")
                 done = await run_in_threadpool(store.comment, alert_id, who, now, text)
             else:
-                return self._refused(request, 404, f"no action {verb!r}")
-        except _FormError as exc:
-            return self._refused(request, 422, str(exc))
+                return self.refuse(request, 404, f"no action {verb!r}")
+        except FormError as exc:
+            return self.refuse(request, 422, str(exc))
         if done is None:
-            return self._refused(request, 404, f"no alert {alert_id}")
-        return RedirectResponse(_safe_next(form.fields.get("next", ""), request), status_code=303)
+            return self.refuse(request, 404, f"no alert {alert_id}")
+        return RedirectResponse(safe_next(form.fields.get("next", ""), request), status_code=303)
 
     async def silence(self, request: Request, session: Session) -> Response:
         """``POST /silences``: silence a device (or a site, or a kind) for some hours."""
         if not session.user.can_act:
-            return self._refused(request, 403, f"{session.user.name} may only read (role read)")
-        form: _Form = request.state.form
+            return self.refuse(request, 403, f"{session.user.name} may only read (role read)")
+        form: Form = request.state.form
         try:
             reason, device, site, kind, hours = _silence_fields(form)
-        except _FormError as exc:
-            return self._refused(request, 422, str(exc))
+        except FormError as exc:
+            return self.refuse(request, 422, str(exc))
         now = self.source.clock()
         silence = Silence(
             0, now, now + round(hours * 3_600_000), session.user.name, reason, device, site, kind
         )
         await run_in_threadpool(self.source.alerts.add_silence, silence)
-        return RedirectResponse(_safe_next(form.fields.get("next", ""), request), status_code=303)
+        return RedirectResponse(safe_next(form.fields.get("next", ""), request), status_code=303)
 
     async def joint(self, request: Request, session: Session) -> Response:
         return await self._joint(request, session, "joint.html")
@@ -384,16 +370,26 @@ class _Console:
         joint_id = request.path_params["joint_id"]
         view = await run_in_threadpool(self.source.joint, joint_id)
         if view is None:
-            return self._refused(request, 404, f"no joint {joint_id!r}")
+            return self.refuse(request, 404, f"no joint {joint_id!r}")
+        tracker = self.source.campaigns
+        campaigns = None
+        if template == "joint.html" and tracker is not None:
+            campaigns = await run_in_threadpool(tracker.store.campaigns, joint=joint_id)
         return self.render(
-            request, template, session=session, view=view, drawing=DRAWING, page="fleet"
+            request,
+            template,
+            session=session,
+            view=view,
+            drawing=DRAWING,
+            page="fleet",
+            campaigns=campaigns,
         )
 
     async def device(self, request: Request, session: Session) -> Response:
         device_id = request.path_params["device_id"]
         kind = await run_in_threadpool(self.source.kind_of, device_id)
         if kind is None:
-            return self._refused(request, 404, f"no device {device_id!r}")
+            return self.refuse(request, 404, f"no device {device_id!r}")
         range_name = request.query_params.get("range", "1d")
         if range_name not in RANGES:
             range_name = "1d"
@@ -535,53 +531,25 @@ def _forecast_json(f: Forecast | None) -> dict[str, object] | None:
     }
 
 
-def _silence_fields(form: _Form) -> tuple[str, str, str, str, float]:
+def _silence_fields(form: Form) -> tuple[str, str, str, str, float]:
     """(reason, device, site, kind, hours) of the silence form.
 
     Raises:
-        _FormError: A field is missing or wrong (named).
+        FormError: A field is missing or wrong (named).
     """
     reason = form.text("reason")
     device = form.text("device_id", MAX_NAME_CHARS, required=False)
     site = form.text("site", MAX_NAME_CHARS, required=False)
     kind = form.text("kind", MAX_NAME_CHARS, required=False)
     if not (device or site or kind):
-        raise _FormError("device_id: give a device, a site or a kind")
+        raise FormError("device_id: give a device, a site or a kind")
     try:
         hours = float(form.text("hours", 16))
     except ValueError:
-        raise _FormError("hours: not a number") from None
+        raise FormError("hours: not a number") from None
     if not (0 < hours <= _MAX_SILENCE_H):
-        raise _FormError(f"hours: between 0 and {_MAX_SILENCE_H}")
+        raise FormError(f"hours: between 0 and {_MAX_SILENCE_H}")
     return reason, device, site, kind, hours
-
-
-async def _read_form(request: Request) -> _Form:
-    if request.method != "POST":
-        return _Form({})
-    try:
-        async with request.form(max_files=0, max_fields=32) as form:
-            return _Form({k: v for k, v in form.items() if isinstance(v, str)})
-    except (MultiPartException, HTTPException):
-        # A malformed or oversized form is an empty one: its checks (CSRF first) refuse it.
-        return _Form({})
-
-
-def _root(request: Request) -> str:
-    """Where the console is mounted (``/console``; "" when served alone)."""
-    return str(request.scope.get("root_path", ""))
-
-
-def _path(request: Request) -> str:
-    return _root(request) or "/"
-
-
-def _safe_next(target: str, request: Request) -> str:
-    """Where to go after a login or an action: a path inside the console, never another site."""
-    root = _root(request)
-    if target.startswith(root + "/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return root + "/"
 
 
 def create_console(source: ConsoleSource, auth: Auth) -> Starlette:
@@ -611,6 +579,7 @@ def create_console(source: ConsoleSource, auth: Auth) -> Starlette:
             Route("/devices/{device_id:str}", g(c.device), methods=["GET"]),
             Route("/data/series/{device_id:str}", g(c.series), methods=["GET"]),
             Route("/data/spectrum/{device_id:str}", g(c.spectrum), methods=["GET"]),
+            *CampaignPages(c, g).routes(),
             Route("/quality", g(c.quality), methods=["GET"]),
             Route("/quality/part", g(c.quality_part), methods=["GET"]),
             Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),

@@ -20,6 +20,7 @@ from typing import Final, Literal
 
 import numpy as np
 
+from alerts.campaign_tracker import CampaignTracker
 from alerts.model import Alert, AlertState
 from alerts.store import AlertStore
 from dashboards.console.history import Tightening, tightenings
@@ -343,6 +344,8 @@ class ConsoleSource:
             (those it has seen).
         flow: Ingest's counters (None when ingest is not in this process).
         monotonic: Seconds, for the ingest rate.
+        campaigns: The retightening campaigns and their tracker (None: the console cannot open
+            or record any).
     """
 
     def __init__(
@@ -356,8 +359,10 @@ class ConsoleSource:
         outlook: Callable[[Sequence[str]], Mapping[str, Outlook]] = lambda _ids: {},
         flow: Callable[[], IngestTotals] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        campaigns: CampaignTracker | None = None,
     ) -> None:
         self.readings = readings
+        self.campaigns = campaigns
         self.alerts = alerts
         self.registry = registry or Registry.empty()
         self.clock = clock
