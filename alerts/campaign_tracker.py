@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 RESETTLE_MS: Final = 24 * 3_600_000
 """A retightening the detector never saw (recorded by hand, no jump in the data): the *after*
-reading is taken once the bolt is armed this long after it."""
+reading is taken once the bolt is armed with readings this long after it."""
 CHECK_EVERY_S: Final = 1.0
 """After a batch, tasks are checked at most this often (a batch with a ``tightened`` event is
 always followed by a check); ``boltwatch run`` also checks every few seconds without batches."""
@@ -54,6 +54,11 @@ class BoltState(Protocol):
     @property
     def armed(self) -> bool:
         """The baseline is settled."""
+        ...
+
+    @property
+    def t_last_s(self) -> float:
+        """The newest reading evaluated, epoch s."""
         ...
 
 
@@ -158,7 +163,9 @@ class CampaignTracker:
                 if not task.settling_seen:
                     self.store.settling(task.campaign_id, task.device_id)
                 continue
-            if task.settling_seen or now - task.retightened_ms >= RESETTLE_MS:
+            # The data's time, not the service's: a backfill settles as the live data would.
+            newest_ms = state.t_last_s * 1000.0
+            if task.settling_seen or newest_ms - task.retightened_ms >= RESETTLE_MS:
                 self._settled(task, state, now)
         self._escalate(pending, now)
 

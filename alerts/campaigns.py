@@ -28,6 +28,7 @@ import msgspec
 from alerts.errors import AlertsError
 
 __all__ = [
+    "CAMPAIGNS_DB",
     "CAMPAIGN_STATES",
     "MAX_BOLTS",
     "TASK_STATES",
@@ -38,6 +39,8 @@ __all__ = [
     "Task",
 ]
 
+CAMPAIGNS_DB: Final = "campaigns.db"
+"""The campaigns' database file, beside the alert store."""
 CAMPAIGN_STATES: Final = ("open", "done", "cancelled")
 TASK_STATES: Final = ("open", "retightened", "done", "cancelled")
 MAX_BOLTS: Final = 1000

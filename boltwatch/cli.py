@@ -25,6 +25,7 @@ from boltwatch import __version__
 from boltwatch.alerts_cli import alerts_app
 from boltwatch.dashboards_cli import dashboards_app
 from boltwatch.registry_cli import registry_export, registry_history, registry_import
+from boltwatch.report_cli import report_app
 
 if TYPE_CHECKING:
     from detection.engine import SnapshotFaults
@@ -51,6 +52,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(registry_app, name="registry")
 app.add_typer(contract_app, name="contract")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(report_app, name="report")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

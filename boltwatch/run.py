@@ -22,7 +22,7 @@ from rich.console import Console
 
 from alerts.api import create_app, parse_listen, serve_api
 from alerts.campaign_tracker import CampaignTracker
-from alerts.campaigns import CampaignStore
+from alerts.campaigns import CAMPAIGNS_DB, CampaignStore
 from alerts.channels import make_channel
 from alerts.channels.console import ConsoleChannel
 from alerts.errors import ListenError
@@ -67,8 +67,7 @@ _SILENCE_CHECK_S: Final = 30.0
 _REGISTRY_CHECK_S: Final = 2.0
 _CAMPAIGN_CHECK_S: Final = 5.0
 """Campaign tasks are checked this often without batches (overdue escalation)."""
-CAMPAIGNS_DB: Final = "campaigns.db"
-"""The campaigns' database, beside the alert store."""
+
 """How often the running service looks for a registry edited in the store."""
 _SILENCE_CHECK_MIN_S: Final = 0.25
 _FORCED_EXIT: Final = 1
@@ -502,6 +501,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                         clock_ms=pipeline.clock,
                         flow=metrics.totals,
                         campaigns=campaigns,
+                        registry_store=registry_store if config.registry.path is None else None,
                     )
                     stack.callback(web.close)
                     if web.source is not None:

@@ -26,6 +26,7 @@ from detection.preload import Outlook
 from ingest import IngestTotals
 from ingest.store import Store
 from sensors.registry import Registry
+from sensors.registry_store import RegistryStore
 
 __all__ = ["CONSOLE_PATH", "Web", "bolt_levels", "bolt_outlook", "build_web"]
 
@@ -108,10 +109,12 @@ def build_web(
     clock_ms: Callable[[], int],
     flow: Callable[[], IngestTotals] | None = None,
     campaigns: CampaignTracker | None = None,
+    registry_store: RegistryStore | None = None,
 ) -> Web:
     """The API alone, or the API with the console (``console.enabled``); ``flow``: ingest's
     counters, when ingest runs in this process (the data-quality page's rate and backlog);
-    ``campaigns``: the retightening campaigns the console opens and records."""
+    ``campaigns``: the retightening campaigns the console opens and records;
+    ``registry_store``: the registry's database the console edits (None: read-only)."""
     if not config.console.enabled:
         return Web(api)
     users = [
@@ -129,6 +132,7 @@ def build_web(
         outlook=bolt_outlook(engine),
         flow=flow,
         campaigns=campaigns,
+        registry_store=registry_store,
     )
     app = Starlette(
         routes=[

@@ -40,6 +40,7 @@ __all__ = [
     "Version",
     "diff",
     "edit",
+    "key_of",
     "to_toml",
 ]
 
@@ -144,6 +145,25 @@ def diff(old: RegistryFile, new: RegistryFile) -> list[Change]:
             what = "added" if b is None else "removed" if a is None else "changed"
             out.append(Change(what, table, key, b, a))
     return out
+
+
+def key_of(table: str, entry: object) -> str:
+    """The key of an entry of ``table`` given as JSON data (``id``, a machine's ``device_id``,
+    an installation's ``device_id@ts#pass``).
+
+    Raises:
+        RegistryError: The table is unknown (key ``table``) or the entry is invalid (key
+            ``TABLE[0].FIELD``).
+    """
+    get = _TABLES.get(table)
+    if get is None:
+        raise RegistryError("table", f"no table {table!r} (one of: {', '.join(TABLES)})")
+    data = {table: [entry]}
+    try:
+        one = msgspec.convert(data, RegistryFile)
+    except msgspec.ValidationError as exc:
+        raise RegistryError(*_translate(str(exc), data)) from exc
+    return get(getattr(one, table)[0])
 
 
 def edit(file: RegistryFile, table: str, key: str, entry: object | None) -> Registry:

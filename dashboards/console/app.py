@@ -48,7 +48,9 @@ from dashboards.console.auth import LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL_S,
 from dashboards.console.campaign_pages import CampaignPages
 from dashboards.console.forms import Form, FormError, path_of, read_form, root_of, safe_next
 from dashboards.console.outlook import Forecast, eta_text, trend_text
+from dashboards.console.registry_pages import RegistryPages
 from dashboards.console.source import DRAWING, RANGES, ConsoleSource, Status
+from dashboards.report import ReportError, joint_report, summaries
 from detection.cnc import ISO_10816_3_MMS
 from detection.events import EventKind, Severity
 from sensors.schema import FIELD_INFO, KINDS, DeviceKind
@@ -61,6 +63,9 @@ POLL_S: Final = 1
 _HERE: Final = Path(__file__).parent
 _log = logging.getLogger(__name__)
 _MAX_SILENCE_H: Final = 24 * 366
+REPORT_DAYS: Final = 30
+"""The joint page's report covers this many days by default."""
+_MAX_REPORT_DAYS: Final = 3660
 _SEVERITIES: Final = tuple(str(s) for s in Severity)
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
@@ -385,6 +390,37 @@ class _Console:
             campaigns=campaigns,
         )
 
+    async def joint_report(self, request: Request, session: Session) -> Response:
+        """``GET /joints/{id}/report.pdf?days=N``: the joint's audit report over the last N days
+        (30 by default, 1 to 3660)."""
+        joint_id = request.path_params["joint_id"]
+        try:
+            days = int(request.query_params.get("days", str(REPORT_DAYS)))
+        except ValueError:
+            return self.refuse(request, 422, "days: a whole number of days")
+        if not 1 <= days <= _MAX_REPORT_DAYS:
+            return self.refuse(request, 422, f"days: between 1 and {_MAX_REPORT_DAYS}")
+        tracker = self.source.campaigns
+        to_ms = self.source.clock()
+
+        def work() -> bytes:
+            campaigns = summaries(tracker.store.campaigns()) if tracker is not None else []
+            return joint_report(self.source, joint_id, to_ms - days * 86_400_000, to_ms, campaigns)
+
+        try:
+            pdf = await run_in_threadpool(work)
+        except ReportError as exc:
+            return self.refuse(request, 404 if exc.key == "joint" else 422, str(exc))
+        day = datetime.fromtimestamp(to_ms / 1000, UTC).date().isoformat()
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={
+                "Content-Disposition": f'attachment; filename="joint-{joint_id}-{day}.pdf"',
+                "Cache-Control": "no-store",
+            },
+        )
+
     async def device(self, request: Request, session: Session) -> Response:
         device_id = request.path_params["device_id"]
         kind = await run_in_threadpool(self.source.kind_of, device_id)
@@ -407,6 +443,7 @@ class _Console:
             bolt=reg.bolt(device_id),
             location=reg.locate(device_id),
             history=await run_in_threadpool(self.source.tightenings, device_id),
+            editable=self.source.registry_store is not None,
             level=level,
             machine=next((m for m in reg.machines if m.device_id == device_id), None),
             charts=charts_of(kind),
@@ -576,10 +613,12 @@ def create_console(source: ConsoleSource, auth: Auth) -> Starlette:
             Route("/silences", g(c.silence, action=True), methods=["POST"]),
             Route("/joints/{joint_id:str}", g(c.joint), methods=["GET"]),
             Route("/joints/{joint_id:str}/part", g(c.joint_part), methods=["GET"]),
+            Route("/joints/{joint_id:str}/report.pdf", g(c.joint_report), methods=["GET"]),
             Route("/devices/{device_id:str}", g(c.device), methods=["GET"]),
             Route("/data/series/{device_id:str}", g(c.series), methods=["GET"]),
             Route("/data/spectrum/{device_id:str}", g(c.spectrum), methods=["GET"]),
             *CampaignPages(c, g).routes(),
+            *RegistryPages(c, g).routes(),
             Route("/quality", g(c.quality), methods=["GET"]),
             Route("/quality/part", g(c.quality_part), methods=["GET"]),
             Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),

@@ -31,6 +31,7 @@ from detection.preload import Outlook
 from ingest import IngestTotals
 from ingest.store import DeadLetter, Rollup, Store, StoreStats, reason_key
 from sensors.registry import BoltInfo, Joint, Registry, Site
+from sensors.registry_store import RegistryStore
 from sensors.schema import KINDS, DeviceKind
 
 __all__ = [
@@ -346,6 +347,8 @@ class ConsoleSource:
         monotonic: Seconds, for the ingest rate.
         campaigns: The retightening campaigns and their tracker (None: the console cannot open
             or record any).
+        registry_store: The registry's database, when the service uses it (the console edits
+            it); None when the service runs from a registry file (read-only).
     """
 
     def __init__(
@@ -360,9 +363,11 @@ class ConsoleSource:
         flow: Callable[[], IngestTotals] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         campaigns: CampaignTracker | None = None,
+        registry_store: RegistryStore | None = None,
     ) -> None:
         self.readings = readings
         self.campaigns = campaigns
+        self.registry_store = registry_store
         self.alerts = alerts
         self.registry = registry or Registry.empty()
         self.clock = clock

@@ -34,6 +34,7 @@ class State(NamedTuple):
     level_kn: float
     baseline_kn: float
     armed: bool
+    t_last_s: float = T0 / 1000
 
 
 class Clock:
@@ -192,12 +193,19 @@ def test_a_retightening_the_detector_never_saw_is_settled_a_day_later(
     tracker.store.open(title="t", devices=["b1"], before={"b1": (40.0, T0)}, by="ana", ms=T0)
     states["b1"] = State(40.0, 50.0, armed=True)  # still the old baseline
     tracker.retightened("b1", ms=T0, by="kim", torque_nm=150.0)
-    clock.ms = T0 + RESETTLE_MS - 1
+    # A day of the service's time without the bolt's readings settles nothing ...
+    clock.ms = T0 + 2 * RESETTLE_MS
     tracker.check()
     task = tracker.store.task(1, "b1")
     assert task is not None
     assert task.state == "retightened"
-    clock.ms = T0 + RESETTLE_MS
+    # ... a day of its readings does.
+    states["b1"] = State(40.0, 50.0, armed=True, t_last_s=(T0 + RESETTLE_MS - 1) / 1000)
+    tracker.check()
+    task = tracker.store.task(1, "b1")
+    assert task is not None
+    assert task.state == "retightened"
+    states["b1"] = State(40.0, 50.0, armed=True, t_last_s=(T0 + RESETTLE_MS) / 1000)
     tracker.check()
     task = tracker.store.task(1, "b1")
     assert task is not None
