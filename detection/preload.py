@@ -360,13 +360,13 @@ class BoltPreloadDetector(Detector[PreloadParams]):
     ) -> None:
         p = self.params
         s = self.state
-        q = quality_step(s, p.sensor, slots, t, y, batt)
+        # Re-learning: a tightening, a battery swap, an implausible upward jump; or a new bolt.
+        tightened = np.isfinite(torque) & np.isfinite(y)
+        q = quality_step(s, p.sensor, slots, t, y, batt, tightened)
         code = q.code
         ex["quality"][rows] = code
         ex["spikes"][rows] = q.spikes
 
-        # Re-learning: a tightening, a battery swap, an implausible upward jump; or a new bolt.
-        tightened = np.isfinite(torque) & np.isfinite(y)
         swapped = ((code & FaultCode.BATTERY_SWAP) != 0) | (np.nan_to_num(swap) > 0)
         jump_up = (code & FaultCode.SHIFT_UP) != 0
         phase = s["phase"][slots]

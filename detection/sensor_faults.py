@@ -130,6 +130,7 @@ def quality_step(  # noqa: PLR0915 - one pass over the checks, top to bottom
     t: Float64,
     y: Float64,
     batt: Float64,
+    reset: npt.NDArray[np.bool_] | None = None,
 ) -> QualityStep:
     """Classify one reading per device (one step) and update the quality state.
 
@@ -140,11 +141,19 @@ def quality_step(  # noqa: PLR0915 - one pass over the checks, top to bottom
         t: Epoch seconds.
         y: Preload, kN (NaN: not reported).
         batt: Battery voltage (NaN: not reported).
+        reset: Rows whose reading follows a known new level (a tightening: torque on the row):
+            the reference restarts there, so the rise is neither a spike nor an "implausible"
+            jump.
 
     Returns:
         Bit codes (:class:`FaultCode`), the reference median and noise sigma before the reading,
         and the decayed spike count.
     """
+    if reset is not None and reset.any():
+        rs = slots[reset]
+        st["q_ring"][rs] = np.nan
+        st["q_pos"][rs] = 0
+        st["q_pend_n"][rs] = 0
     ring = st["q_ring"][slots]
     fill = np.sum(np.isfinite(ring), axis=1)
     med = _median_of_filled(ring, fill)
@@ -264,9 +273,16 @@ class SensorFaultDetector(Detector[SensorFaultParams]):
         spikes = np.zeros(n)
         y = frame.column("preload_kn")
         batt = frame.column("battery_v")
+        tightened = np.isfinite(frame.column("torque_nm")) & np.isfinite(y)
         for rows in steps(frame.slot):
             q = quality_step(
-                self.state, self.params, frame.slot[rows], frame.ts_s[rows], y[rows], batt[rows]
+                self.state,
+                self.params,
+                frame.slot[rows],
+                frame.ts_s[rows],
+                y[rows],
+                batt[rows],
+                tightened[rows],
             )
             code[rows] = q.code
             spikes[rows] = q.spikes

@@ -12,6 +12,7 @@ from boltwatch.evaluation.scenarios import evaluate_bolt_dir, grafana_rule, load
 from detection.base import EventKind, Frame, Severity
 from detection.installation import InstallationParams, check_nut_factor, nut_factor
 from detection.preload import BoltPreloadDetector, PreloadParams, theil_sen
+from detection.sensor_faults import SensorFaultDetector
 from firmware_sim.offline import write_outputs
 from firmware_sim.scenario import load_scenario, run_scenario
 
@@ -84,6 +85,29 @@ def test_settling_after_tightening_is_not_loosening() -> None:
     # armed after settling, with a baseline near the settled level
     assert det.state["phase"][0] == 2
     assert det.state["baseline"][0] == pytest.approx(62.0 * 0.88, rel=0.02)
+
+
+def test_a_retightening_is_a_new_level_not_a_sensor_fault() -> None:
+    """Retightened from 52 to 62 kN (torque on the row): neither the preload detector nor the
+    sensor-fault detector calls the rise an "implausible upward jump" (both did before)."""
+    rng = np.random.default_rng(8)
+    n = int(4 * DAY / 300)
+    cut = n // 2
+    level = np.where(np.arange(n) < cut, 52.0, 62.0) * (1 + rng.normal(0, 0.004, n))
+    torque = np.full(n, np.nan)
+    torque[cut] = 200.0
+    f = _series(level)
+    f.values["torque_nm"] = torque
+    det = BoltPreloadDetector(PreloadParams(diameter_mm=16.0))
+    assert _kinds(det, f) == []
+    sensor = SensorFaultDetector()
+    _, dec = sensor.process(f)
+    assert [e.explanation for e in dec.events] == []
+    # Without the torque row the same rise is a jump the sensor-fault detector names.
+    f.values["torque_nm"] = np.full(n, np.nan)
+    _, dec = SensorFaultDetector().process(f)
+    assert [e.kind for e in dec.events] == [EventKind.SENSOR_FAULT]
+    assert "upward jump" in dec.events[0].explanation
 
 
 def test_gradual_loosening_alerts_early_with_a_forecast() -> None:
