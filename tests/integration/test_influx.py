@@ -356,7 +356,9 @@ class OverloadedServer:
                     raw = gzip.decompress(raw)
                 server.requests.append(Request(self.path, dict(self.headers.items()), raw))
                 answer = server.answers.pop(0) if server.answers else Answer(204)
-                self.send_response(answer.status)
+                # Only the scripted headers: send_response would add a Date of its own (the
+                # time of the answer), which the client reads before the scripted one.
+                self.send_response_only(answer.status)
                 for name, value in answer.headers:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(answer.body)))
