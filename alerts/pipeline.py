@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
 import logging
 import math
 import random
@@ -201,6 +202,10 @@ class AlertPipeline:
         """Open alerts refreshed in memory by events since the last evaluation."""
         self._index = ActiveIndex()
         self._due: dict[int, float] = {}
+        """Per open alert, the next time a timer can change it (:meth:`_next_check`) ..."""
+        self._due_heap: list[tuple[float, int]] = []
+        """... and the same as a heap (stale entries skipped), so that an evaluation finds the
+        alerts due without scanning every open one."""
         self._silence_next: float = -math.inf
         self._open_alerts()
         self._refresh(list((self._cache or {}).values()))
@@ -264,7 +269,9 @@ class AlertPipeline:
     def _store_rows(self, rows: list[dict[str, object]]) -> list[int]:
         """Events of open alerts held in memory update them in one statement (and in memory);
         the others (new, or cleared) go through the store's upsert. Ids in row order."""
-        cache = self._cache or {}
+        if self._cache is None:
+            self._open_alerts()
+        cache = self._cache if self._cache is not None else {}
         known: list[tuple[int, dict[str, object]]] = []
         fresh: list[dict[str, object]] = []
         where: list[int] = []  # per row: index into known (>= 0) or -1 - index into fresh
@@ -276,14 +283,27 @@ class AlertPipeline:
             else:
                 where.append(-1 - len(fresh))
                 fresh.append(r)
-        missed = set(self.store.refresh(known)) if known else set()
+        missed_ids, loaded = self.store.write_events(known, fresh)
+        missed = set(missed_ids)
         for i, r in known:
             if i not in missed:
                 refreshed(cache[i], r)
                 self._index.put(cache[i])
                 self._touched.add(i)
-        fresh_ids = self.store.upsert(fresh) if fresh else []
-        return [known[w][0] if w >= 0 else fresh_ids[-1 - w] for w in where]
+        # New alerts (or cleared ones raised again): written in one statement and read back in
+        # one query, held in memory at once and looked at by the next evaluation.
+        fresh_ids: dict[tuple[str, str], int] = {}
+        for s in loaded:
+            a = s.alert
+            cache[a.id] = s
+            self._index.put(s)
+            self._ids[(a.device_id, a.kind)] = a.id
+            self._touched.add(a.id)
+            fresh_ids[(a.device_id, a.kind)] = a.id
+        return [
+            known[w][0] if w >= 0 else fresh_ids[(str(r["device_id"]), str(r["kind"]))]
+            for w, r in zip(where, rows, strict=True)
+        ]
 
     def _refresh(self, opened: Sequence[StoredAlert]) -> None:
         self._open = {}
@@ -415,7 +435,7 @@ class AlertPipeline:
             dirty = set(self._cache or ())
             self._silence_next = self._silence_boundary(now)
         else:
-            dirty |= {i for i, t in self._due.items() if t <= now}
+            dirty |= self._pop_due(now)
         plan = Plan()
         active = self._index
         by_id = self._cache or {}
@@ -434,9 +454,30 @@ class AlertPipeline:
             if s.alert.state is AlertState.CLEARED:
                 self._forget(s.alert)
             else:
-                self._due[s.alert.id] = self._next_check(s)
+                self._set_due(s.alert.id, self._next_check(s))
         self.metrics.alerts.labels(state="open").set(len(self._cache or {}))
         return notes
+
+    def _set_due(self, alert_id: int, at: float) -> None:
+        if self._due.get(alert_id) == at:
+            return
+        self._due[alert_id] = at
+        if at != math.inf:
+            heapq.heappush(self._due_heap, (at, alert_id))
+            if len(self._due_heap) > 4 * len(self._due) + 1024:  # mostly stale: rebuild
+                self._due_heap = [(t, i) for i, t in self._due.items() if t != math.inf]
+                heapq.heapify(self._due_heap)
+
+    def _pop_due(self, now: int) -> set[int]:
+        """The alerts whose next timer has come (their entries leave the heap)."""
+        out: set[int] = set()
+        heap = self._due_heap
+        while heap and heap[0][0] <= now:
+            at, alert_id = heapq.heappop(heap)
+            if self._due.get(alert_id) == at:
+                del self._due[alert_id]  # evaluated now, then given its next time
+                out.add(alert_id)
+        return out
 
     def _advance(
         self, alerts: Sequence[StoredAlert], active: ActiveIndex, now: int, plan: Plan

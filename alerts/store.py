@@ -121,6 +121,9 @@ ON CONFLICT (device_id, kind) DO UPDATE SET
 RETURNING id
 """
 
+_INSERT_OR_UPDATE: Final = _UPSERT.replace("RETURNING id", "")
+""":data:`_UPSERT` without its ``RETURNING`` (run by ``executemany`` for a whole batch)."""
+
 _REFRESH: Final = """
 UPDATE alerts SET
     severity = max(severity, :severity),
@@ -246,6 +249,36 @@ class AlertStore:
             self._dirty.update(ids)
         return ids
 
+    def upsert_loaded(self, rows: Sequence[dict[str, Any]]) -> list[StoredAlert]:
+        """:meth:`upsert` for a batch, returning the alerts as stored (not marked dirty: the
+        caller holds them): one ``executemany`` and one read of the rows, instead of a statement
+        and a reload per event. Rows of the same (device, kind) make one alert.
+
+        Returns:
+            The alerts written, one per distinct (device, kind), in no particular order.
+        """
+        return self.write_events([], rows)[1]
+
+    def write_events(
+        self, known: Sequence[tuple[int, dict[str, Any]]], fresh: Sequence[dict[str, Any]]
+    ) -> tuple[list[int], list[StoredAlert]]:
+        """A batch of events in one transaction: :meth:`refresh` of the alerts the caller holds
+        as open (``known``) and :meth:`upsert_loaded` of the others (``fresh``).
+
+        Returns:
+            The ids of ``known`` that were upserted instead (no longer open), and the alerts
+            ``fresh`` wrote.
+        """
+        if not known and not fresh:
+            return [], []
+        with self._tx() as db:
+            history: list[tuple[int, int, Transition, str]] = []
+            missed = _refresh_in(db, known, history) if known else []
+            self._dirty.update(missed)
+            found = _upsert_in(db, fresh, history) if fresh else []
+            db.executemany("INSERT INTO alert_history VALUES (?, ?, ?, ?)", history)
+        return missed, found
+
     def refresh(self, rows: Sequence[tuple[int, dict[str, Any]]]) -> list[int]:
         """Record events of alerts the caller holds as open, by id: the update :meth:`upsert`
         makes of an open alert, in one statement for the batch. They are not marked dirty: the
@@ -257,47 +290,7 @@ class AlertStore:
         Returns:
             The ids that were upserted instead.
         """
-        if not rows:
-            return []
-        with self._tx() as db:
-            before = db.total_changes
-            db.executemany(
-                _REFRESH,
-                [
-                    {**r, "id": i, "data": _dumps(r.get("data", {})), "late": int(r["late"])}
-                    for i, r in rows
-                ],
-            )
-            missed: list[int] = []
-            if db.total_changes - before != len(rows):
-                ids = _dumps(sorted({i for i, _ in rows}))
-                gone = {
-                    int(i)
-                    for (i,) in db.execute(
-                        "SELECT id FROM alerts WHERE id IN (SELECT value FROM json_each(?)) "
-                        "AND state = 'cleared'",
-                        (ids,),
-                    )
-                }
-                for i, r in rows:
-                    if i in gone:
-                        args = {**r, "data": _dumps(r.get("data", {})), "late": int(r["late"])}
-                        db.execute(_UPSERT, args).fetchone()
-                        missed.append(i)
-                self._dirty.update(missed)
-            db.executemany(
-                "INSERT INTO alert_history VALUES (?, ?, ?, ?)",
-                [
-                    (
-                        i,
-                        r["ms"],
-                        Transition.EVENT,
-                        f"[{Severity(r['severity'])}] {r['explanation']}",
-                    )
-                    for i, r in rows
-                ],
-            )
-        return missed
+        return self.write_events(rows, [])[0]
 
     def set_inactive(self, device_id: str, kinds_active: Sequence[str], ms: int) -> int:
         """The device's detector reports only ``kinds_active`` now: its other open alerts are
@@ -588,6 +581,75 @@ class AlertStore:
         return out
 
 
+def _event_args(r: dict[str, Any]) -> dict[str, Any]:
+    return {**r, "data": _dumps(r.get("data", {})), "late": int(r["late"])}
+
+
+def _event_line(alert_id: int, r: dict[str, Any]) -> tuple[int, int, Transition, str]:
+    return (alert_id, r["ms"], Transition.EVENT, f"[{Severity(r['severity'])}] {r['explanation']}")
+
+
+def _refresh_in(
+    db: sqlite3.Connection,
+    rows: Sequence[tuple[int, dict[str, Any]]],
+    history: list[tuple[int, int, Transition, str]],
+) -> list[int]:
+    """:data:`_REFRESH` of each row; a row whose alert is cleared by now is upserted instead
+    (its id returned). Appends the history lines."""
+    before = db.total_changes
+    db.executemany(_REFRESH, [{**_event_args(r), "id": i} for i, r in rows])
+    missed: list[int] = []
+    if db.total_changes - before != len(rows):
+        ids = _dumps(sorted({i for i, _ in rows}))
+        gone = {
+            int(i)
+            for (i,) in db.execute(
+                "SELECT id FROM alerts WHERE id IN (SELECT value FROM json_each(?)) "
+                "AND state = 'cleared'",
+                (ids,),
+            )
+        }
+        for i, r in rows:
+            if i in gone:
+                db.execute(_UPSERT, _event_args(r)).fetchone()
+                missed.append(i)
+    history.extend(_event_line(i, r) for i, r in rows)
+    return missed
+
+
+def _upsert_in(
+    db: sqlite3.Connection,
+    rows: Sequence[dict[str, Any]],
+    history: list[tuple[int, int, Transition, str]],
+) -> list[StoredAlert]:
+    """:data:`_UPSERT` of every row in one ``executemany``, then the alerts read back in one
+    query. Appends the history lines."""
+    (last,) = db.execute("SELECT coalesce(max(id), 0) FROM alerts").fetchone()
+    db.executemany(_INSERT_OR_UPDATE, [_event_args(r) for r in rows])
+    # New alerts are the rows past the old last id (a range of the primary key); the others
+    # (cleared alerts raised again) are looked up by their key.
+    found = [
+        _row(r)
+        for r in db.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id > ?", (last,))  # noqa: S608
+    ]
+    ids = {(s.alert.device_id, s.alert.kind): s.alert.id for s in found}
+    again = sorted({(str(r["device_id"]), str(r["kind"])) for r in rows} - ids.keys())
+    if again:
+        more = [
+            _row(r)
+            for r in db.execute(
+                f"SELECT {_COLUMNS} FROM alerts WHERE (device_id, kind) IN "  # noqa: S608
+                "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+                "FROM json_each(?))",
+                (_dumps(again),),
+            )
+        ]
+        found.extend(more)
+        ids.update({(s.alert.device_id, s.alert.kind): s.alert.id for s in more})
+    history.extend(_event_line(ids[(str(r["device_id"]), str(r["kind"]))], r) for r in rows)
+    return found
+
+
 def refreshed(s: StoredAlert, row: dict[str, Any]) -> None:
     """Apply to an alert held in memory what :meth:`AlertStore.refresh` wrote of ``row``."""
     a = s.alert
@@ -691,9 +753,11 @@ def _row(r: tuple[Any, ...]) -> StoredAlert:
         acknowledged=bool(acknowledged),
         ack_by=ack_by,
         ack_ms=int(ack_ms),
-        comments=[(str(c[0]), int(c[1]), str(c[2])) for c in _loads(comments)],
+        comments=[]
+        if comments == "[]"
+        else [(str(c[0]), int(c[1]), str(c[2])) for c in _loads(comments)],
         flapping=bool(flapping),
-        transitions=[int(t) for t in _loads(transitions)],
+        transitions=[] if transitions == "[]" else [int(t) for t in _loads(transitions)],
         escalation=int(escalation),
         notified_ms=int(notified_ms),
         notified_severity=int(notified_severity),
