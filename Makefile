@@ -47,6 +47,7 @@ bench: venv
 	$(BIN)/python bench/detect.py
 	$(BIN)/python bench/alert_latency.py
 	$(BIN)/python bench/console.py
+	$(BIN)/python bench/store.py
 
 # Coverage-guided fuzzing (atheris, installed on demand: not a dev dependency) of each decoder and
 # the API's body parsers, FUZZ_SECONDS each; prints inputs, executions/s and crashes per harness.

@@ -6,7 +6,7 @@
   readings it could not forward yet;
 * **dead letters** (messages ingest refused) by the field that was wrong, with the newest one's
   reason, topic and payload, and their count per hour;
-* **ingest**: readings per minute by kind, and how long after its own timestamp each device's
+* **ingest**: readings per hour by kind, and how long after its own timestamp each device's
   newest reading was stored (the lag; ``late`` readings were backfilled after an outage).
 
 Variable: ``$site`` (All by default).
@@ -112,8 +112,8 @@ def build(series: Series) -> dict[str, Any]:
     )
     board.with_panel(
         timeseries_panel(
-            "Readings per minute",
-            "By kind and reading time, from the 1-minute rollups (the newest minutes appear once "
+            "Readings per hour",
+            "By kind and reading time, from the hourly rollups (the newest hour appears once "
             "rolled up).",
             [tables.ingest_rate()],
         )

@@ -3,11 +3,12 @@
 The store (``ingest/store``) keeps one table per kind, ``readings_{kind}`` (primary key
 ``device_id, ts_ms, seq``; one ``REAL`` column per field), the newest reading of each device in
 ``device_state.last_seen_ms``, and 1-minute and 1-hour min/mean/max of every field in
-``rollup_1m`` and ``rollup_1h``. Queries here pick the devices first (through ``device_state``,
-so SQLite walks the primary key device by device) and read, like the console does, raw readings
-for a range up to a day, 1-minute means up to a week and hourly means beyond: a year of a bolt
-draws from 8,760 rows. Rollups are written by ingest's periodic rollup, so the newest minutes of a
-long range appear once rolled up.
+``rollup_1m`` and ``rollup_1h`` (1-minute rollups only for the hours of a device sampled faster
+than a minute). Queries here pick the devices first (through ``device_state``, so SQLite walks
+the primary key device by device) and read, like the console does, raw readings for a range up to
+a day, 1-minute means up to a week (the raw readings of the hours without them) and hourly means
+beyond: a year of a bolt draws from 8,760 rows. Rollups are written by ingest's periodic rollup,
+so the newest minutes of a long range appear once rolled up.
 
 Grafana replaces ``$__from`` and ``$__to`` by the range in epoch milliseconds, the store's unit;
 times go back to Grafana in epoch seconds (``ts_ms / 1000.0 AS time``).
@@ -21,7 +22,7 @@ from typing import Final
 from dashboards.grafana.queries import SQLiteBuilder
 from dashboards.grafana.series import DEVICE_VAR, JOINT_VAR, SITE_VAR, Latest, Query, Scope, Series
 from dashboards.grafana.sources import STORE
-from ingest.store import DAY_MS
+from ingest.store import DAY_MS, HOUR_MS
 from sensors.schema import DeviceKind
 
 __all__ = ["RAW_UP_TO_MS", "ROLLUP_1M_UP_TO_MS", "SQLiteSeries", "in_list"]
@@ -83,7 +84,19 @@ class SQLiteSeries(Series):
             f'AND ts_ms BETWEEN $__from AND $__to AND "{name}" IS NOT NULL '
             f"AND {_span(None, RAW_UP_TO_MS)}"
         )
-        parts = [raw]
+        # Hours of a device sampled no faster than a minute have no stored 1-minute rollups
+        # (the store computes them when asked): their raw readings stand for them.
+        minutes_raw = (
+            f'SELECT ts_ms / 1000.0 AS time, {device}"{name}" AS {name} '
+            f'FROM "readings_{kind.value}" WHERE {devices} '
+            f'AND ts_ms BETWEEN $__from AND $__to AND "{name}" IS NOT NULL '
+            f"AND {_span(RAW_UP_TO_MS, ROLLUP_1M_UP_TO_MS)} "
+            f"AND (device_id, ts_ms - ts_ms % {HOUR_MS}) NOT IN "
+            f"(SELECT device_id, bucket_ms - bucket_ms % {HOUR_MS} FROM rollup_1m "
+            f"WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
+            "AND bucket_ms BETWEEN $__from AND $__to)"
+        )
+        parts = [raw, minutes_raw]
         for table, lo, hi in (
             ("rollup_1m", RAW_UP_TO_MS, ROLLUP_1M_UP_TO_MS),
             ("rollup_1h", ROLLUP_1M_UP_TO_MS, None),

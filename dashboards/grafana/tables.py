@@ -152,11 +152,12 @@ def dead_letters_over_time() -> Query:
 
 
 def ingest_rate() -> Query:
-    """Readings per minute by kind, from the 1-minute rollups (by reading time, once rolled up):
-    per device and minute the field with the most readings counts them."""
+    """Readings per hour by kind, from the hourly rollups (by reading time, once rolled up): per
+    device and hour the field with the most readings counts them (every device has hourly
+    rollups; 1-minute ones only those sampled faster than a minute)."""
     sql = (
         "SELECT bucket_ms / 1000.0 AS time, kind, sum(n) AS readings FROM "
-        "(SELECT kind, device_id, bucket_ms, max(n) AS n FROM rollup_1m "
+        "(SELECT kind, device_id, bucket_ms, max(n) AS n FROM rollup_1h "
         "WHERE bucket_ms BETWEEN $__from AND $__to GROUP BY kind, device_id, bucket_ms) "
         "GROUP BY bucket_ms, kind ORDER BY 1"
     )

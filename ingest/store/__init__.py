@@ -10,7 +10,8 @@ Layout of the database ``{path}/boltwatch.sqlite3``:
   Columns: ``device_id, ts_ms, seq, site, received_ms, late`` then one ``REAL`` per numeric field
   (``NULL`` = not reported) and one ``BLOB`` per waveform field (float32 little-endian; its
   sampling rate is the kind's ``fs_hz`` field).
-* ``events``, ``device_state``, ``dead_letters``, ``rollup_1m``, ``rollup_1h``; bookkeeping in
+* ``events``, ``device_state``, ``dead_letters``, ``rollup_1m`` (only the hours of a device with
+  more than 60 readings: the others' minutes are computed when read), ``rollup_1h``; bookkeeping in
   ``schema_version``, ``meta``, ``reading_counts`` and ``rollup_dirty`` (the buckets touched since
   the last rollup).
 

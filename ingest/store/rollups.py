@@ -1,18 +1,35 @@
 """Rollups and retention: 1-minute and 1-hour statistics of the touched buckets, reading them
-back, and deleting raw readings past the retention horizon."""
+back, and deleting raw readings past the retention horizon.
+
+1-minute rollups are stored only for the hours of a device that hold more than
+:data:`FAST_PER_HOUR` readings (sampling faster than a minute): a bolt reporting every 5 minutes
+would get one rollup row per field for each reading, bigger than the reading itself (272 of the
+381 bytes a reading took). For the other hours :meth:`~_Rollups.rollups` computes the 1-minute
+buckets from the raw readings when asked, so every reader sees the same rollups either way.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Final, Literal
 
+import numpy as np
+
+from ingest.store.queries import _Queries
 from ingest.store.records import Rollup
 from ingest.store.schema import DAY_MS, HOUR_MS, MINUTE_MS, _Layout
 from ingest.store.writer import _Writer
+from sensors.codec import ReadingColumns
 from sensors.schema import DeviceKind
 
+FAST_PER_HOUR: Final = 60
+"""An hour of a device with more readings than this gets stored 1-minute rollups."""
+_MAX_GAPS: Final = 64
+"""Past this many separate spans without stored 1-minute rollups, one filtered read instead."""
 
-class _Rollups(_Writer):
+
+class _Rollups(_Writer, _Queries):
     """Rollups and retention of :class:`~ingest.store.Store` (they write through
     :meth:`_Writer._transaction`)."""
 
@@ -66,19 +83,30 @@ class _Rollups(_Writer):
             f'count("{f}"), min("{f}"), avg("{f}"), max("{f}")' for f in layout.floats
         )
         sql = (
-            f"SELECT ts_ms - ts_ms % {width_ms} AS bucket, {aggregates} "  # noqa: S608 - _IDENT
+            f"SELECT ts_ms - ts_ms % {width_ms} AS bucket, count(*), {aggregates} "  # noqa: S608 - _IDENT
             f'FROM "{layout.table}" WHERE device_id = ? AND ts_ms >= ? AND ts_ms < ? '
             "GROUP BY bucket"
         )
         kind = layout.kind.value
         out: list[tuple[str, str, str, int, int, float, float, float]] = []
+        slow: list[tuple[str, str, int, int]] = []
         for device, hour_ms in dirty:
-            for row in conn.execute(sql, (device, hour_ms, hour_ms + HOUR_MS)):
+            rows = conn.execute(sql, (device, hour_ms, hour_ms + HOUR_MS)).fetchall()
+            if width_ms == MINUTE_MS and sum(r[1] for r in rows) <= FAST_PER_HOUR:
+                slow.append((kind, device, hour_ms, hour_ms + HOUR_MS))
+                continue
+            for row in rows:
                 bucket = row[0]
                 for j, f in enumerate(layout.floats):
-                    n, lo, mean, hi = row[1 + 4 * j : 5 + 4 * j]
+                    n, lo, mean, hi = row[2 + 4 * j : 6 + 4 * j]
                     if n:
                         out.append((kind, device, f, bucket, n, lo, mean, hi))
+        # A slow hour's minutes are computed when read (rows of an older store go).
+        conn.executemany(
+            f"DELETE FROM {table} WHERE kind = ? AND device_id = ? "  # noqa: S608 - our table
+            "AND bucket_ms >= ? AND bucket_ms < ?",
+            slow,
+        )
         conn.executemany(
             f"INSERT OR REPLACE INTO {table} "  # noqa: S608 - one of our two rollup tables
             "(kind, device_id, field, bucket_ms, n, min, mean, max) "
@@ -126,7 +154,68 @@ class _Rollups(_Writer):
             f"WHERE {' AND '.join(where)} ORDER BY device_id, field, bucket_ms",
             params,
         )
-        return [Rollup(layout.kind, *row) for row in rows]
+        stored = [Rollup(layout.kind, *row) for row in rows]
+        if resolution == "1h" or not layout.floats:
+            return stored
+        fields = layout.floats if field is None else tuple(f for f in layout.floats if f == field)
+        computed = self._minutes_from_raw(
+            layout,
+            fields,
+            device_id=device_id,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            stored=stored,
+        )
+        if not computed:
+            return stored
+        return sorted([*stored, *computed], key=lambda r: (r.device_id, r.field, r.bucket_ms))
+
+    def _minutes_from_raw(
+        self,
+        layout: _Layout,
+        fields: tuple[str, ...],
+        *,
+        device_id: str | None,
+        since_ms: int | None,
+        until_ms: int | None,
+        stored: list[Rollup],
+    ) -> list[Rollup]:
+        """1-minute rollups of the hours without stored ones, from the raw readings."""
+        if not fields:
+            return []
+        covered = {(r.device_id, r.bucket_ms - r.bucket_ms % HOUR_MS) for r in stored}
+        if device_id is None or not covered:
+            cols = self.readings(
+                layout.kind,
+                device_id=device_id,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                waveforms=False,
+            )
+            return _minute_buckets(cols, fields, covered)
+        # One device with stored rollups for some hours: read the raw readings of the others.
+        first, last = (
+            self._conn()
+            .execute(
+                f'SELECT min(ts_ms), max(ts_ms) FROM "{layout.table}" WHERE device_id = ?',  # noqa: S608 - _IDENT
+                (device_id,),
+            )
+            .fetchone()
+        )
+        if first is None:
+            return []
+        lo = max(since_ms, first) if since_ms is not None else first
+        hi = min(until_ms, last + 1) if until_ms is not None else last + 1
+        gaps = _gaps(sorted(h for _, h in covered), lo, hi)
+        if len(gaps) > _MAX_GAPS:
+            gaps = [(lo, hi)]  # one read; the covered hours are left out as they are bucketed
+        out: list[Rollup] = []
+        for start, end in gaps:
+            cols = self.readings(
+                layout.kind, device_id=device_id, since_ms=start, until_ms=end, waveforms=False
+            )
+            out.extend(_minute_buckets(cols, fields, covered))
+        return out
 
     def enforce_retention(self, *, now_ms: int) -> int:
         """Delete raw readings older than ``retention_days``; rollups, events and dead letters stay.
@@ -164,3 +253,70 @@ class _Rollups(_Writer):
             return deleted
 
         return self._transaction(work, "enforce_retention")
+
+
+def _gaps(hours: list[int], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The spans of ``[lo, hi)`` outside the given hours (sorted hour starts)."""
+    out: list[tuple[int, int]] = []
+    at = lo
+    for h in hours:
+        if h > at:
+            out.append((at, min(h, hi)))
+        at = max(at, h + HOUR_MS)
+        if at >= hi:
+            break
+    if at < hi:
+        out.append((at, hi))
+    return [(a, b) for a, b in out if a < b]
+
+
+def _minute_buckets(
+    cols: ReadingColumns, fields: Iterable[str], covered: set[tuple[str, int]]
+) -> list[Rollup]:
+    """n / min / mean / max per device, field and minute of the raw readings given, leaving out
+    the hours that have stored rollups."""
+    kind, ts_ms, values = cols.kind, cols.ts_ms, cols.values
+    if ts_ms.size == 0:
+        return []
+    devices, dev_index = np.unique(cols.device_id.astype(str), return_inverse=True)
+    bucket = ts_ms - ts_ms % MINUTE_MS
+    keep = np.ones(ts_ms.size, bool)
+    if covered:
+        hour = bucket - bucket % HOUR_MS
+        keep = np.array(
+            [
+                (devices[d], h) not in covered
+                for d, h in zip(dev_index.tolist(), hour.tolist(), strict=True)
+            ]
+        )
+    out: list[Rollup] = []
+    for f in fields:
+        v = values.get(f)
+        if v is None:
+            continue
+        ok = keep & np.isfinite(v)
+        if not ok.any():
+            continue
+        key = np.stack([dev_index[ok], bucket[ok]], axis=1)
+        groups, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        x = v[ok]
+        sums = np.bincount(inverse, weights=x, minlength=len(groups))
+        lows = np.full(len(groups), np.inf)
+        highs = np.full(len(groups), -np.inf)
+        np.minimum.at(lows, inverse, x)
+        np.maximum.at(highs, inverse, x)
+        for g, (d, b) in enumerate(groups.tolist()):
+            out.append(
+                Rollup(
+                    kind,
+                    str(devices[d]),
+                    f,
+                    int(b),
+                    int(counts[g]),
+                    float(lows[g]),
+                    float(sums[g] / counts[g]),
+                    float(highs[g]),
+                )
+            )
+    return out

@@ -375,8 +375,10 @@ def test_rollup_min_mean_max_exact_and_incremental(store: Store, dec: TelemetryD
         bolt("b2", T0 - HOUR_MS, 1, 1.0),  # another device, the hour before
     )
     store.write(batch, received_ms=T0 + 61_000)
-    # b1: preload in 2 minutes + temp in 1 minute, then 1 hour each; b2: 1 minute + 1 hour.
-    assert store.rollup(now_ms=T0 + 120_000) == 3 + 2 + 2
+    # Hours of a few readings: only the hourly rows are stored (b1: preload and temp; b2:
+    # preload); their minutes are computed from the raw readings when asked for.
+    assert store.rollup(now_ms=T0 + 120_000) == 2 + 1
+    assert raw(store, "SELECT count(*) FROM rollup_1m") == [(0,)]
     minutes = store.rollups(DeviceKind.CBOLT, device_id="b1")
     assert [(r.field, r.bucket_ms, r.n, r.min, r.mean, r.max) for r in minutes] == [
         ("preload_kn", T0, 3, 10.0, 20.0, 30.0),
@@ -394,7 +396,7 @@ def test_rollup_min_mean_max_exact_and_incremental(store: Store, dec: TelemetryD
     assert store.rollup(now_ms=T0 + 180_000) == 0
     # A late reading of b1: only b1's hour is recomputed (b2's is not touched).
     store.write(decode(dec, bolt("b1", T0 + 61_000, 5, 7.0)), received_ms=T0 + 200_000)
-    assert store.rollup(now_ms=T0 + 240_000) == 3 + 2
+    assert store.rollup(now_ms=T0 + 240_000) == 2
     minute = store.rollups(
         DeviceKind.CBOLT, device_id="b1", field="preload_kn", since_ms=T0 + MINUTE_MS
     )
@@ -404,6 +406,46 @@ def test_rollup_min_mean_max_exact_and_incremental(store: Store, dec: TelemetryD
     )
     assert (b1_hour.n, b1_hour.min, b1_hour.mean, b1_hour.max) == (5, 5.0, 14.4, 30.0)
     assert store.rollups(DeviceKind.CBOLT, until_ms=hour - HOUR_MS) == []
+
+
+def test_fast_hours_store_their_minutes_and_slow_ones_are_computed_alike(
+    store: Store, dec: TelemetryDecoder
+) -> None:
+    hour = T0 - T0 % HOUR_MS
+    # m1: 120 readings in one hour (every 30 s), then 3 in the next; b1: 3 in the first.
+    fast = [
+        reading("laser_cutter", "m1", ts=hour + 30_000 * i, seq=i, flow_lpm=float(i % 7))
+        for i in range(120)
+    ]
+    slow = [
+        reading("laser_cutter", "m1", ts=hour + HOUR_MS + 600_000 * i, seq=200 + i, flow_lpm=2.0)
+        for i in range(3)
+    ]
+    store.write(decode(dec, *fast, *slow), received_ms=hour + 2 * HOUR_MS)
+    store.rollup(now_ms=hour + 2 * HOUR_MS)
+    stored = raw(store, "SELECT count(*), min(bucket_ms), max(bucket_ms) FROM rollup_1m")
+    assert stored == [(60, hour, hour + HOUR_MS - MINUTE_MS)]  # the fast hour's 60 minutes
+    minutes = store.rollups(DeviceKind.LASER_CUTTER, device_id="m1", field="flow_lpm")
+    assert len(minutes) == 60 + 3
+    assert [(r.bucket_ms, r.n) for r in minutes[:2]] == [(hour, 2), (hour + MINUTE_MS, 2)]
+    assert (minutes[0].min, minutes[0].mean, minutes[0].max) == (0.0, 0.5, 1.0)
+    assert [(r.bucket_ms - hour - HOUR_MS, r.n, r.mean) for r in minutes[60:]] == [
+        (0, 1, 2.0),
+        (600_000, 1, 2.0),
+        (1_200_000, 1, 2.0),
+    ]
+    # The same with no device named, and within a range.
+    everyone = store.rollups(DeviceKind.LASER_CUTTER, field="flow_lpm")
+    assert everyone == minutes
+    later = store.rollups(
+        DeviceKind.LASER_CUTTER, device_id="m1", since_ms=hour + HOUR_MS - MINUTE_MS
+    )
+    assert [r.bucket_ms - hour for r in later] == [
+        HOUR_MS - MINUTE_MS,
+        HOUR_MS,
+        HOUR_MS + 600_000,
+        HOUR_MS + 1_200_000,
+    ]
 
 
 def test_retention_deletes_only_old_raw_readings(tmp_path: Path, dec: TelemetryDecoder) -> None:
