@@ -196,6 +196,11 @@ def year_reads(folder: Path) -> dict[str, float]:
                 since_ms=end - 365 * DAY_MS,
             )
         )
+        out["rollup means 1h year (the console's chart)"] = _best(
+            lambda: store.rollup_means(
+                DeviceKind.CBOLT, "year-bolt", resolution="1h", since_ms=end - 365 * DAY_MS
+            )
+        )
         out["rollups 1m week"] = _best(
             lambda: store.rollups(
                 DeviceKind.CBOLT, device_id="year-bolt", since_ms=end - 7 * DAY_MS

@@ -481,16 +481,13 @@ class ConsoleSource:
             return self._with_outlook(Series(device_id, ts, values, "raw", *marks), kind, span)
         resolution: Literal["1m", "1h"] = "1m" if span <= _MINUTES_UP_TO_MS else "1h"
         with self._lock:
-            rows = self.readings.rollups(
-                kind, resolution=resolution, device_id=device_id, since_ms=since
+            starts, means = self.readings.rollup_means(
+                kind, device_id, resolution=resolution, since_ms=since
             )
-        buckets = sorted({r.bucket_ms for r in rows})
-        index = {b: i for i, b in enumerate(buckets)}
-        out: dict[str, list[float | None]] = {n: [None] * len(buckets) for n in names}
-        for r in rows:
-            if r.field in out:
-                out[r.field][index[r.bucket_ms]] = r.mean
-        series = Series(device_id, [b / 1000.0 for b in buckets], out, resolution, *marks)
+        out: dict[str, list[float | None]] = {
+            n: _nullable(means[n]) if n in means else [None] * starts.size for n in names
+        }
+        series = Series(device_id, (starts / 1000.0).tolist(), out, resolution, *marks)
         return self._with_outlook(series, kind, span)
 
     def spectrum(self, device_id: str, kind: DeviceKind) -> Spectrum | None:

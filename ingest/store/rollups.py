@@ -170,6 +170,61 @@ class _Rollups(_Writer, _Queries):
             return stored
         return sorted([*stored, *computed], key=lambda r: (r.device_id, r.field, r.bucket_ms))
 
+    def rollup_means(
+        self,
+        kind: DeviceKind,
+        device_id: str,
+        *,
+        resolution: Literal["1m", "1h"] = "1h",
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> tuple[
+        np.ndarray[Any, np.dtype[np.int64]], dict[str, np.ndarray[Any, np.dtype[np.float64]]]
+    ]:
+        """One device's mean of every field per bucket, as columns for a chart: the bucket starts
+        (sorted) and, per field, the means aligned with them (NaN where the field has none).
+        What :meth:`rollups` gives, without an object per value: a year of a bolt's hours reads
+        in half the time."""
+        layout = self._layout(kind)
+        per_field: dict[str, tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, Any]]] = {}
+        if resolution == "1m":
+            rows = self.rollups(
+                kind, resolution="1m", device_id=device_id, since_ms=since_ms, until_ms=until_ms
+            )
+            for f in layout.floats:
+                mine = [(r.bucket_ms, r.mean) for r in rows if r.field == f]
+                if mine:
+                    b, m = zip(*mine, strict=True)
+                    per_field[f] = (np.array(b, np.int64), np.array(m, np.float64))
+        else:
+            extra, params = "", []
+            if since_ms is not None:
+                extra += " AND bucket_ms >= ?"
+                params.append(since_ms)
+            if until_ms is not None:
+                extra += " AND bucket_ms < ?"
+                params.append(until_ms)
+            conn = self._conn()
+            for f in layout.floats:
+                # Along the primary key (kind, device, field, bucket): one range each, in order.
+                got = conn.execute(
+                    "SELECT bucket_ms, mean FROM rollup_1h WHERE kind = ? AND device_id = ? "  # noqa: S608 - fixed text
+                    f"AND field = ?{extra} ORDER BY bucket_ms",
+                    [layout.kind.value, device_id, f, *params],
+                ).fetchall()
+                if got:
+                    arr = np.array(got, dtype=np.float64)
+                    per_field[f] = (arr[:, 0].astype(np.int64), arr[:, 1])
+        if not per_field:
+            return np.zeros(0, np.int64), {}
+        starts = np.unique(np.concatenate([b for b, _ in per_field.values()]))
+        out: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
+        for f, (field_starts, field_means) in per_field.items():
+            col = np.full(starts.size, np.nan)
+            col[np.searchsorted(starts, field_starts)] = field_means
+            out[f] = col
+        return starts, out
+
     def _minutes_from_raw(
         self,
         layout: _Layout,

@@ -448,6 +448,38 @@ def test_fast_hours_store_their_minutes_and_slow_ones_are_computed_alike(
     ]
 
 
+def test_rollup_means_are_the_rollups_as_aligned_columns(
+    store: Store, dec: TelemetryDecoder
+) -> None:
+    hour = T0 - T0 % HOUR_MS
+    batch = decode(
+        dec,
+        bolt("b1", hour + 1_000, 1, 10.0, temp_c=4.0),
+        bolt("b1", hour + 61_000, 2, 20.0),
+        bolt("b1", hour + HOUR_MS, 3, 30.0, temp_c=6.0),
+        bolt("b2", hour, 1, 99.0),
+    )
+    store.write(batch, received_ms=hour + 2 * HOUR_MS)
+    store.rollup(now_ms=hour + 2 * HOUR_MS)
+    for resolution in ("1m", "1h"):
+        starts, means = store.rollup_means(DeviceKind.CBOLT, "b1", resolution=resolution)
+        rows = store.rollups(DeviceKind.CBOLT, resolution=resolution, device_id="b1")
+        assert starts.tolist() == sorted({r.bucket_ms for r in rows})
+        for r in rows:
+            assert means[r.field][starts.tolist().index(r.bucket_ms)] == r.mean
+        assert set(means) == {"preload_kn", "temp_c"}
+    starts, means = store.rollup_means(DeviceKind.CBOLT, "b1", resolution="1h")
+    assert starts.tolist() == [hour, hour + HOUR_MS]
+    assert means["preload_kn"].tolist() == [15.0, 30.0]
+    assert means["temp_c"].tolist() == [4.0, 6.0]
+    starts, means = store.rollup_means(DeviceKind.CBOLT, "b1", resolution="1m")
+    assert starts.tolist() == [hour, hour + MINUTE_MS, hour + HOUR_MS]
+    assert np.isnan(means["temp_c"][1])
+    later, _ = store.rollup_means(DeviceKind.CBOLT, "b1", since_ms=hour + 1)
+    assert later.tolist() == [hour + HOUR_MS]
+    assert store.rollup_means(DeviceKind.CBOLT, "nobody")[0].size == 0
+
+
 def test_retention_deletes_only_old_raw_readings(tmp_path: Path, dec: TelemetryDecoder) -> None:
     now = T0
     hour = now - now % HOUR_MS
