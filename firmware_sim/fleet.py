@@ -251,14 +251,19 @@ class Fleet:
         self._t0 = self._clock()
         end_ms = None if duration_s is None else self._paused_ms + round(duration_s * 1000.0)
         limiter = asyncio.Semaphore(self.connect_concurrency)
+        reached = False
         try:
             for uplink in self.uplinks:
                 await uplink.start(limiter)
-            await self._loop(end_ms)
+            reached = await self._loop(end_ms)
         finally:
             await self._shutdown()
             self._pause()
             self._running = False
+        if reached and end_ms is not None:
+            # The run simulated up to its end; the clock ran on while the uplinks shut down
+            # (seconds on a loaded machine, hours of simulated time): that is not simulated.
+            self._paused_ms = end_ms
         return self.stats()
 
     def _pause(self) -> None:
@@ -268,12 +273,13 @@ class Fleet:
             self._t0 = None
             self._paused_ms = now
 
-    async def _loop(self, end_ms: int | None) -> None:
+    async def _loop(self, end_ms: int | None) -> bool:
+        """Run until stopped (False) or until ``end_ms`` (True)."""
         while not self._stop.is_set():
             now = self.sim_ms()
             if end_ms is not None and now >= end_ms:
                 self.advance(end_ms)
-                return
+                return True
             self.advance(now)
             due = self._next_due_ms()
             if end_ms is not None:
@@ -282,6 +288,7 @@ class Fleet:
             if due is not None:
                 sleep_s = min(sleep_s, max(0.0, (due - self.sim_ms()) / self.speed / 1000.0))
             await asyncio.sleep(sleep_s)
+        return False
 
     async def _shutdown(self) -> None:
         # Shielded: a cancelled run still flushes what the devices buffered and says goodbye.
