@@ -387,7 +387,11 @@ async def _feed(port: int, rate: float, seconds: float, devices: int) -> int:
         while sent < due:  # catch up to the schedule: a steady rate, whatever the tick
             dev, seq = sent % devices, sent // devices
             payload = f'{{"ts":{now_ms},"seq":{seq},"preload_kn":{61.0 + dev % 50 / 10:.1f}}}'
-            client.publish(topics[dev], payload.encode(), qos=1)
+            try:
+                client.publish(topics[dev], payload.encode(), qos=1)
+            except OverflowError:  # every message id in flight: wait for PUBACKs
+                await asyncio.sleep(0.005)
+                continue
             sent += 1
         await asyncio.sleep(0.02)
     await asyncio.sleep(1.0)  # the last PUBACKs
