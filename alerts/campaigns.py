@@ -16,9 +16,7 @@ each change one transaction.
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +24,7 @@ from typing import Any, Final
 import msgspec
 
 from alerts.errors import AlertsError
+from sensors.sqlite_file import SqliteFile
 
 __all__ = [
     "CAMPAIGNS_DB",
@@ -218,7 +217,7 @@ _CAMPAIGN_COLUMNS: Final = (
 )
 
 
-class CampaignStore:
+class CampaignStore(SqliteFile):
     """Campaigns, their tasks and their logs in SQLite.
 
     Args:
@@ -226,36 +225,7 @@ class CampaignStore:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> CampaignStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        super().__init__(path, _SCHEMA)
 
     # -- writes ---------------------------------------------------------------------------------
 

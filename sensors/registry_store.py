@@ -15,11 +15,8 @@ machines and gateways by ``device_id``; installation records by (``device_id``, 
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -30,6 +27,7 @@ import tomli_w
 
 from sensors.errors import RegistryError
 from sensors.registry import Registry, RegistryFile, _translate
+from sensors.sqlite_file import SqliteFile
 
 __all__ = [
     "REGISTRY_DB",
@@ -40,6 +38,7 @@ __all__ = [
     "Version",
     "diff",
     "edit",
+    "entry_key",
     "key_of",
     "to_toml",
 ]
@@ -147,6 +146,18 @@ def diff(old: RegistryFile, new: RegistryFile) -> list[Change]:
     return out
 
 
+def entry_key(table: str, entry: msgspec.Struct) -> str:
+    """The key of an entry of ``table`` as the registry holds it (no validation: it is valid).
+
+    Raises:
+        RegistryError: The table is unknown (key ``table``).
+    """
+    get = _TABLES.get(table)
+    if get is None:
+        raise RegistryError("table", f"no table {table!r} (one of: {', '.join(TABLES)})")
+    return get(entry)
+
+
 def key_of(table: str, entry: object) -> str:
     """The key of an entry of ``table`` given as JSON data (``id``, a machine's ``device_id``,
     an installation's ``device_id@ts#pass``).
@@ -223,7 +234,7 @@ def to_toml(file: RegistryFile) -> str:
     return tomli_w.dumps(_drop_none(data))
 
 
-class RegistryStore:
+class RegistryStore(SqliteFile):
     """The registry in force and its history, in SQLite.
 
     Args:
@@ -233,37 +244,8 @@ class RegistryStore:
     """
 
     def __init__(self, folder: str | Path, *, clock: Callable[[], int] | None = None) -> None:
-        self.path = Path(folder) / REGISTRY_DB
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(Path(folder) / REGISTRY_DB, _SCHEMA)
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> RegistryStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     def current(self) -> Registry | None:
         """The registry in force; None before the first import."""

@@ -30,7 +30,7 @@ from dashboards.console.campaign_pages import Pages
 from dashboards.console.forms import Form, FormError, root_of
 from sensors.errors import RegistryError
 from sensors.registry import RegistryFile
-from sensors.registry_store import TABLES, Change, RegistryStore, edit, key_of
+from sensors.registry_store import TABLES, Change, RegistryStore, edit, entry_key, key_of
 
 __all__ = ["RegistryPages"]
 
@@ -246,14 +246,14 @@ def _find(file: RegistryFile, table: str, key: str) -> msgspec.Struct | None:
     if table not in TABLES:
         return None
     for e in getattr(file, table):
-        if key_of(table, msgspec.to_builtins(e)) == key:
+        if entry_key(table, e) == key:
             found: msgspec.Struct = e
             return found
     return None
 
 
 def _entries(file: RegistryFile) -> list[tuple[str, list[str]]]:
-    return [(t, [key_of(t, msgspec.to_builtins(e)) for e in getattr(file, t)]) for t in TABLES]
+    return [(t, [entry_key(t, e) for e in getattr(file, t)]) for t in TABLES]
 
 
 def _pretty(entry: msgspec.Struct) -> str:
