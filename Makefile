@@ -8,7 +8,7 @@ TEST_DEBS := mosquitto:mosquitto victoria-metrics:victoria-metrics prometheus-al
 # ... and those the benchmarks use as references.
 BENCH_DEBS := $(TEST_DEBS) mosquitto_pub:mosquitto-clients
 
-.PHONY: venv system-deps lint format typecheck unit test demo bench fuzz chaos soak clean
+.PHONY: venv kernels system-deps lint format typecheck unit test demo bench fuzz chaos soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# The detection kernels (numba) compiled into their cache once, not by the first test or service.
+kernels: venv
+	$(BIN)/python -m detection.registry
 
 system-deps:
 	@bash scripts/system-deps.sh $(TEST_DEBS)
@@ -33,13 +37,13 @@ format: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv system-deps lint
+test: venv system-deps lint kernels
 	$(BIN)/python -m pytest
 
-demo: venv
+demo: venv kernels
 	$(BIN)/boltwatch demo
 
-bench: venv
+bench: venv kernels
 	@bash scripts/system-deps.sh $(BENCH_DEBS)
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/simulate.py

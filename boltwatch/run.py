@@ -450,6 +450,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
             loop.add_signal_handler(sig, on_signal)
     influx = _influx_writer(config)
     token = api_token or _api_token(config)
+    await _detection_ready(engine, stop_event)
     try:
         with (
             Store(config.store.path, retention_days=config.store.retention_days) as store,
@@ -575,6 +576,46 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
         f"{sum(v for k, v in counts.items() if k.startswith('alerts_'))} alerts"
     )
     return ServiceSummary(stats.readings, stats.devices, engine.stats.events, counts)
+
+
+async def _detection_ready(engine: Engine, stop: asyncio.Event) -> None:
+    """Warm the engine's compiled kernels up in a daemon thread before readings flow, so that the
+    first batch does not stall the event loop (seconds on the first run after an install, while
+    numba compiles; well under one after, from its cache). A stop meanwhile is not kept waiting:
+    the service then starts and stops at once, and the thread ends with the process."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if ready.done():
+            return
+        if error is None:
+            ready.set_result(None)
+        else:
+            ready.set_exception(error)
+
+    def work() -> None:
+        error: Exception | None = None
+        try:
+            engine.warm_up()
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting loop
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the service has stopped
+            loop.call_soon_threadsafe(settle, error)
+
+    started = time.monotonic()
+    threading.Thread(target=work, name="detection-warm-up", daemon=True).start()
+    stopped = asyncio.ensure_future(stop.wait())
+    waiters: list[asyncio.Future[Any]] = [ready, stopped]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if ready.done():
+        ready.result()  # a kernel that cannot be compiled is a broken install: say so
+        took = time.monotonic() - started
+        if took > 2.0:
+            _log.info("detection kernels compiled in %.1f s (cached for the next start)", took)
 
 
 async def _last_delivery(pipeline: AlertPipeline, deadline: StopDeadline | None) -> None:

@@ -398,6 +398,10 @@ class Detector(ABC, Generic[P]):
         scores = self.update(frame)
         return scores, self.decide(frame, scores)
 
+    def warm_up(self) -> None:
+        """Prepare what the first frame would otherwise wait for (a compiled kernel, loaded from
+        its cache or compiled); nothing for most detectors. Safe to call from any thread."""
+
     @classmethod
     @abstractmethod
     def conformance_case(cls, seed: int) -> ConformanceCase:

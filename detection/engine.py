@@ -184,6 +184,12 @@ class Engine:
         self._fault_logged: set[tuple[str, type[BaseException]]] = set()
         self.stats = EngineStats()
 
+    def warm_up(self) -> None:
+        """Every detector's :meth:`Detector.warm_up` (compiled kernels): seconds the first time
+        after an install, well under one after (numba's cache). Safe from a worker thread."""
+        for det in self.detectors.values():
+            det.warm_up()
+
     def use_registry(self, registry: Registry | None) -> None:
         """A new registry in force (edited while the service runs): each detector attaches it
         and places again every device it already holds (as after a snapshot load)."""

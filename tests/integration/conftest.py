@@ -377,6 +377,23 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def stored_readings(store_dir: Path, kind: str = "cbolt") -> int:
+    """Readings of ``kind`` a running service's store holds (read-only; 0 before it exists)."""
+    import sqlite3
+
+    file = store_dir / "boltwatch.sqlite3"
+    if not file.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{file}?mode=ro", uri=True, timeout=10)
+    try:
+        row = conn.execute("SELECT n FROM reading_counts WHERE kind = ?", (kind,)).fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+    return int(row[0]) if row else 0
+
+
 @contextlib.contextmanager
 def boltwatch_run(reaper: Reaper, config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``boltwatch run --config CONFIG`` (output to ``log``) until the block ends, once it has
