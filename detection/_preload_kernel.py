@@ -125,7 +125,9 @@ _TREND_Z: Final = 20
 _SUDDEN_LOSS_PCT: Final = 21
 _SUDDEN_HOLD_H: Final = 22
 _TREND_H: Final = 23
-_SIZE: Final = 24
+_SPIKES_ALERT: Final = 24
+_LEARNING_LOSS_PCT: Final = 25
+_SIZE: Final = 26
 
 
 def pack_params(p: PreloadParams) -> npt.NDArray[np.float64]:
@@ -156,6 +158,8 @@ def pack_params(p: PreloadParams) -> npt.NDArray[np.float64]:
     v[_SUDDEN_LOSS_PCT] = p.sudden_loss_pct
     v[_SUDDEN_HOLD_H] = p.sudden_hold_h
     v[_TREND_H] = p.trend_h
+    v[_SPIKES_ALERT] = s.spikes_alert
+    v[_LEARNING_LOSS_PCT] = p.learning_loss_pct
     return v
 
 
@@ -371,7 +375,8 @@ def run_rows(  # noqa: PLR0912, PLR0915 - one recursion, top to bottom, as the n
         pend_y = q_pend_y[s]
         same = pend_n > 0 and sign(pend_y - med) == sign(dev) and abs(y - pend_y) <= thr
         new_pend = (pend_n + 1 if same else 1) if outlier else 0
-        shift = outlier and new_pend >= pv[_SHIFT_READINGS]
+        spiky = q_spikes[s] >= pv[_SPIKES_ALERT]
+        shift = outlier and new_pend >= (2 * pv[_SHIFT_READINGS] if spiky else pv[_SHIFT_READINGS])
         spike = outlier and not shift
         code = 0
         if shift:
@@ -447,6 +452,14 @@ def run_rows(  # noqa: PLR0912, PLR0915 - one recursion, top to bottom, as the n
         bad = (code & (_SPIKE | _STUCK | _BATTERY_BAD)) != 0 or not finite
         use = not bad and not relearn
         shift_down = use and (code & _SHIFT_DOWN) != 0
+        if shift_down and phase[s] == _LEARNING:  # _step_down_while_learning
+            drop = (level[s] - y) / level[s] * 100.0
+            if drop >= pv[_LEARNING_LOSS_PCT]:
+                baseline[s] = level[s]
+                phase[s] = _ARMED
+                settling[s] = 0
+                cusum[s] = 0.0
+                h_armed[s] = math.floor(t / _HOUR) - math.floor(t_learn[s] / _HOUR)
         learning = phase[s] == _LEARNING
         lv = level[s]
         b = tempco[s]

@@ -110,6 +110,8 @@ class PreloadParams:
         sudden_loss_pct: A confirmed step down this large (% of the baseline) is loosening at
             once (impact, fracture).
         sudden_hold_h: A sudden-loss alert stays on at least this long, hours.
+        learning_loss_pct: A confirmed step down this large (% of the level) while the bolt is
+            still learning is a sudden loss too: more than any embedding, even across a gap.
         trend_h: Hours of hourly means the Theil-Sen trend uses (at most 48).
         warning_ratio: ``preload_low`` warning below this fraction of the baseline.
         alarm_ratio: ``preload_low`` alarm below this fraction (also the forecast's line).
@@ -138,6 +140,7 @@ class PreloadParams:
     trend_z: float = 3.0
     sudden_loss_pct: float = 10.0
     sudden_hold_h: float = 24.0
+    learning_loss_pct: float = 30.0
     trend_h: float = 24.0
     warning_ratio: float = 0.80
     alarm_ratio: float = 0.70
@@ -489,6 +492,7 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         ) | ~np.isfinite(y)
         use = ~bad & ~relearn
         shift_down = use & ((code & FaultCode.SHIFT_DOWN) != 0)
+        self._step_down_while_learning(slots, t, y, shift_down)
 
         level = s["level"][slots]
         b = s["tempco"][slots]
@@ -594,6 +598,28 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         suspicious = armed & ((loss_pct >= p.min_loss_pct) | declining)
         if suspicious.any():
             ex["slope_kn_per_h"][rows[suspicious]] = self._trend_slope(slots[suspicious])
+
+    def _step_down_while_learning(self, slots: Int64, t: Float64, y: Float64, down: Bool) -> None:
+        """A confirmed step down of ``learning_loss_pct`` or more while a bolt learns is a loss,
+        not embedding (at most 25 % in all, DOMAIN.md, even across a gap in the data): the bolt
+        arms at once with the level before the step as its baseline, so that the step is judged
+        as a sudden loss (and a low preload)."""
+        s = self.state
+        if not down.any():
+            return
+        before = s["level"][slots]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drop = (before - y) / before * 100.0
+        early = down & (s["phase"][slots] == _LEARNING) & (drop >= self.params.learning_loss_pct)
+        if early.any():
+            e = slots[early]
+            s["baseline"][e] = before[early]
+            s["phase"][e] = _ARMED
+            s["settling"][e] = 0
+            s["cusum"][e] = 0.0
+            s["h_armed"][e] = (
+                np.floor(t[early] / _HOUR) - np.floor(s["t_learn"][e] / _HOUR)
+            ).astype(np.float32)
 
     def _trend_push(self, slots: Int64, t: Float64, y: Float64, temp: Float64, use: Bool) -> None:
         """Accumulate hourly means; at each finished hour, test settling or update the trend."""

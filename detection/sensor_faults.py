@@ -79,7 +79,8 @@ class SensorFaultParams:
         noise_floor_pct: Smallest noise sigma assumed, in % of the level (quantised sensors).
         stuck_readings: Identical readings in a row that make a stuck sensor.
         shift_readings: Outliers in a row, on the same side and close to each other, that make a
-            level shift (two random spikes in a row are common at long sampling intervals).
+            level shift (two random spikes in a row are common at long sampling intervals);
+            twice as many while the spike counter is at ``spikes_alert`` or more.
         battery_low_v: Battery warning below this voltage.
         battery_bad_v: Below this, preload readings are too noisy to judge loosening.
         battery_swap_rise_v: A battery voltage rise this large is a battery swap.
@@ -172,7 +173,11 @@ def quality_step(  # noqa: PLR0915 - one pass over the checks, top to bottom
     pend_y = st["q_pend_y"][slots]
     same = (pend_n > 0) & (np.sign(pend_y - med) == np.sign(dev)) & (np.abs(y - pend_y) <= thr)
     new_pend = np.where(out, np.where(same, pend_n + 1, 1), 0).astype(np.int16)
-    shift = out & (new_pend >= p.shift_readings)
+    # A sensor that spikes often (a sensor-fault alert's worth within about a day) needs twice as
+    # many outliers in a row to confirm a level shift: three spikes on the same side come in a
+    # row often enough there to read as a sudden loss.
+    need = np.where(st["q_spikes"][slots] >= p.spikes_alert, 2 * p.shift_readings, p.shift_readings)
+    shift = out & (new_pend >= need)
     spike = out & ~shift
     code[shift & (dev < 0)] |= FaultCode.SHIFT_DOWN
     code[shift & (dev > 0)] |= FaultCode.SHIFT_UP

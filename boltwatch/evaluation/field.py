@@ -42,7 +42,7 @@ __all__ = [
     "summarise_field",
 ]
 
-TUNING_SEEDS: Final = tuple(range(1, 6))
+TUNING_SEEDS: Final = tuple(range(1, 61))
 """Seeds the detector's parameters may be tuned on."""
 HELDOUT_SEEDS: Final = tuple(range(1001, 1021))
 """Seeds nobody tunes on: the reported table."""

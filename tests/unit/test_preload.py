@@ -240,3 +240,46 @@ def test_library_scenario(tmp_path: Path, scenario: str, loose: int, false_max: 
     frame, names = load_bolt_frame(tmp_path)
     assert len(names) == len(score.bolts)
     assert len(frame) > 0
+
+
+def test_three_low_spikes_in_a_row_on_a_spiky_sensor_are_not_a_sudden_loss() -> None:
+    """A sensor already spiking often (a sensor-fault alert's worth) needs six outliers in a row
+    to confirm a level shift; three low spikes in a row there are common."""
+    rng = np.random.default_rng(22)
+    n = int(6 * DAY / 1200)
+    level = 150.0 * (1 + rng.normal(0, 0.004, n))
+    spikes = np.arange(300, 380, 6)  # a spike every other hour for a day
+    level[spikes] *= rng.choice([0.6, 1.4], spikes.size)
+    level[400:403] = [86.0, 88.0, 91.0]  # then three low ones in a row
+    det = BoltPreloadDetector()
+    _, dec = det.process(_series(level, step_s=1200.0))
+    kinds = [e.kind for e in dec.events]
+    assert EventKind.SENSOR_FAULT in kinds
+    assert EventKind.LOOSENING not in kinds
+    # The same three readings on a quiet sensor are a sudden loss (the third confirms it).
+    quiet = 150.0 * (1 + rng.normal(0, 0.004, n))
+    quiet[400:] = 88.0 * (1 + rng.normal(0, 0.004, n - 400))
+    assert EventKind.LOOSENING in _kinds(BoltPreloadDetector(), _series(quiet, step_s=1200.0))
+
+
+def test_a_sudden_loss_while_still_embedding_is_caught() -> None:
+    """80 % lost on day 2 after the tightening, while the bolt still embeds (no baseline yet):
+    a step is not embedding; the level before it is the baseline it is judged against."""
+    rng = np.random.default_rng(23)
+    n = int(5 * DAY / 600)
+    h = 600.0 * np.arange(n) / 3600.0
+    level = 120.0 * (1.0 + 0.15 * np.exp(-h / 20.0)) * (1 + rng.normal(0, 0.005, n))
+    at = int(40 * 3600 / 600)
+    level[at:] *= 0.2
+    f = _series(level, step_s=600.0)
+    torque = np.full(n, np.nan)
+    torque[0] = 600.0
+    f.values["torque_nm"] = torque
+    scores, dec = BoltPreloadDetector().process(f)
+    assert scores.extra["phase"][at - 1] == 1  # still learning when it happened
+    loose = [e for e in dec.events if e.kind is EventKind.LOOSENING]
+    assert loose
+    assert loose[0].ts_ms == round((T0 + (at + 2) * 600.0) * 1000)  # the third low reading
+    low = [e for e in dec.events if e.kind is EventKind.PRELOAD_LOW]
+    assert low
+    assert low[0].severity is Severity.CRITICAL
