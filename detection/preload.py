@@ -417,12 +417,18 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         )
         tightened = ex["tightened"]
         if tightened.any():
-            p = self.params
-            diam = s["diameter_mm"][slot[tightened]]
-            if p.diameter_mm is not None:
-                diam = np.where(np.isfinite(diam), diam, p.diameter_mm)
-            k, _ = check_nut_factor(torque[tightened], y[tightened], diam, p.installation)
-            ex["nut_factor"][tightened] = k
+            ex["nut_factor"][tightened] = self._nut_factors(
+                slot[tightened], torque[tightened], y[tightened]
+            )
+
+    def _nut_factors(self, slots: Int64, torque: Float64, preload: Float64) -> Float64:
+        """K of each tightening, with the bolt's diameter from the registry (or the default)."""
+        p = self.params
+        diam = self.state["diameter_mm"][slots]
+        if p.diameter_mm is not None:
+            diam = np.where(np.isfinite(diam), diam, p.diameter_mm)
+        k, _ = check_nut_factor(torque, preload, diam, p.installation)
+        return k
 
     def _step(  # noqa: PLR0915 - one recursion, kept in one place to read top to bottom
         self,
@@ -452,11 +458,9 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         relearn = tightened | swapped | jump_up | ((phase == _NEW) & np.isfinite(y))
         if tightened.any():
             ex["tightened"][rows[tightened]] = True
-            diam = s["diameter_mm"][slots[tightened]]
-            if p.diameter_mm is not None:
-                diam = np.where(np.isfinite(diam), diam, p.diameter_mm)
-            k, _ = check_nut_factor(torque[tightened], y[tightened], diam, p.installation)
-            ex["nut_factor"][rows[tightened]] = k
+            ex["nut_factor"][rows[tightened]] = self._nut_factors(
+                slots[tightened], torque[tightened], y[tightened]
+            )
         if relearn.any():
             r = slots[relearn]
             s["phase"][r] = _LEARNING
