@@ -450,8 +450,8 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
             loop.add_signal_handler(sig, on_signal)
     influx = _influx_writer(config)
     token = api_token or _api_token(config)
-    await _detection_ready(engine, stop_event)
     try:
+        await _detection_ready(engine, stop_event)
         with (
             Store(config.store.path, retention_days=config.store.retention_days) as store,
             contextlib.ExitStack() as stack,
