@@ -30,7 +30,7 @@ from detection.preload import BoltPreloadDetector
 from detection.replay import replay_csv
 from firmware_sim.field import simulate_field
 from tests.chaos.harness import RawPublisher
-from tests.integration.conftest import MosquittoServer, Reaper, wait_for
+from tests.integration.conftest import MosquittoServer, Reaper, stored_readings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -62,20 +62,6 @@ def _messages() -> list[tuple[str, bytes]]:
             rows.append((ts_ms, dev, json.dumps(body).encode()))
     rows.sort(key=lambda r: (r[0], r[1]))
     return [(f"boltwatch/v1/field/cbolt/{dev}/telemetry", body) for _, dev, body in rows]
-
-
-def _stored(store: Path) -> int:
-    file = store / "boltwatch.sqlite3"
-    if not file.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{file}?mode=ro", uri=True, timeout=10)
-    try:
-        row = conn.execute("SELECT n FROM reading_counts WHERE kind = 'cbolt'").fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
-    return int(row[0]) if row else 0
 
 
 def _live_edges(store: Path) -> set[tuple[str, str, int]]:
@@ -127,16 +113,16 @@ interval_s = 0.2
         finally:
             pub.close()
         wait_for(
-            lambda: _stored(store) >= len(messages),
+            lambda: stored_readings(store) >= len(messages),
             600,
-            f"all {len(messages):,} readings stored ({_stored(store):,} so far)",
+            f"all {len(messages):,} readings stored ({stored_readings(store):,} so far)",
         )
     finally:
         run.send_signal(signal.SIGINT)  # Ctrl-C: commit, last alert evaluation, stop
     run.wait(timeout=60)
     output = log.read_text()
     assert run.returncode == 0, output
-    assert _stored(store) == len(messages)
+    assert stored_readings(store) == len(messages)
 
     export = tmp_path / "export.csv"
     done = subprocess.run(
