@@ -676,8 +676,8 @@ def evaluate(
     field: Annotated[
         str | None,
         typer.Option(
-            help="Instead: field fleets across DOMAIN.md's full ranges, 60 bolts per seed, "
-            "on the held-out seeds (heldout: 20 seeds, about 10 min) or the tuning seeds (tuning)."
+            help="Instead: field fleets across DOMAIN.md's full ranges, 60 bolts per seed, on "
+            "the held-out seeds (heldout: 20 seeds, under a minute) or the tuning seeds (tuning)."
         ),
     ] = None,
 ) -> None:

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 __all__ = [
     "SLOTS",
+    "curvature",
     "fmax",
     "fmin",
     "jit",
@@ -263,6 +264,89 @@ def robust_regress(
     for j in range(w):
         keep[j] = mask[j] and not (abs(resid[j]) > cut)
     return regress(hours, y, temp, with_temp, keep, resid)
+
+
+@jit
+def curvature(hours: F64, y: F64, temp: F64, mask: B) -> tuple[float, float]:
+    """One row of ``detection.preload._curvature``: (c, its standard error) of
+    ``y = a + b·h + c·h² + k·T`` over the masked hours (NaN with fewer than 6)."""
+    w = SLOTS
+    m = np.zeros(w, np.bool_)
+    wv = np.zeros(w)
+    for j in range(w):
+        m[j] = mask[j] and math.isfinite(y[j]) and math.isfinite(temp[j])
+        if m[j]:
+            wv[j] = 1.0
+    n = pairwise_sum(wv, w)
+    nz = n if n >= 1.0 else 1.0
+    u = _centred(hours, hours, False, m, nz)
+    v = _centred(hours, hours, True, m, nz)
+    yc = _centred(y, y, False, m, nz)
+    tc = _centred(temp, temp, False, m, nz)
+    suu, suv, svv = _dot(u, u), _dot(u, v), _dot(v, v)
+    sut, svt, stt = _dot(u, tc), _dot(v, tc), _dot(tc, tc)
+    suy, svy, sty = _dot(u, yc), _dot(v, yc), _dot(tc, yc)
+    det2 = suu * svv - suv * suv
+    b2 = (svv * suy - suv * svy) / det2
+    c2 = (suu * svy - suv * suy) / det2
+    det3 = (
+        suu * (svv * stt - svt * svt)
+        - suv * (suv * stt - svt * sut)
+        + sut * (suv * svt - svv * sut)
+    )
+    b3 = (
+        suy * (svv * stt - svt * svt)
+        - suv * (svy * stt - svt * sty)
+        + sut * (svy * svt - svv * sty)
+    ) / det3
+    c3 = (
+        suu * (svy * stt - svt * sty)
+        - suy * (suv * stt - svt * sut)
+        + sut * (suv * sty - svy * sut)
+    ) / det3
+    k3 = (
+        suu * (svv * sty - svy * svt)
+        - suv * (suv * sty - svy * sut)
+        + suy * (suv * svt - svv * sut)
+    ) / det3
+    weak = (not (stt > 1e-6 * nz)) or (not (abs(det3) > 1e-9 * det2 * stt))
+    b, c, k = (b2, c2, 0.0) if weak else (b3, c3, k3)
+    buf = np.empty(w)
+    for j in range(w):
+        r = yc[j] - b * u[j] - c * v[j] - k * tc[j]
+        buf[j] = r * r * wv[j]
+    dof = n - 3.0 if weak else n - 4.0
+    s2 = pairwise_sum(buf, w) / fmax(dof, 1.0)
+    var_factor = suu / det2 if weak else (suu * stt - sut * sut) / det3
+    q = s2 * var_factor
+    se = math.sqrt(q) if q >= 0.0 else math.nan
+    if n < 6.0:
+        return math.nan, math.nan
+    return c, se
+
+
+@jit
+def _centred(a: F64, a2: F64, square: bool, m: B, nz: float) -> F64:
+    """``a`` (or ``a·a2``) where ``m``, minus its mean there; 0 elsewhere."""
+    w = SLOTS
+    x = np.zeros(w)
+    for j in range(w):
+        if m[j]:
+            x[j] = a[j] * a2[j] if square else a[j]
+    mean = pairwise_sum(x, w) / nz
+    out = np.zeros(w)
+    for j in range(w):
+        if m[j]:
+            out[j] = x[j] - mean
+    return out
+
+
+@jit
+def _dot(a: F64, b: F64) -> float:
+    buf = np.empty(SLOTS)
+    for j in range(SLOTS):
+        buf[j] = a[j] * b[j]
+    return pairwise_sum(buf, SLOTS)
 
 
 @jit

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from detection._kernel_math import (
     SLOTS,
+    curvature,
     fmax,
     fmin,
     jit,
@@ -96,6 +97,7 @@ KERNEL_STATE: Final = (
     "tr_temp",
     "tr_hour",
     "tr_pos",
+    "bend_z",
 )
 """State arrays the kernel reads and writes, in its argument order."""
 
@@ -127,7 +129,9 @@ _SUDDEN_HOLD_H: Final = 22
 _TREND_H: Final = 23
 _SPIKES_ALERT: Final = 24
 _LEARNING_LOSS_PCT: Final = 25
-_SIZE: Final = 26
+_TREND_TEMP_SPAN_C: Final = 26
+_SECOND_LOOK_H: Final = 27
+_SIZE: Final = 28
 
 
 def pack_params(p: PreloadParams) -> npt.NDArray[np.float64]:
@@ -160,6 +164,8 @@ def pack_params(p: PreloadParams) -> npt.NDArray[np.float64]:
     v[_TREND_H] = p.trend_h
     v[_SPIKES_ALERT] = s.spikes_alert
     v[_LEARNING_LOSS_PCT] = p.learning_loss_pct
+    v[_TREND_TEMP_SPAN_C] = p.trend_temp_span_c
+    v[_SECOND_LOOK_H] = p.second_look_h
     return v
 
 
@@ -174,6 +180,9 @@ _BATTERY_SWAP: Final = 64
 _NEW: Final = 0
 _LEARNING: Final = 1
 _ARMED: Final = 2
+_PROVISIONAL: Final = 2  # settling: armed on a few hours, the second look still to come
+_BEND_SIGMAS: Final = 1.0  # a curve bends down when its curvature is this many SE below 0
+_BEND_NOW_SIGMAS: Final = 2.0  # ... and surely so before the second look
 _WINDOW: Final = 7
 _HOUR: Final = 3600.0
 _MAD_PER_ABS_DEV: Final = 1.2533
@@ -189,13 +198,32 @@ def _comp(tr_val: F32, tr_temp: F32, s: int, tempco: float, t_ref: float) -> F64
 
 
 @jit
+def _still_embedding(hours: F64, vals: F64, temps: F64, pv: F64) -> bool:
+    """``BoltPreloadDetector._still_embedding`` for one bolt: the day since first sight still
+    falls, and its curve is not confidently bending down."""
+    win = np.zeros(SLOTS, np.bool_)
+    for j in range(SLOTS):
+        win[j] = math.isfinite(hours[j])
+    ft = robust_regress(hours, vals, temps, True, win)
+    if math.isfinite(ft[3]) and ft[4] >= pv[_TREND_TEMP_SPAN_C]:
+        slope, se, n = ft[1], ft[2], ft[5] - 3.0
+    else:
+        fr = robust_regress(hours, vals, temps, False, win)
+        slope, se, n = fr[1], fr[2], fr[5] - 2.0
+    line = -pv[_SETTLE_PCT_PER_H] / 100.0 * abs(ft[0])
+    falling = (slope + t975(n) * se) < line
+    c, c_se = curvature(hours, vals, temps, win)
+    return falling and not (c < -_BEND_SIGMAS * c_se)
+
+
+@jit
 def _hour_done(  # noqa: PLR0912, PLR0915 - both tests in one place, as the numpy form
     state: tuple[npt.NDArray[Any], ...], s: int, t: float, pv: F64
 ) -> None:
     """The bolt just finished an hour: settling test if learning, trend if armed."""
     phase, t_learn, settling, _, level, tempco, t_ref, p00, p01, _ = state[10:20]
     baseline, cusum, _, h_armed, tr_slope, tr_z = state[20:26]
-    tr_val, tr_temp, tr_hour = state[30], state[31], state[32]
+    tr_val, tr_temp, tr_hour, bend_z = state[30], state[31], state[32], state[34]
     hours = np.empty(SLOTS)
     last = -math.inf
     for j in range(SLOTS):
@@ -229,7 +257,8 @@ def _hour_done(  # noqa: PLR0912, PLR0915 - both tests in one place, as the nump
         short_ok = settling[s] == 0
         flat = flat_t if long else (short_ok and flat_c and flat_r)
         ok = fr[5] >= 5 and math.isfinite(fr[1])
-        if (age_h >= pv[_MIN_LEARN_H] and ok and flat) or age_h >= pv[_MAX_LEARN_H]:
+        arm = (age_h >= pv[_MIN_LEARN_H] and ok and flat) or age_h >= pv[_MAX_LEARN_H]
+        if arm:
             tc = ft[3] if long else b_now
             tempco[s] = tc
             comp = _comp(tr_val, tr_temp, s, tc, t_ref[s])
@@ -249,6 +278,24 @@ def _hour_done(  # noqa: PLR0912, PLR0915 - both tests in one place, as the nump
             p01[s] = 0.0
             cusum[s] = 0.0
             h_armed[s] = last
+            if not long and settling[s] == 0 and age_h < pv[_MAX_LEARN_H]:
+                settling[s] = _PROVISIONAL
+    if phase[s] == _ARMED and settling[s] == _PROVISIONAL and last >= pv[_SECOND_LOOK_H]:
+        settling[s] = 0
+        if _still_embedding(hours, vals, temps, pv):
+            phase[s] = _LEARNING
+            settling[s] = 1
+            baseline[s] = math.nan
+            h_armed[s] = math.nan
+            cusum[s] = 0.0
+            tr_slope[s] = math.nan
+            tr_z[s] = math.nan
+    if phase[s] == _ARMED and settling[s] == _PROVISIONAL:
+        win = np.zeros(SLOTS, np.bool_)
+        for j in range(SLOTS):
+            win[j] = math.isfinite(hours[j])
+        c, c_se = curvature(hours, vals, temps, win)
+        bend_z[s] = c / c_se
     if phase[s] == _ARMED:
         win = np.zeros(SLOTS, np.bool_)
         ha = np.float64(h_armed[s])
@@ -256,10 +303,16 @@ def _hour_done(  # noqa: PLR0912, PLR0915 - both tests in one place, as the nump
             win[j] = math.isfinite(hours[j]) and hours[j] >= ha and hours[j] > last - pv[_TREND_H]
         comp = _comp(tr_val, tr_temp, s, tempco[s], t_ref[s])
         fit = robust_regress(hours, comp, temps, False, win)
+        fj = robust_regress(hours, vals, temps, True, win)
         base = baseline[s]
         if fit[5] >= 6:
-            tr_slope[s] = fit[1] * 24.0 / base * 100.0
-            tr_z[s] = fit[1] / fit[2]
+            slope = fit[1]
+            z = fit[1] / fit[2]
+            if fj[5] >= 7 and math.isfinite(fj[3]) and fj[4] >= pv[_TREND_TEMP_SPAN_C]:
+                slope = fmax(slope, fj[1])
+                z = fmax(z, fj[1] / fj[2])
+            tr_slope[s] = slope * 24.0 / base * 100.0
+            tr_z[s] = z
         else:
             tr_slope[s] = math.nan
             tr_z[s] = math.nan
@@ -338,6 +391,7 @@ def run_rows(  # noqa: PLR0912, PLR0915 - one recursion, top to bottom, as the n
     q_last_batt, q_spikes, q_last_t, phase, t_learn, settling, t_last = state[7:14]
     level, tempco, t_ref, p00, p01, p11, baseline, cusum, t_shift, h_armed = state[14:24]
     tr_slope, tr_z, hr_sum, hr_n, hr_tsum, hr_idx, tr_val, tr_temp, tr_hour, tr_pos = state[24:34]
+    bend_z = state[34]
     o_quality, o_spikes, o_phase, o_level, o_base, o_ratio, o_loss, o_cusum = out[:8]
     o_tripped, o_declining, o_holding, o_trend, o_slope, o_tightened, o_score = out[8:15]
     ring = np.empty(_WINDOW)
@@ -542,7 +596,11 @@ def run_rows(  # noqa: PLR0912, PLR0915 - one recursion, top to bottom, as the n
         o_ratio[i] = ratio
         o_loss[i] = 1.0 - ratio
         o_cusum[i] = c
-        o_tripped[i] = armed and ((declining and loss_pct >= pv[_MIN_LOSS_PCT]) or sudden)
+        bending = nan_to_num(np.float64(bend_z[s])) <= -_BEND_NOW_SIGMAS
+        judged = settling[s] != _PROVISIONAL or bending
+        o_tripped[i] = armed and (
+            (declining and loss_pct >= pv[_MIN_LOSS_PCT] and judged) or sudden
+        )
         o_declining[i] = armed and declining
         # Hysteresis: an active alert holds while half of each condition still holds.
         half = (

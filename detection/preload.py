@@ -81,6 +81,9 @@ _DAY: Final = 86_400.0
 _NEW: Final = 0
 _LEARNING: Final = 1
 _ARMED: Final = 2
+_PROVISIONAL: Final = 2  # settling: armed on a few hours, the second look still to come
+_BEND_SIGMAS: Final = 1.0  # a curve bends down when its curvature is this many SE below 0
+_BEND_NOW_SIGMAS: Final = 2.0  # ... and surely so before the second look
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,8 @@ class PreloadParams:
     Attributes:
         min_learn_h: Shortest learning after a tightening or first sight, hours.
         max_learn_h: Longest learning: the baseline is taken then even if still settling, hours.
+            Three of the longest embedding time constants (24 h, DOMAIN.md) leave at most 5 % of
+            an embedding; a bolt that loosens while it learns is blind no longer than this.
         settle_pct_per_h: The bolt is settled when it is confidently (two standard errors)
             losing less than this, % of the level per hour: the embedding still to come is then
             at most about this rate times the longest time constant (24 h), well under
@@ -113,6 +118,16 @@ class PreloadParams:
         learning_loss_pct: A confirmed step down this large (% of the level) while the bolt is
             still learning is a sudden loss too: more than any embedding, even across a gap.
         trend_h: Hours of hourly means the Theil-Sen trend uses (at most 48).
+        trend_temp_span_c: When the trend's hours span at least this many °C, the loss must also
+            go on in a regression of the raw hourly means on time and temperature together (the
+            window's own temperature coefficient): a compensation that drifted cannot make a
+            flat bolt decline. ``inf`` turns the check off.
+        second_look_h: A bolt first seen without a tightening and armed by the few-hour test
+            raises a trend loosening before this many hours after first sight only if its curve
+            since first sight surely bends down (two standard errors); then the day is
+            looked at again, and a bolt still embedding (the day falls, and its curve does not
+            bend down as a loosening after a flat stretch does) learns again, waiting for a flat
+            day. Sudden losses are judged at once.
         warning_ratio: ``preload_low`` warning below this fraction of the baseline.
         alarm_ratio: ``preload_low`` alarm below this fraction (also the forecast's line).
         critical_ratio: ``preload_low`` critical below this fraction.
@@ -127,7 +142,7 @@ class PreloadParams:
     """
 
     min_learn_h: float = 6.0
-    max_learn_h: float = 120.0
+    max_learn_h: float = 72.0
     settle_pct_per_h: float = 0.04
     settle_window_h: float = 24.0
     tempco_window_h: float = 20.0
@@ -142,6 +157,8 @@ class PreloadParams:
     sudden_hold_h: float = 24.0
     learning_loss_pct: float = 30.0
     trend_h: float = 24.0
+    trend_temp_span_c: float = 3.0
+    second_look_h: float = 24.0
     warning_ratio: float = 0.80
     alarm_ratio: float = 0.70
     critical_ratio: float = 0.30
@@ -173,7 +190,8 @@ _STATE: Final[dict[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]] = {
     **QUALITY_STATE,
     "phase": (np.int8, _NEW, ()),
     "t_learn": (np.float64, np.nan, ()),  # learning started, epoch s
-    "settling": (np.int8, 0, ()),  # 1: learning after a tightening (wait for embedding)
+    # 1: learning after a tightening or a second look (wait for embedding); 2: _PROVISIONAL
+    "settling": (np.int8, 0, ()),
     "t_last": (np.float64, np.nan, ()),  # newest reading evaluated, epoch s
     "level": (np.float64, np.nan, ()),  # L, kN
     "tempco": (np.float64, 0.0, ()),  # b, kN/°C
@@ -187,6 +205,7 @@ _STATE: Final[dict[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]] = {
     "h_armed": (np.float32, np.nan, ()),  # hour the baseline was taken (ring's hour scale)
     "tr_slope": (np.float32, np.nan, ()),  # trend since the baseline, % of baseline per day
     "tr_z": (np.float32, np.nan, ()),  # that slope over its standard error
+    "bend_z": (np.float32, np.nan, ()),  # curvature since first sight / its SE (_PROVISIONAL)
     "diameter_mm": (np.float64, np.nan, ()),  # from the registry (nut-factor check)
     "hr_sum": (np.float64, 0.0, ()),
     "hr_n": (np.int16, 0, ()),
@@ -575,7 +594,12 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         ex["ratio"][rows] = ratio
         ex["loss"][rows] = loss
         ex["cusum"][rows] = c
-        ex["tripped"][rows] = armed & ((declining & (loss_pct >= p.min_loss_pct)) | sudden)
+        # A bolt armed on its first hours, not yet looked at again, raises a trend loosening only
+        # when its curve since first sight surely bends down (embedding bends up).
+        bend = np.nan_to_num(s["bend_z"][slots].astype(np.float64)) <= -_BEND_NOW_SIGMAS
+        judged = (s["settling"][slots] != _PROVISIONAL) | bend
+        loose = declining & (loss_pct >= p.min_loss_pct) & judged
+        ex["tripped"][rows] = armed & (loose | sudden)
         ex["declining"][rows] = armed & declining
         # Hysteresis: an active alert holds while half of each condition still holds.
         ex["holding"][rows] = armed & (
@@ -705,6 +729,30 @@ class BoltPreloadDetector(Detector[PreloadParams]):
                 s["p01"][da] = 0.0
                 s["cusum"][da] = 0.0
                 s["h_armed"][da] = last[learning][arm]
+                # Armed by the few-hour test: a second look once a day is known.
+                prov = ~long[arm] & (s["settling"][da] == 0) & (age_h[arm] < p.max_learn_h)
+                s["settling"][da[prov]] = _PROVISIONAL
+        look = (s["phase"][d] == _ARMED) & (s["settling"][d] == _PROVISIONAL)
+        look &= last >= p.second_look_h
+        if look.any():
+            dk = d[look]
+            s["settling"][dk] = 0
+            again = dk[self._still_embedding(dk, hours[look])]
+            s["phase"][again] = _LEARNING
+            s["settling"][again] = 1
+            s["baseline"][again] = np.nan
+            s["h_armed"][again] = np.nan
+            s["cusum"][again] = 0.0
+            s["tr_slope"][again] = np.nan
+            s["tr_z"][again] = np.nan
+        prov = (s["phase"][d] == _ARMED) & (s["settling"][d] == _PROVISIONAL)
+        if prov.any():
+            dp = d[prov]
+            c, c_se = _curvature(
+                hours[prov], s["tr_val"][dp], s["tr_temp"][dp], np.isfinite(hours[prov])
+            )
+            with np.errstate(all="ignore"):
+                s["bend_z"][dp] = c / c_se
         armed = s["phase"][d] == _ARMED
         if armed.any():
             dm = d[armed]
@@ -716,11 +764,44 @@ class BoltPreloadDetector(Detector[PreloadParams]):
             )
             comp = self._ring_comp(dm, s["tempco"][dm])
             fit = _robust_regress(x, comp, None, win)
+            # The same hours, raw, on time and temperature together: where the temperature moved,
+            # a loss must show in both (a compensation learnt on other weather can drift).
+            fj = _robust_regress(x, s["tr_val"][dm], s["tr_temp"][dm], win)
             base = s["baseline"][dm]
             ok = fit.n >= 6
+            both = (fj.n >= 7) & np.isfinite(fj.tempco) & (fj.temp_span >= p.trend_temp_span_c)
             with np.errstate(all="ignore"):
-                s["tr_slope"][dm] = np.where(ok, fit.slope * 24.0 / base * 100.0, np.nan)
-                s["tr_z"][dm] = np.where(ok, fit.slope / fit.slope_se, np.nan)
+                slope = np.where(both, np.fmax(fit.slope, fj.slope), fit.slope)
+                z = fit.slope / fit.slope_se
+                z = np.where(both, np.fmax(z, fj.slope / fj.slope_se), z)
+                s["tr_slope"][dm] = np.where(ok, slope * 24.0 / base * 100.0, np.nan)
+                s["tr_z"][dm] = np.where(ok, z, np.nan)
+
+    def _still_embedding(self, d: Int64, hours: Float64) -> Bool:
+        """The second look at bolts ``d`` armed on their first few hours, a day later: is the
+        day since first sight still falling (the day's regression with temperature, 97.5 %), and
+        its curve not bending down (:func:`_curvature` at least one standard error below zero)?
+        Then the bolt was still embedding when first seen (an exponential approach slows down:
+        it bends up), and learns again. A loosening that began after a flat stretch bends down,
+        and keeps its baseline; so does a curve too noisy to tell, as long as it leans that way.
+        """
+        s = self.state
+        p = self.params
+        win = np.isfinite(hours)
+        vals = s["tr_val"][d]
+        temps = s["tr_temp"][d]
+        ft = _robust_regress(hours, vals, temps, win)
+        fr = _robust_regress(hours, vals, None, win)
+        use_t = np.isfinite(ft.tempco) & (ft.temp_span >= p.trend_temp_span_c)
+        slope = np.where(use_t, ft.slope, fr.slope)
+        se = np.where(use_t, ft.slope_se, fr.slope_se)
+        n = np.where(use_t, ft.n - 3, fr.n - 2)
+        line = -p.settle_pct_per_h / 100.0 * np.abs(ft.level)
+        falling = (slope + _t975(n) * se) < line
+        c, c_se = _curvature(hours, vals, temps, win)
+        with np.errstate(invalid="ignore"):
+            out: Bool = falling & ~(c < -_BEND_SIGMAS * c_se)
+        return out
 
     def _ring_comp(self, slots: Int64, tempco: Float64) -> Float64:
         """The bolts' hourly means compensated to ``T_ref`` with ``tempco`` (kN/°C), kN."""
@@ -1157,6 +1238,75 @@ def _regress(
         n=n.astype(np.int64),
         resid=np.where(m, resid, 0.0),
     )
+
+
+def _curvature(
+    hours: Float64,
+    y: npt.NDArray[np.floating[Any]],
+    temp: npt.NDArray[np.floating[Any]],
+    mask: Bool,
+) -> tuple[Float64, Float64]:
+    """Per row, the curvature ``c`` of ``y = a + b·h + c·h² + k·T`` over the masked hours and
+    its standard error (NaN with fewer than 6 hours): positive where a decline slows down.
+
+    Time, its square and the temperature are fitted together: a daily cycle is curved in time
+    too, and a temperature coefficient fitted without the curvature would take some of it.
+    With too little temperature change the temperature term is left out.
+    """
+    y64 = np.asarray(y, np.float64)
+    t64 = np.asarray(temp, np.float64)
+    m = mask & np.isfinite(y64) & np.isfinite(t64)
+    w = m.astype(np.float64)
+    n = w.sum(axis=1)
+    nz = np.maximum(n, 1.0)
+
+    def centred(a: Float64) -> Float64:
+        a0 = np.where(m, a, 0.0)
+        out: Float64 = np.where(m, a0 - (a0.sum(axis=1) / nz)[:, None], 0.0)
+        return out
+
+    u, v = centred(hours), centred(hours * hours)
+    yc, tc = centred(y64), centred(t64)
+    suu, suv, svv = (u * u).sum(axis=1), (u * v).sum(axis=1), (v * v).sum(axis=1)
+    sut, svt, stt = (u * tc).sum(axis=1), (v * tc).sum(axis=1), (tc * tc).sum(axis=1)
+    suy, svy, sty = (u * yc).sum(axis=1), (v * yc).sum(axis=1), (tc * yc).sum(axis=1)
+    with np.errstate(all="ignore"):
+        # Without temperature: 2 x 2 normal equations.
+        det2 = suu * svv - suv * suv
+        b2 = (svv * suy - suv * svy) / det2
+        c2 = (suu * svy - suv * suy) / det2
+        # With it: 3 x 3, by Cramer's rule.
+        det3 = (
+            suu * (svv * stt - svt * svt)
+            - suv * (suv * stt - svt * sut)
+            + sut * (suv * svt - svv * sut)
+        )
+        b3 = (
+            suy * (svv * stt - svt * svt)
+            - suv * (svy * stt - svt * sty)
+            + sut * (svy * svt - svv * sty)
+        ) / det3
+        c3 = (
+            suu * (svy * stt - svt * sty)
+            - suy * (suv * stt - svt * sut)
+            + sut * (suv * sty - svy * sut)
+        ) / det3
+        k3 = (
+            suu * (svv * sty - svy * svt)
+            - suv * (suv * sty - svy * sut)
+            + suy * (suv * svt - svv * sut)
+        ) / det3
+        weak = ~(stt > 1e-6 * nz) | ~(np.abs(det3) > 1e-9 * det2 * stt)
+        b = np.where(weak, b2, b3)
+        c = np.where(weak, c2, c3)
+        k = np.where(weak, 0.0, k3)
+        r = yc - b[:, None] * u - c[:, None] * v - k[:, None] * tc
+        dof = np.where(weak, n - 3.0, n - 4.0)
+        s2 = (r * r * w).sum(axis=1) / np.fmax(dof, 1.0)
+        var_factor = np.where(weak, suu / det2, (suu * stt - sut * sut) / det3)
+        se = np.sqrt(s2 * var_factor)
+    enough = n >= 6
+    return np.where(enough, c, np.nan), np.where(enough, se, np.nan)
 
 
 _T975: Final = np.array(
