@@ -303,14 +303,15 @@ def _hour_done(  # noqa: PLR0912, PLR0915 - both tests in one place, as the nump
             win[j] = math.isfinite(hours[j]) and hours[j] >= ha and hours[j] > last - pv[_TREND_H]
         comp = _comp(tr_val, tr_temp, s, tempco[s], t_ref[s])
         fit = robust_regress(hours, comp, temps, False, win)
-        fj = robust_regress(hours, vals, temps, True, win)
         base = baseline[s]
         if fit[5] >= 6:
             slope = fit[1]
             z = fit[1] / fit[2]
-            if fj[5] >= 7 and math.isfinite(fj[3]) and fj[4] >= pv[_TREND_TEMP_SPAN_C]:
-                slope = fmax(slope, fj[1])
-                z = fmax(z, fj[1] / fj[2])
+            if slope <= 0.0:  # the check can only raise a falling slope
+                fj = robust_regress(hours, vals, temps, True, win)
+                if fj[5] >= 7 and math.isfinite(fj[3]) and fj[4] >= pv[_TREND_TEMP_SPAN_C]:
+                    slope = fmax(slope, fj[1])
+                    z = fmax(z, fj[1] / fj[2])
             tr_slope[s] = slope * 24.0 / base * 100.0
             tr_z[s] = z
         else:

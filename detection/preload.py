@@ -770,6 +770,7 @@ class BoltPreloadDetector(Detector[PreloadParams]):
             base = s["baseline"][dm]
             ok = fit.n >= 6
             both = (fj.n >= 7) & np.isfinite(fj.tempco) & (fj.temp_span >= p.trend_temp_span_c)
+            both &= fit.slope <= 0.0  # the check can only raise a falling slope
             with np.errstate(all="ignore"):
                 slope = np.where(both, np.fmax(fit.slope, fj.slope), fit.slope)
                 z = fit.slope / fit.slope_se
