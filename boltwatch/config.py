@@ -20,6 +20,7 @@ from msgspec import Meta
 
 from ingest.settings import (
     BrokerConfig,
+    ClusterConfig,
     InfluxConfig,
     IngestConfig,
     SettingsError,
@@ -31,6 +32,7 @@ __all__ = [
     "ENV_PREFIX",
     "AlertsConfig",
     "BrokerConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "ConsoleConfig",
@@ -157,6 +159,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     detection: dict[str, Any] = msgspec.field(default_factory=dict)
     """``[detection.<detector>]`` tables of hyper-parameters, checked against each detector's
     parameters (:mod:`boltwatch.detection_config`)."""
@@ -281,6 +284,7 @@ def _check(config: Config) -> None:
     if not config.broker.topics:
         raise ConfigError("broker.topics", "subscribe to at least one topic filter")
     _check_influx(config)
+    _check_cluster(config)
     if config.registry.path is not None and not Path(config.registry.path).is_file():
         raise ConfigError("registry.path", f"no such file: {config.registry.path}")
     _check_alerts(config)
@@ -290,6 +294,29 @@ def _check(config: Config) -> None:
         raise ConfigError("console.users", "user names must be unique (admin is the API token's)")
     if len(set(tokens)) != len(tokens):
         raise ConfigError("console.users", "two users share a token")
+
+
+def _check_cluster(config: Config) -> None:
+    c = config.cluster
+    for url in c.urls:
+        if not url.startswith(("nats://", "tls://")):
+            raise ConfigError("cluster.urls", f"{url!r} must start with nats:// or tls://")
+    if c.password is not None and c.password_file is not None:
+        raise ConfigError("cluster.password_file", "give password or password_file, not both")
+    if c.credentials_file is not None and c.user is not None:
+        raise ConfigError("cluster.credentials_file", "give user or credentials_file, not both")
+    for key in (
+        "password_file",
+        "credentials_file",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
+    ):
+        path = getattr(c, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"cluster.{key}", f"no such file: {path}")
+    if c.tls_key_file is not None and c.tls_cert_file is None:
+        raise ConfigError("cluster.tls_key_file", "a key needs its tls_cert_file")
 
 
 def _check_alerts(config: Config) -> None:

@@ -1,4 +1,5 @@
-"""Ingest's own settings: the ``[broker]``, ``[ingest]``, ``[store]`` and ``[influx]`` sections.
+"""Ingest's own settings: the ``[broker]``, ``[ingest]``, ``[store]``, ``[influx]`` and
+``[cluster]`` sections.
 
 Ingest owns them (and its errors), and imports nothing above it: ``boltwatch.config`` composes
 them with the other sections into the whole configuration, whose ``Config`` satisfies
@@ -7,13 +8,14 @@ them with the other sections into the whole configuration, whose ``Config`` sati
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 from msgspec import Meta
 
 __all__ = [
     "BrokerConfig",
+    "ClusterConfig",
     "InfluxConfig",
     "IngestConfig",
     "Port",
@@ -135,6 +137,63 @@ class InfluxConfig(Section, frozen=True):
     token_file: str | None = None
     spool_dir: str = ""
     batch_points: Annotated[int, Meta(ge=1, le=1_000_000)] = 5_000
+
+
+class ClusterConfig(Section, frozen=True):
+    """``[cluster]``: boltwatch as a cluster on NATS JetStream (docs/scaling.md); empty ``urls``
+    (the default) is the single-machine service, with no NATS at all.
+
+    Attributes:
+        urls: NATS servers, ``nats://host:4222`` (``tls://`` for TLS); more than one for a cluster.
+        role: What this process does: ``ingest`` (MQTT to the log), ``detect``, ``store``,
+            ``alerts``, or ``all``.
+        name: This worker's name in leases and ``boltwatch cluster status`` (default: host name
+            and process id).
+        partitions: Partitions of the readings stream; fixed for the life of the stream, much
+            larger than the number of workers.
+        replicas: Copies of each stream on the NATS cluster (3: survives the loss of one node).
+        stream: The readings stream; its subjects are ``{subject}.{partition}``.
+        subject: Subject prefix of the readings stream.
+        dead_letter_stream: Where ingest workers put the messages they reject.
+        stream_max_age_h: Records older than this leave the streams (every consumer has long
+            processed them).
+        dedup_window_s: How long the stream remembers a reading's id to drop a second copy.
+        publish_timeout_s: How long an ingest worker waits for the stream's acknowledgement of a
+            group before it gives up on it (the group is then not acknowledged to the broker).
+        ack_wait_s: A record delivered to a worker and not acknowledged within this long is
+            delivered again (the worker died or hung mid-batch).
+        user: NATS user; ``password`` / ``password_file``: its password.
+        credentials_file: A NATS ``.creds`` file (JWT and NKey seed) instead of user/password.
+        tls_ca_file: CA bundle of the NATS servers' certificates.
+        tls_cert_file: Client certificate (mutual TLS); ``tls_key_file``: its key.
+    """
+
+    urls: list[str] = msgspec.field(default_factory=list)
+    role: Literal["ingest", "detect", "store", "alerts", "all"] = "all"
+    name: str = ""
+    partitions: Annotated[int, Meta(ge=1, le=4_096)] = 64
+    replicas: Annotated[int, Meta(ge=1, le=5)] = 3
+    stream: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "BOLTWATCH_READINGS"
+    subject: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")] = (
+        "boltwatch.readings"
+    )
+    dead_letter_stream: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "BOLTWATCH_DEAD"
+    stream_max_age_h: Annotated[float, Meta(ge=1.0, le=24.0 * 3_650)] = 168.0
+    dedup_window_s: Annotated[float, Meta(ge=1.0, le=86_400.0)] = 600.0
+    publish_timeout_s: Annotated[float, Meta(gt=0.0, le=600.0)] = 10.0
+    ack_wait_s: Annotated[float, Meta(ge=1.0, le=3_600.0)] = 30.0
+    user: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    credentials_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the service runs as a cluster member (``urls`` given)."""
+        return bool(self.urls)
 
 
 class ServiceSettings(Protocol):

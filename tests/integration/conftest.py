@@ -35,6 +35,7 @@ from gmqtt.mqtt.constants import MQTTv311
 
 # The hash helper lives in product code (`boltwatch broker config` writes password files).
 from boltwatch.broker_identity import password_hash as mosquitto_password_hash
+from tests.integration.natscluster import NATS_SERVER, NatsCluster
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 MOSQUITTO_PASSWD = Path("/usr/bin/mosquitto_passwd")
@@ -570,3 +571,19 @@ class Collector:
 
 # The VictoriaMetrics fixture lives with its server class; registered here for every test module.
 from tests.integration.vm import victoria  # noqa: E402, F401
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A real 3-node NATS JetStream cluster (Debian's nats-server) on free ports, stopped after
+    the test whether it passed or not."""
+    if not NATS_SERVER.exists():
+        pytest.skip(
+            f"{NATS_SERVER} is not installed (`make test` installs the nats-server package)"
+        )
+    cluster = NatsCluster(tmp_path / "nats", [free_port() for _ in range(9)])
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -68,6 +68,17 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
             "needs its key",
         ),
         ({"registry": {"path": "/no/registry.toml"}}, {}, "registry.path", "no such file"),
+        ({"cluster": {"urls": ["http://n1:4222"]}}, {}, "cluster.urls", "nats:// or tls://"),
+        ({"cluster": {"role": "boss"}}, {}, "cluster.role", "Invalid enum value"),
+        ({"cluster": {"partitions": 0}}, {}, "cluster.partitions", ">= 1"),
+        ({"cluster": {"stream": "a.b"}}, {}, "cluster.stream", "matching regex"),
+        (
+            {"cluster": {"credentials_file": "/no/x.creds"}},
+            {},
+            "cluster.credentials_file",
+            "no such",
+        ),
+        ({}, {"BOLTWATCH_CLUSTER_REPLICAS": "7"}, "cluster.replicas", "<= 5"),
         (
             {},
             {"BOLTWATCH_BROKER_KEEPALIVE_S": "2"},
@@ -125,3 +136,10 @@ def test_sample_config_loads() -> None:
     sample = Path(__file__).parents[2] / "boltwatch.sample.toml"
     cfg = load_config(sample, environ={})
     assert cfg.broker.receive_maximum > 0
+
+
+def test_cluster_urls_from_the_environment() -> None:
+    cfg = parse_config({}, environ={"BOLTWATCH_CLUSTER_URLS": "nats://a:4222, nats://b:4222"})
+    assert cfg.cluster.urls == ["nats://a:4222", "nats://b:4222"]
+    assert cfg.cluster.enabled
+    assert not parse_config({}, environ={}).cluster.enabled  # the default: one machine, no NATS

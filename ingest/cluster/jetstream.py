@@ -1,0 +1,344 @@
+"""The partitioned log on NATS JetStream (nats-py), behind :class:`.log.PartitionedLog`.
+
+The readings stream has the subjects ``{subject}.{partition}`` (partitions are chosen by the
+client, :mod:`ingest.cluster.partitions`: nats-server 2.9's subject-mapping partitions are server
+configuration, and the client's choice works with any server). Its description records the
+partition count, which is fixed for the life of the stream: a worker configured with another count
+refuses to start. Each reading is published with ``Nats-Msg-Id`` set to its key, so a group that
+an ingest worker publishes again (after a crash, before its PUBACK reached the broker) is dropped
+by the stream within ``dedup_window_s``. Consumers are durable pull consumers, one per
+(group, partition) — ``detect-p7``, ``store-p7`` —, with explicit acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.client import JetStreamContext
+
+from ingest.cluster.log import Delivery, LogError, LogRecord, PublishOutcome
+from ingest.settings import ClusterConfig
+
+__all__ = ["JetStreamLog", "connect_nats"]
+
+_log = logging.getLogger(__name__)
+
+_DESCRIPTION: Final = "boltwatch readings, {partitions} partitions"
+_CONNECT_TIMEOUT_S: Final = 5
+# The first connection gives up after this long (later ones retry for ever).
+_FIRST_CONNECT_S: Final = 15.0
+# Records of a partition delivered and not yet acknowledged, at most (back-pressure per consumer).
+_MAX_ACK_PENDING: Final = 20_000
+
+
+def _tls_context(config: ClusterConfig) -> ssl.SSLContext | None:
+    if not (
+        config.tls_ca_file
+        or config.tls_cert_file
+        or any(u.startswith("tls://") for u in config.urls)
+    ):
+        return None
+    ctx = ssl.create_default_context(cafile=config.tls_ca_file)
+    if config.tls_cert_file:
+        ctx.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    return ctx
+
+
+def _password(config: ClusterConfig) -> str | None:
+    if not config.password_file:
+        return config.password
+    lines = Path(config.password_file).read_text(encoding="utf-8").splitlines()
+    return lines[0] if lines else ""
+
+
+async def connect_nats(config: ClusterConfig, name: str) -> NatsClient:
+    """Connect to the NATS servers of ``config`` (reconnecting for ever once connected).
+
+    Raises:
+        LogError: No server accepted the connection (``cluster.urls``), or the credentials were
+            refused (``cluster.user``).
+    """
+    password = await asyncio.to_thread(_password, config)
+    options: dict[str, Any] = {
+        "servers": list(config.urls),
+        "name": name,
+        "connect_timeout": _CONNECT_TIMEOUT_S,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "tls": _tls_context(config),
+    }
+    if config.user is not None:
+        options["user"] = config.user
+        options["password"] = password
+    if config.credentials_file is not None:
+        options["user_credentials"] = config.credentials_file
+
+    async def quiet(exc: Exception) -> None:
+        _log.debug("nats: %s", exc)
+
+    options["error_cb"] = quiet
+    if not any(await asyncio.gather(*(_reachable(u) for u in config.urls))):
+        raise LogError("cluster.urls", f"no NATS server answered at {', '.join(config.urls)}")
+    nc = NatsClient()
+    try:
+        # Reconnecting for ever also applies to the first connection: bound it here.
+        async with asyncio.timeout(_FIRST_CONNECT_S):
+            await nc.connect(**options)
+    except (TimeoutError, nats.errors.NoServersError) as exc:
+        await _close_quietly(nc)
+        raise LogError(
+            "cluster.urls", f"no NATS server answered at {', '.join(config.urls)}"
+        ) from exc
+    except (OSError, nats.errors.Error) as exc:
+        await _close_quietly(nc)
+        key = "cluster.user" if "authorization" in str(exc).lower() else "cluster.urls"
+        raise LogError(key, f"cannot connect to NATS: {exc}") from exc
+    return nc
+
+
+async def _reachable(url: str) -> bool:
+    """Whether something accepts TCP connections at ``url`` (a quick first look: nats-py would
+    retry a refused address until the first-connection deadline)."""
+    parts = urlsplit(url)
+    try:
+        async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+            _, writer = await asyncio.open_connection(parts.hostname, parts.port or 4222)
+    except (OSError, TimeoutError, ValueError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def _close_quietly(nc: NatsClient) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2.0):
+            await nc.close()
+
+
+class JetStreamLog:
+    """Readings and dead letters on JetStream streams.
+
+    Use :meth:`open` (connects and makes sure the streams exist), then :meth:`close`.
+
+    Args:
+        config: ``[cluster]``.
+        nc: A connected NATS client (this log closes it).
+    """
+
+    def __init__(self, config: ClusterConfig, nc: NatsClient) -> None:
+        self.config = config
+        self._nc = nc
+        self._js = nc.jetstream(timeout=config.publish_timeout_s)
+        self._subs: dict[tuple[str, int], JetStreamContext.PullSubscription] = {}
+
+    @classmethod
+    async def open(cls, config: ClusterConfig, name: str) -> JetStreamLog:
+        """Connect and make sure both streams exist with this config's partitions.
+
+        Raises:
+            LogError: NATS unreachable, JetStream not enabled, or the stream exists with another
+                partition count (``cluster.partitions``).
+        """
+        nc = await connect_nats(config, name)
+        log = cls(config, nc)
+        try:
+            await log.ensure_streams()
+        except BaseException:
+            await nc.close()
+            raise
+        return log
+
+    @property
+    def partitions(self) -> int:
+        """The partition count."""
+        return self.config.partitions
+
+    @property
+    def nats(self) -> NatsClient:
+        """The connection (for the key-value buckets of the cluster)."""
+        return self._nc
+
+    def subject(self, partition: int) -> str:
+        """The subject of ``partition``."""
+        return f"{self.config.subject}.{partition}"
+
+    @property
+    def dead_subject(self) -> str:
+        """The subject of the dead-letter stream."""
+        return f"{self.config.subject}-dead"
+
+    async def ensure_streams(self) -> None:
+        """Create the readings and dead-letter streams if missing; check the partition count."""
+        c = self.config
+        want = _DESCRIPTION.format(partitions=c.partitions)
+        readings = StreamConfig(
+            name=c.stream,
+            description=want,
+            subjects=[f"{c.subject}.*"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=c.replicas,
+            duplicate_window=c.dedup_window_s,
+            max_age=c.stream_max_age_h * 3600.0,
+        )
+        dead = StreamConfig(
+            name=c.dead_letter_stream,
+            description="boltwatch dead letters",
+            subjects=[self.dead_subject],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=c.replicas,
+            max_age=c.stream_max_age_h * 3600.0,
+        )
+        for cfg in (readings, dead):
+            try:
+                info = await self._js.stream_info(cfg.name or "")
+            except nats.js.errors.NotFoundError:
+                await self._add_stream(cfg)
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                raise LogError("cluster.urls", f"JetStream does not answer: {exc!r}") from exc
+            if cfg is readings and info.config.description != want:
+                raise LogError(
+                    "cluster.partitions",
+                    f"stream {c.stream} was made with {info.config.description!r}; this "
+                    f"config says {c.partitions} partitions (the count is fixed for a stream's "
+                    "life: keep it, or use a new stream name)",
+                )
+
+    async def _add_stream(self, cfg: StreamConfig) -> None:
+        try:
+            await self._js.add_stream(cfg)
+        except nats.js.errors.BadRequestError as exc:
+            if "replicas" in str(exc).lower():
+                raise LogError(
+                    "cluster.replicas",
+                    f"{cfg.num_replicas} replicas asked, the NATS cluster cannot place them: "
+                    f"{exc.description}",
+                ) from exc
+            raise LogError(
+                "cluster.stream", f"cannot create stream {cfg.name}: {exc.description}"
+            ) from exc
+        except (nats.errors.Error, OSError) as exc:
+            raise LogError("cluster.urls", f"JetStream does not answer: {exc!r}") from exc
+
+    async def publish(self, records: Sequence[LogRecord]) -> PublishOutcome:
+        """Publish every record, then wait (at most ``publish_timeout_s``) for every ack."""
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout(self.config.publish_timeout_s):
+                for rec in records:
+                    headers = None if rec.msg_id is None else {"Nats-Msg-Id": rec.msg_id}
+                    futures.append(
+                        await self._js.publish_async(
+                            self.subject(rec.partition), rec.data, headers=headers
+                        )
+                    )
+                acks = await asyncio.gather(*futures, return_exceptions=True)
+        except TimeoutError:
+            for f in futures:
+                f.cancel()
+            raise LogError(
+                "cluster.publish_timeout_s",
+                f"the stream did not acknowledge {len(records)} records within "
+                f"{self.config.publish_timeout_s} s",
+            ) from None
+        except (nats.errors.Error, OSError) as exc:
+            for f in futures:
+                f.cancel()
+            raise LogError("cluster.urls", f"publish failed: {exc!r}") from exc
+        failed = [a for a in acks if isinstance(a, BaseException)]
+        if failed:
+            raise LogError(
+                "cluster.stream", f"{len(failed)} of {len(records)} records refused: {failed[0]!r}"
+            )
+        duplicates = sum(1 for a in acks if getattr(a, "duplicate", False))
+        return PublishOutcome(stored=len(records) - duplicates, duplicates=duplicates)
+
+    async def publish_dead(self, data: bytes) -> None:
+        """Store one dead-letter record (waits for its acknowledgement)."""
+        try:
+            await self._js.publish(self.dead_subject, data, timeout=self.config.publish_timeout_s)
+        except (nats.errors.Error, OSError) as exc:
+            raise LogError("cluster.dead_letter_stream", f"publish failed: {exc!r}") from exc
+
+    async def _subscription(self, group: str, partition: int) -> JetStreamContext.PullSubscription:
+        key = (group, partition)
+        sub = self._subs.get(key)
+        if sub is None:
+            config = ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                max_ack_pending=_MAX_ACK_PENDING,
+                ack_wait=self.config.ack_wait_s,
+            )
+            sub = await self._js.pull_subscribe(
+                self.subject(partition),
+                durable=f"{group}-p{partition}",
+                stream=self.config.stream,
+                config=config,
+            )
+            self._subs[key] = sub
+        return sub
+
+    async def fetch(
+        self, group: str, partition: int, max_records: int, timeout_s: float
+    ) -> list[Delivery]:
+        """Up to ``max_records`` records of ``partition`` for the consumer group ``group``."""
+        try:
+            sub = await self._subscription(group, partition)
+            msgs = await sub.fetch(max_records, timeout=timeout_s)
+        except (nats.errors.TimeoutError, TimeoutError):  # nothing new within timeout_s
+            return []
+        except (nats.errors.Error, OSError) as exc:
+            raise LogError(
+                "cluster.urls", f"fetch from partition {partition} failed: {exc!r}"
+            ) from exc
+        out: list[Delivery] = []
+        for m in msgs:
+            meta = m.metadata
+            out.append(
+                Delivery(
+                    partition=partition,
+                    sequence=int(meta.sequence.stream),
+                    data=m.data,
+                    redelivered=int(meta.num_delivered) > 1,
+                    handle=m,
+                )
+            )
+        return out
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge each delivery (fire and forget: one lost ack means one redelivery)."""
+        for d in deliveries:
+            await d.handle.ack()
+
+    async def close(self) -> None:
+        """Flush what is pending (acknowledgements) and close the connection (bounded: a dead
+        cluster cannot hold a stop up)."""
+        with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
+            async with asyncio.timeout(5.0):
+                await self._nc.flush()
+        await self._nc.close()
