@@ -428,9 +428,18 @@ def run(
         bool,
         typer.Option("--mqtt311", help="Speak MQTT 3.1.1 (no ack-after-store: see the docs)."),
     ] = False,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            help="Cluster role of this process (ingest, detect, store, alerts, all); overrides "
+            "cluster.role. Needs [cluster] urls (docs/scaling.md).",
+        ),
+    ] = None,
 ) -> None:
     """Run the ingest service against a broker: store every reading, dead-letter bad messages,
-    acknowledge after the commit (MQTT 5). SIGTERM or Ctrl-C flushes and stops."""
+    acknowledge after the commit (MQTT 5). SIGTERM or Ctrl-C flushes and stops. With
+    [cluster] urls, run one role of a cluster on NATS JetStream instead."""
     import asyncio
 
     import msgspec
@@ -448,12 +457,22 @@ def run(
             cfg = msgspec.structs.replace(
                 cfg, store=msgspec.structs.replace(cfg.store, path=str(store))
             )
-        from boltwatch.config import parse_config
+        from boltwatch.config import ConfigError, parse_config
 
-        cfg = parse_config(msgspec.to_builtins(cfg), environ={})
+        data = msgspec.to_builtins(cfg)
+        if role is not None:
+            data["cluster"]["role"] = role
+        cfg = parse_config(data, environ={})
+        if role is not None and not cfg.cluster.enabled:
+            raise ConfigError("cluster.urls", "--role runs a cluster member: give [cluster] urls")
     setup_logging(cfg)
     with _user_errors():
-        asyncio.run(run_service(cfg, out, mqtt_version=4 if mqtt311 else 5))
+        if cfg.cluster.enabled:
+            from boltwatch.cluster_run import run_cluster_member
+
+            asyncio.run(run_cluster_member(cfg, out))
+        else:
+            asyncio.run(run_service(cfg, out, mqtt_version=4 if mqtt311 else 5))
 
 
 _FAULTED_SHOWN = 20

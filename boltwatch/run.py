@@ -51,6 +51,7 @@ __all__ = [
     "build_alerts",
     "build_engine",
     "run_service",
+    "serve_metrics",
     "setup_logging",
 ]
 
@@ -205,7 +206,7 @@ class ServiceSummary:
     alerts: dict[str, int]
 
 
-def _serve_metrics(listen: str, registry: CollectorRegistry) -> None:
+def serve_metrics(listen: str, registry: CollectorRegistry) -> None:
     """Serve ``/metrics`` on ``listen`` (host:port) in a thread.
 
     Raises:
@@ -412,7 +413,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
 
     pipeline = build_alerts(config, registry, metrics.registry, alert_console, clock=clock_ms)
     if config.ingest.metrics_listen:
-        _serve_metrics(config.ingest.metrics_listen, metrics.registry)
+        serve_metrics(config.ingest.metrics_listen, metrics.registry)
 
     engine = build_engine(config, registry)
     snapshots = Snapshots(engine, Path(config.store.path) / SNAPSHOT_FILE)

@@ -44,6 +44,7 @@ import gmqtt
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ingest.cluster.log import LogError
 from ingest.decoders import DecoderRegistry, default_decoders
 from ingest.flow import ReadGate, gmqtt_transport, water_marks
 from ingest.influx import InfluxWriter, RejectedBatch
@@ -58,6 +59,7 @@ from sensors.schema import KINDS, DeviceKind
 __all__ = [
     "BatchConsumer",
     "BrokerConnectError",
+    "Forwarder",
     "IngestMetrics",
     "IngestService",
     "IngestTotals",
@@ -107,6 +109,20 @@ class BrokerConnectError(SettingsError):
     broker that cannot be reached or closed the connection before accepting it. ``key`` names the
     setting to check (``broker.url``, ``broker.tls_ca_file``, ``broker.tls_cert_file``,
     ``broker.password``); the message never contains a secret."""
+
+
+class Forwarder(Protocol):
+    """Where an ingest worker of a cluster puts a group instead of the store (the partitioned
+    log, :class:`ingest.cluster.LogForwarder`); the group is acknowledged to the broker once
+    ``write`` returns.
+
+    Raises:
+        LogError: The log did not take the group (the group is tried again, unacknowledged).
+    """
+
+    async def write(
+        self, batch: DecodedBatch, dead: Sequence[DeadLetter], *, received_ms: int
+    ) -> WriteResult: ...
 
 
 class BatchConsumer(Protocol):
@@ -305,7 +321,9 @@ class IngestService:
 
     Args:
         config: Validated configuration (``[broker]`` and ``[ingest]`` are used).
-        store: Where readings, events, device states and dead letters go.
+        store: Where readings, events, device states and dead letters go; ``None`` with
+            ``forward`` (an ingest worker of a cluster keeps no store: no rollups, retention or
+            silence watch here, the workers that own the partitions do those).
         consumer: Receives each committed batch (detection).
         influx: Also writes every committed reading to InfluxDB (in its own thread, after the
             acknowledgement: InfluxDB being slow or down never holds up ingest; its spool is
@@ -327,12 +345,13 @@ class IngestService:
             the others were heard from without it for its timeout.
         drain_timeout_s: At stop, how long the messages already received may take to be
             committed; past it the rest is left unacknowledged, for the broker to deliver again.
+        forward: Put each group there instead of the store (cluster mode, role ``ingest``).
     """
 
     def __init__(
         self,
         config: ServiceSettings,
-        store: Store,
+        store: Store | None,
         *,
         consumer: BatchConsumer | None = None,
         influx: InfluxWriter | None = None,
@@ -345,9 +364,15 @@ class IngestService:
         silence_check_s: float = 30.0,
         silence_by_receipt: bool = False,
         drain_timeout_s: float = 5.0,
+        forward: Forwarder | None = None,
     ) -> None:
+        if (store is None) == (forward is None):
+            raise ValueError("give a store or a forwarder, one of them")
+        if forward is not None and influx is not None:
+            raise ValueError("a forwarding ingest worker writes no InfluxDB (the store role does)")
         self.config = config
         self.store = store
+        self.forward = forward
         self.consumer = consumer
         self.influx = influx
         self._influx_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-influx")
@@ -397,8 +422,9 @@ class IngestService:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._tasks.create_task(self._committer(), name="ingest-committer")
-        self._silence = self._tasks.create_task(self._watch_silence(), name="ingest-no-data")
-        self._upkeep = self._tasks.create_task(self._maintain(), name="ingest-rollup-retention")
+        if self.store is not None:
+            self._silence = self._tasks.create_task(self._watch_silence(), name="ingest-no-data")
+            self._upkeep = self._tasks.create_task(self._maintain(), name="ingest-rollup-retention")
         self._drainer = (
             self._tasks.create_task(self._drain_influx(), name="ingest-influx-drain")
             if self.influx is not None
@@ -664,8 +690,8 @@ class IngestService:
             self.metrics.queue_depth.set(len(self._queue) + len(group))
             try:
                 await self.commit(group)
-            except StoreError as exc:
-                if not _store_may_recover(exc):
+            except (StoreError, LogError) as exc:
+                if isinstance(exc, StoreError) and not _store_may_recover(exc):
                     raise
                 # Not acknowledged: the group goes back to the front and is tried again; the
                 # broker keeps what is not acknowledged.
@@ -681,15 +707,16 @@ class IngestService:
                 )
                 self._store_failing_since = None
 
-    async def _store_unwritable(self, exc: StoreError) -> None:
+    async def _store_unwritable(self, exc: StoreError | LogError) -> None:
         """A commit failed in a way that may pass (disk full, I/O error, lock): say why once,
         then wait before the next attempt (doubling up to :data:`_STORE_RETRY_MAX_S`)."""
         if self._store_failing_since is None:
             self._store_failing_since = time.monotonic()
             self._store_retry_s = _STORE_RETRY_MIN_S
             _log.error(
-                "cannot write the store (%s): ingest stops acknowledging and tries again every "
+                "cannot write %s (%s): ingest stops acknowledging and tries again every "
                 "%.0f s at most; the broker keeps the messages meanwhile",
+                "the store" if isinstance(exc, StoreError) else "the cluster's log",
                 exc.reason,
                 _STORE_RETRY_MAX_S,
             )
@@ -721,10 +748,13 @@ class IngestService:
             for i, error in batch.errors
         ]
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self._db, functools.partial(self.store.write, batch, dead, received_ms=now_ms)
-        )
+        if self.forward is not None:
+            result = await self.forward.write(batch, dead, received_ms=now_ms)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self._db, functools.partial(self._stored().write, batch, dead, received_ms=now_ms)
+            )
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.metrics.commits.inc()
         for kind, n in result.by_kind.items():
@@ -809,7 +839,7 @@ class IngestService:
             self.metrics.rejected.labels(reason="influx").inc(r.points)
         points = sum(r.points for r in rejected)
         try:
-            job = self._db.submit(self.store.write, DecodedBatch(), dead, received_ms=now_ms)
+            job = self._db.submit(self._stored().write, DecodedBatch(), dead, received_ms=now_ms)
         except RuntimeError:  # the store's thread is shut down: stopping
             self._influx_lost(points, "the store has closed")
         else:
@@ -858,15 +888,22 @@ class IngestService:
         """Recompute the 1-minute / 1-hour rollups touched since last time and drop raw readings
         past retention (in the store's thread). Returns (buckets written, rows deleted)."""
         now_ms = int(self.clock() * 1000)
-        buckets = self.store.rollup(now_ms=now_ms)
-        deleted = self.store.enforce_retention(now_ms=now_ms)
+        store = self._stored()
+        buckets = store.rollup(now_ms=now_ms)
+        deleted = store.enforce_retention(now_ms=now_ms)
         if deleted:
             _log.info(
                 "retention: %d raw readings older than %d days dropped",
                 deleted,
-                self.store.retention_days,
+                store.retention_days,
             )
         return buckets, deleted
+
+    def _stored(self) -> Store:
+        """The store (a forwarding worker has none, and never reaches here)."""
+        if self.store is None:
+            raise RuntimeError("this ingest service forwards to the cluster's log: no store")
+        return self.store
 
     # -- device state ---------------------------------------------------------------------------
 
@@ -890,7 +927,7 @@ class IngestService:
         Raises:
             StoreError: The store could not be read.
         """
-        devices = await asyncio.get_running_loop().run_in_executor(self._db, self.store.devices)
+        devices = await asyncio.get_running_loop().run_in_executor(self._db, self._stored().devices)
         now_ms = int(self.clock() * 1000)
         if self.silence_by_receipt:
             newest = max((d.updated_ms or 0 for d in devices), default=0)

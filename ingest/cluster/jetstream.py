@@ -44,6 +44,8 @@ _log = logging.getLogger(__name__)
 
 _DESCRIPTION: Final = "boltwatch readings, {partitions} partitions"
 _CONNECT_TIMEOUT_S: Final = 5
+# At close, pending acknowledgements get this long to reach the server.
+_CLOSE_FLUSH_S: Final = 2
 # The first connection gives up after this long (later ones retry for ever).
 _FIRST_CONNECT_S: Final = 15.0
 # Records of a partition delivered and not yet acknowledged, at most (back-pressure per consumer).
@@ -274,8 +276,12 @@ class JetStreamLog:
             raise LogError(
                 "cluster.stream", f"{len(failed)} of {len(records)} records refused: {failed[0]!r}"
             )
-        duplicates = sum(1 for a in acks if getattr(a, "duplicate", False))
-        return PublishOutcome(stored=len(records) - duplicates, duplicates=duplicates)
+        duplicated = tuple(i for i, a in enumerate(acks) if getattr(a, "duplicate", False))
+        return PublishOutcome(
+            stored=len(records) - len(duplicated),
+            duplicates=len(duplicated),
+            duplicated=duplicated,
+        )
 
     async def publish_dead(self, data: bytes) -> None:
         """Store one dead-letter record (waits for its acknowledgement)."""
@@ -337,8 +343,11 @@ class JetStreamLog:
 
     async def close(self) -> None:
         """Flush what is pending (acknowledgements) and close the connection (bounded: a dead
-        cluster cannot hold a stop up)."""
-        with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
-            async with asyncio.timeout(5.0):
-                await self._nc.flush()
+        or frozen cluster cannot hold a stop up).
+
+        nats-py's ``flush`` waits through ``asyncio.wait_for``, which on Python 3.11 can swallow
+        an outer cancellation: it gets its own bound (``timeout``), not an outer one.
+        """
+        with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+            await self._nc.flush(timeout=_CLOSE_FLUSH_S)
         await self._nc.close()

@@ -13,21 +13,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ingest.settings import SettingsError
+
 __all__ = ["Delivery", "LogError", "LogRecord", "PartitionedLog", "PublishOutcome"]
 
 
-class LogError(Exception):
+class LogError(SettingsError):
     """The log refused or could not take a request (unreachable, timed out, misconfigured).
+
+    A :class:`~ingest.settings.SettingsError`: at start-up it is one line naming the key and exit
+    status 2; while running, a group the log did not take is kept and tried again.
 
     Attributes:
         key: The setting concerned (``cluster.urls``, ``cluster.stream``, ...).
         reason: What went wrong, in words.
     """
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +53,12 @@ class PublishOutcome:
     Attributes:
         stored: Records the log stored.
         duplicates: Records the log already had (same ``msg_id``).
+        duplicated: Their indexes in the published sequence.
     """
 
     stored: int
     duplicates: int
+    duplicated: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +98,12 @@ class PartitionedLog(Protocol):
         """Store a dead-letter record. Raises LogError as :meth:`publish` does."""
         ...
 
-    async def fetch(self, partition: int, max_records: int, timeout_s: float) -> list[Delivery]:
-        """Up to ``max_records`` records of ``partition`` not yet acknowledged, in log order;
-        fewer (or none) once ``timeout_s`` has passed."""
+    async def fetch(
+        self, group: str, partition: int, max_records: int, timeout_s: float
+    ) -> list[Delivery]:
+        """Up to ``max_records`` records of ``partition`` that the consumer group ``group``
+        (``detect``, ``store``) has not acknowledged, in log order; fewer (or none) once
+        ``timeout_s`` has passed. Each group reads every partition on its own."""
         ...
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:

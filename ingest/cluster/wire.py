@@ -20,12 +20,20 @@ from typing import Any, Final
 
 import msgspec
 
+from ingest.store.records import DeadLetter
 from sensors.codec import DecodedBatch, DeviceEvent, DeviceStatus, ReadingColumns, Rows
 from sensors.codec import TelemetryDecoder as _TelemetryDecoder
 from sensors.errors import PayloadError
 from sensors.schema import READING_TYPES, AnyEvent, AnyReading, DeviceKind, Status
 
-__all__ = ["WIRE_VERSION", "WireRecord", "decode_records", "encode_batch"]
+__all__ = [
+    "WIRE_VERSION",
+    "WireRecord",
+    "decode_dead",
+    "decode_records",
+    "encode_batch",
+    "encode_dead",
+]
 
 WIRE_VERSION: Final = 1
 """The records' layout; a consumer refuses (dead-letters) records of a version it does not know."""
@@ -54,9 +62,19 @@ class _Status(msgspec.Struct, array_like=True, tag=3, gc=False):
     status: Status
 
 
+class _Dead(msgspec.Struct, array_like=True, gc=False):
+    version: int
+    topic: str
+    payload: bytes
+    field: str
+    reason: str
+    received_ms: int
+
+
 _Record = _Reading | _Event | _Status
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(_Record)
+_DEAD_DECODER: Final = msgspec.msgpack.Decoder(_Dead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +215,21 @@ def _error_of(exc: msgspec.MsgspecError) -> PayloadError:
     if not isinstance(exc, msgspec.ValidationError):
         return PayloadError("record", f"not a boltwatch log record: {text}")
     return PayloadError(path, text)
+
+
+def encode_dead(dead: DeadLetter) -> bytes:
+    """A dead letter (the rejected message, byte for byte, and why) as a record."""
+    return _ENCODER.encode(
+        _Dead(WIRE_VERSION, dead.topic, dead.payload, dead.field, dead.reason, dead.received_ms)
+    )
+
+
+def decode_dead(data: bytes) -> DeadLetter:
+    """A dead-letter record back; one that cannot be read is itself kept, as a dead letter of
+    the topic ``log:dead`` whose payload is the record."""
+    try:
+        d = _DEAD_DECODER.decode(data)
+    except msgspec.MsgspecError as exc:
+        error = _error_of(exc)
+        return DeadLetter("log:dead", data, error.field, error.reason, 0)
+    return DeadLetter(d.topic, d.payload, d.field, d.reason, d.received_ms)

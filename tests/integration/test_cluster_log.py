@@ -161,3 +161,37 @@ async def test_unreachable_nats_names_the_urls() -> None:
         await JetStreamLog.open(config, "lonely")
     assert info.value.key == "cluster.urls"
     assert "no NATS server answered" in info.value.reason
+
+
+async def test_a_group_forwarded_twice_is_stored_once(nats_cluster: NatsCluster) -> None:
+    """An ingest worker that dies after the stream's ack and before its PUBACK gets the group
+    again from the broker: publishing it again stores nothing, and says so in its counts."""
+    from ingest.cluster import LogForwarder
+    from ingest.store import DeadLetter
+    from sensors import TelemetryDecoder
+    from sensors.examples import T0
+
+    dec = TelemetryDecoder(clock=lambda: T0 / 1000)
+    batch = dec.decode_batch(
+        [
+            (f"boltwatch/v1/s/cbolt/b{i}/telemetry", b'{"ts": %d, "seq": 7, "preload_kn": 50}' % T0)
+            for i in range(20)
+        ]
+        + [("boltwatch/v1/s/cbolt/b1/event", b'{"type": "battery_swap", "ts": %d, "seq": 8}' % T0)]
+    )
+    dead = [DeadLetter("boltwatch/v1/s/cbolt/b1/telemetry", b"{", "payload", "not JSON", T0)]
+    config = _config(nats_cluster)
+    log = await JetStreamLog.open(config, "forwarder")
+    try:
+        forward = LogForwarder(log, lambda d: d)
+        first = await forward.write(batch, dead, received_ms=T0)
+        assert (first.stored, first.duplicates, first.events) == (20, 0, 1)
+        assert first.by_kind == {"cbolt": 20}
+        assert first.dead_letters == 1
+        second = await forward.write(batch, [], received_ms=T0)
+        assert (second.stored, second.duplicates, second.events) == (0, 21, 0)
+        assert second.by_kind == {"cbolt": 0}
+        info = await log._js.stream_info(config.stream)
+        assert info.state.messages == 21
+    finally:
+        await log.close()

@@ -26,6 +26,11 @@ BOLT = "boltwatch/v1/site-a/cbolt/bolt-1/telemetry"
 POISON = b'{"ts": 9223372036854775808, "seq": 1, "preload_kn": 40}'
 
 
+def _store(service: IngestService) -> Store:
+    assert service.store is not None
+    return service.store
+
+
 def good(seq: int) -> bytes:
     return b'{"ts": %d, "seq": %d, "preload_kn": 40.5}' % (NOW_S * 1000 - 60_000 + seq, seq)
 
@@ -69,9 +74,9 @@ async def test_the_poison_message_is_dead_lettered_and_the_next_one_stored(
     result = await service.commit(group)
     assert [p.done.result() for p in group if p.done is not None] == [0, 0]  # both acknowledged
     assert result.by_kind == {DeviceKind.CBOLT.value: 1} or sum(result.by_kind.values()) == 1
-    stored = service.store.readings(DeviceKind.CBOLT)
+    stored = _store(service).readings(DeviceKind.CBOLT)
     assert len(stored) == 1
-    (dead,) = service.store.dead_letters()
+    (dead,) = _store(service).dead_letters()
     assert dead.payload == POISON
     assert dead.field == "$.ts"
     assert "future" in dead.reason
@@ -106,15 +111,15 @@ async def test_a_raising_decoder_costs_only_its_messages(
             )
             await service.commit(group)
             assert all(p.done is not None and p.done.result() == 0 for p in group)
-    assert len(service.store.readings(DeviceKind.CBOLT)) == 4
-    dead = service.store.dead_letters()
+    assert len(_store(service).readings(DeviceKind.CBOLT)) == 4
+    dead = _store(service).dead_letters()
     assert [d.field for d in dead] == [DECODER_ERROR, DECODER_ERROR]
     assert all(d.payload == boom and "OverflowError" in d.reason for d in dead)
     assert rejected(service, DECODER_ERROR) == 2
     assert service.decoder_guard.failures == 2
     tracebacks = [r for r in caplog.records if r.exc_info is not None]
     assert len(tracebacks) == 1  # once per exception type, not per message
-    assert service.store.stats().dead_letters_by_reason == {DECODER_ERROR: 2}
+    assert _store(service).stats().dead_letters_by_reason == {DECODER_ERROR: 2}
 
 
 def test_guard_keeps_message_numbers_across_kinds_and_channels() -> None:
@@ -153,7 +158,7 @@ async def test_a_failing_influx_write_is_counted_and_logged_not_dropped_silently
     for seq in (1, 2):
         await service.commit(pending([(BOLT, good(seq))]))
     await asyncio.get_running_loop().run_in_executor(service._influx_pool, lambda: None)
-    assert len(service.store.readings(DeviceKind.CBOLT)) == 2  # the store keeps them
+    assert len(_store(service).readings(DeviceKind.CBOLT)) == 2  # the store keeps them
     assert rejected(service, "influx_lost") == 2
     lines = [r for r in caplog.records if "not sent" in r.getMessage()]
     assert len(lines) == 1  # logged once
