@@ -23,6 +23,7 @@ from rich.table import Table
 
 from boltwatch import __version__
 from boltwatch.alerts_cli import alerts_app
+from boltwatch.cluster_cli import cluster_app
 from boltwatch.dashboards_cli import dashboards_app
 from boltwatch.registry_cli import registry_export, registry_history, registry_import
 from boltwatch.report_cli import report_app
@@ -53,6 +54,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(contract_app, name="contract")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(report_app, name="report")
+app.add_typer(cluster_app, name="cluster")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -1,13 +1,16 @@
 """``boltwatch run`` as a member of a cluster (``[cluster] urls`` set): one role per process.
 
-Role ``ingest`` (this module's :func:`run_ingest_worker`): a stateless worker that subscribes to
-the broker (several workers share one MQTT 5 shared subscription), decodes and validates each
-group as the single-machine service does, and publishes it to the readings stream, partitioned by
-joint, acknowledging the broker only once the stream has acknowledged every record. It keeps no
-store and no detector state, so any number of them can run and any one can die.
+Role ``ingest``: a stateless worker that subscribes to the broker (several workers share one
+MQTT 5 shared subscription), decodes and validates each group as the single-machine service
+does, and publishes it to the readings stream, partitioned by joint, acknowledging the broker
+only once the stream has acknowledged every record. It keeps no store and no detector state, so
+any number of them can run and any one can die.
 
-The roles that own partitions (``detect``, ``store``, ``alerts``) are the next steps of the
-cluster work (docs/scaling.md says what exists); asking for one now is a clear start-up error.
+Role ``detect`` (:mod:`boltwatch.cluster_detect`): workers that own partitions by leases and run
+detection on them, from checkpoints, into the events stream.
+
+The roles ``store`` and ``alerts`` (and ``all``) are the next steps of the cluster work
+(docs/scaling.md says what exists); asking for one now is a clear start-up error.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 from collections.abc import Coroutine, Iterator
@@ -23,13 +27,14 @@ from typing import Any
 
 from rich.console import Console
 
+from boltwatch.cluster_detect import run_detect_worker
 from boltwatch.config import Config, ConfigError
 from boltwatch.run import StopDeadline, serve_metrics
 from ingest.cluster import JetStreamLog, LogForwarder, registry_key
 from ingest.service import IngestMetrics, IngestService
 from sensors.registry import Registry, load_registry
 
-__all__ = ["ROLES_AVAILABLE", "run_cluster_member", "run_ingest_worker"]
+__all__ = ["ROLES_AVAILABLE", "run_cluster_member", "worker_name"]
 
 _log = logging.getLogger("boltwatch.cluster")
 
@@ -37,19 +42,31 @@ _log = logging.getLogger("boltwatch.cluster")
 # own 2 s): within the stop deadline even with NATS frozen.
 _DRAIN_S = 3.0
 
-ROLES_AVAILABLE = ("ingest",)
+ROLES_AVAILABLE = ("ingest", "detect")
 """The cluster roles this release runs."""
 
 
 def worker_name(config: Config) -> str:
-    """``cluster.name``, or host name and process id."""
-    return config.cluster.name or f"{socket.gethostname()}-{os.getpid()}"
+    """``cluster.name``, or host name and process id (as a lease key: letters, digits, - and _)."""
+    if config.cluster.name:
+        return config.cluster.name
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{socket.gethostname()}-{os.getpid()}")[:128]
 
 
 async def run_cluster_member(
-    config: Config, out: Console, *, stop: asyncio.Event | None = None
+    config: Config,
+    out: Console,
+    *,
+    stop: asyncio.Event | None = None,
+    deadline: StopDeadline | None = None,
 ) -> None:
-    """Run the role ``cluster.role`` names.
+    """Run the role ``cluster.role`` names, until SIGTERM/Ctrl-C (or ``stop``).
+
+    Args:
+        config: The validated configuration.
+        out: Where progress lines go.
+        stop: Set to stop; without it SIGINT/SIGTERM are handled here.
+        deadline: Ends the process if the stop takes too long (made here without ``stop``).
 
     Raises:
         ConfigError: The role is not one this release runs (``cluster.role``).
@@ -62,31 +79,6 @@ async def run_cluster_member(
             f"{role!r} does not run in this release yet; cluster roles available: "
             f"{', '.join(ROLES_AVAILABLE)} (run the rest without [cluster] urls meanwhile)",
         )
-    await run_ingest_worker(config, out, stop=stop)
-
-
-def _registry(config: Config) -> Registry | None:
-    """Only a registry file: an ingest worker has no store to hold one."""
-    return load_registry(config.registry.path) if config.registry.path is not None else None
-
-
-async def run_ingest_worker(
-    config: Config,
-    out: Console,
-    *,
-    stop: asyncio.Event | None = None,
-    deadline: StopDeadline | None = None,
-) -> int:
-    """MQTT in, the readings stream out, until SIGTERM/Ctrl-C (or ``stop``); returns the groups
-    published.
-
-    Args:
-        config: The validated configuration (``[broker]``, ``[ingest]``, ``[cluster]``,
-            ``[registry] path``).
-        out: Where progress lines go.
-        stop: Set to stop; without it SIGINT/SIGTERM are handled here.
-        deadline: Ends the process if the stop takes too long (made here without ``stop``).
-    """
     registry = _registry(config)
     if registry is None:
         _log.warning(
@@ -94,7 +86,7 @@ async def run_ingest_worker(
             "may be evaluated by different workers (joint rules need the registry)"
         )
     metrics = IngestMetrics()
-    if config.ingest.metrics_listen:
+    if config.ingest.metrics_listen and role == "ingest":
         serve_metrics(config.ingest.metrics_listen, metrics.registry)
     stop_event = stop if stop is not None else asyncio.Event()
     if deadline is None and stop is None:
@@ -106,17 +98,24 @@ async def run_ingest_worker(
             _log.info("connecting to NATS at %s as %s", ", ".join(config.cluster.urls), name)
             log = await _until_stop(JetStreamLog.open(config.cluster, name), stop_event)
             if log is None:
-                return 0
-            return await _ingest(
-                config,
-                out,
-                log,
-                registry=registry,
-                metrics=metrics,
-                stop=stop_event,
-                deadline=deadline,
-                name=name,
-            )
+                return
+            if role == "ingest":
+                await _ingest(
+                    config,
+                    out,
+                    log,
+                    registry=registry,
+                    metrics=metrics,
+                    stop=stop_event,
+                    deadline=deadline,
+                    name=name,
+                )
+            else:
+                if deadline is not None:
+                    deadline.phase = "checkpointing and releasing the partitions"
+                await run_detect_worker(
+                    config, out, log, registry=registry, stop=stop_event, name=name
+                )
         finally:
             if log is not None:
                 if deadline is not None:
@@ -124,6 +123,11 @@ async def run_ingest_worker(
                 await log.close()
             if deadline is not None:
                 deadline.cancel()
+
+
+def _registry(config: Config) -> Registry | None:
+    """Only a registry file: an ingest worker has no store to hold one."""
+    return load_registry(config.registry.path) if config.registry.path is not None else None
 
 
 async def _ingest(

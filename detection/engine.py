@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import itertools
 import json
 import logging
@@ -420,6 +421,29 @@ class Engine:
         Raises:
             OSError: The snapshot could not be written (``path`` is unchanged).
         """
+        arrays = self._arrays()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with tmp.open("wb") as f:
+                np.savez(f, **arrays)  # type: ignore[arg-type]
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a partial file holds space a full disk lacks
+                tmp.unlink(missing_ok=True)
+            raise
+        _sync_dir(path.parent)
+
+    def dumps(self) -> bytes:
+        """The snapshot of :meth:`save` as bytes (compressed), for a checkpoint kept elsewhere
+        (a cluster's object store); :meth:`loads` reads it back."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **self._arrays())  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
         arrays: dict[str, npt.NDArray[Any]] = {}
         meta: dict[str, Any] = {
             "version": _SNAPSHOT_VERSION,
@@ -437,19 +461,7 @@ class Engine:
                 arrays[f"{kind}/{name}"] = arr
             arrays[f"{kind}/__newest"] = self._newest[kind][: len(self.slots[kind])]
         arrays["__meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            with tmp.open("wb") as f:
-                np.savez(f, **arrays)  # type: ignore[arg-type]
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
-        except BaseException:
-            with contextlib.suppress(OSError):  # a partial file holds space a full disk lacks
-                tmp.unlink(missing_ok=True)
-            raise
-        _sync_dir(path.parent)
+        return arrays
 
     def load(self, path: Path) -> None:
         """Continue from a snapshot written by :meth:`save`. Devices it records as faulted are
@@ -464,6 +476,23 @@ class Engine:
                 arrays = {k: data[k] for k in data.files}
         except _UNREADABLE as exc:
             raise DetectionError("snapshot", f"{path}: not a readable snapshot ({exc})") from exc
+        self._restore(arrays, str(path))
+        log.info("detection state restored from %s", path)
+
+    def loads(self, data: bytes, source: str = "checkpoint") -> None:
+        """Continue from :meth:`dumps` bytes (``source`` names them in errors).
+
+        Raises:
+            DetectionError: Not a snapshot, or of another detector layout.
+        """
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except _UNREADABLE as exc:
+            raise DetectionError("snapshot", f"{source}: not a readable snapshot ({exc})") from exc
+        self._restore(arrays, source)
+
+    def _restore(self, arrays: dict[str, npt.NDArray[Any]], path: str) -> None:
         if "__meta" not in arrays:
             raise DetectionError("snapshot", f"{path}: no metadata")
         meta = json.loads(arrays["__meta"].tobytes().decode())
@@ -500,7 +529,6 @@ class Engine:
                 if col in det.event_marks.values()
             }
             det.on_new_devices(list(self.slots[kind].items()))
-        log.info("detection state restored from %s", path)
 
 
 def _event_type(event: object) -> str:

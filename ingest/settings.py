@@ -162,6 +162,14 @@ class ClusterConfig(Section, frozen=True):
             group before it gives up on it (the group is then not acknowledged to the broker).
         ack_wait_s: A record delivered to a worker and not acknowledged within this long is
             delivered again (the worker died or hung mid-batch).
+        events_stream: Detection outcomes, from the workers that own partitions to the alerts
+            workers (subjects ``{subject}-events.{partition}``).
+        checkpoint_bucket: Object store of each partition's detector state and the last stream
+            sequence it includes: a new owner continues from there.
+        checkpoint_s: How often an owner checkpoints a partition it works on (and at release).
+        lease_bucket: Key-value bucket of the partition leases (which worker owns which).
+        lease_ttl_s: A lease not renewed for this long passes to another worker: how long a
+            dead worker's partitions wait before they are taken over.
         user: NATS user; ``password`` / ``password_file``: its password.
         credentials_file: A NATS ``.creds`` file (JWT and NKey seed) instead of user/password.
         tls_ca_file: CA bundle of the NATS servers' certificates.
@@ -170,7 +178,7 @@ class ClusterConfig(Section, frozen=True):
 
     urls: list[str] = msgspec.field(default_factory=list)
     role: Literal["ingest", "detect", "store", "alerts", "all"] = "all"
-    name: str = ""
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{0,128}$")] = ""
     partitions: Annotated[int, Meta(ge=1, le=4_096)] = 64
     replicas: Annotated[int, Meta(ge=1, le=5)] = 3
     stream: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "BOLTWATCH_READINGS"
@@ -182,6 +190,13 @@ class ClusterConfig(Section, frozen=True):
     dedup_window_s: Annotated[float, Meta(ge=1.0, le=86_400.0)] = 600.0
     publish_timeout_s: Annotated[float, Meta(gt=0.0, le=600.0)] = 10.0
     ack_wait_s: Annotated[float, Meta(ge=1.0, le=3_600.0)] = 30.0
+    events_stream: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "BOLTWATCH_EVENTS"
+    checkpoint_bucket: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = (
+        "boltwatch_checkpoints"
+    )
+    checkpoint_s: Annotated[float, Meta(ge=0.1, le=3_600.0)] = 5.0
+    lease_bucket: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "boltwatch_leases"
+    lease_ttl_s: Annotated[float, Meta(ge=1.0, le=600.0)] = 10.0
     user: str | None = None
     password: str | None = None
     password_file: str | None = None

@@ -29,11 +29,13 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
 from nats.js.client import JetStreamContext
+from nats.js.object_store import ObjectStore
 
 from ingest.cluster.log import Delivery, LogError, LogRecord, PublishOutcome
 from ingest.settings import ClusterConfig
@@ -154,6 +156,7 @@ class JetStreamLog:
         self._nc = nc
         self._js = nc.jetstream(timeout=config.publish_timeout_s)
         self._subs: dict[tuple[str, int], JetStreamContext.PullSubscription] = {}
+        self._objects: ObjectStore | None = None
 
     @classmethod
     async def open(cls, config: ClusterConfig, name: str) -> JetStreamLog:
@@ -187,6 +190,11 @@ class JetStreamLog:
         return f"{self.config.subject}.{partition}"
 
     @property
+    def events_subject(self) -> str:
+        """Subject prefix of the events stream (``.{partition}`` follows)."""
+        return f"{self.config.subject}-events"
+
+    @property
     def dead_subject(self) -> str:
         """The subject of the dead-letter stream."""
         return f"{self.config.subject}-dead"
@@ -214,7 +222,17 @@ class JetStreamLog:
             num_replicas=c.replicas,
             max_age=c.stream_max_age_h * 3600.0,
         )
-        for cfg in (readings, dead):
+        events = StreamConfig(
+            name=c.events_stream,
+            description="boltwatch detection outcomes, per partition",
+            subjects=[f"{self.events_subject}.*"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=c.replicas,
+            duplicate_window=c.dedup_window_s,
+            max_age=c.stream_max_age_h * 3600.0,
+        )
+        for cfg in (readings, dead, events):
             try:
                 info = await self._js.stream_info(cfg.name or "")
             except nats.js.errors.NotFoundError:
@@ -340,6 +358,80 @@ class JetStreamLog:
         """Acknowledge each delivery (fire and forget: one lost ack means one redelivery)."""
         for d in deliveries:
             await d.handle.ack()
+
+    async def start_at(self, group: str, partition: int, sequence: int) -> None:
+        """Make ``group``'s consumer of ``partition`` deliver from stream sequence ``sequence``
+        on (a new owner continues from its checkpoint), replacing the one that was there."""
+        name = f"{group}-p{partition}"
+        self._subs.pop((group, partition), None)
+        try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self._js.delete_consumer(self.config.stream, name)
+            config = ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=max(1, sequence),
+                max_ack_pending=_MAX_ACK_PENDING,
+                ack_wait=self.config.ack_wait_s,
+            )
+            self._subs[(group, partition)] = await self._js.pull_subscribe(
+                self.subject(partition), durable=name, stream=self.config.stream, config=config
+            )
+        except (nats.errors.Error, OSError) as exc:
+            raise LogError("cluster.urls", f"consumer {name} not made: {exc!r}") from exc
+
+    async def publish_event(self, partition: int, data: bytes, msg_id: str | None) -> None:
+        """Store one detection outcome of ``partition`` in the events stream."""
+        headers = None if msg_id is None else {"Nats-Msg-Id": msg_id}
+        try:
+            await self._js.publish(
+                f"{self.events_subject}.{partition}",
+                data,
+                timeout=self.config.publish_timeout_s,
+                headers=headers,
+            )
+        except (nats.errors.Error, OSError) as exc:
+            raise LogError("cluster.events_stream", f"publish failed: {exc!r}") from exc
+
+    async def _checkpoints(self) -> ObjectStore:
+        if self._objects is None:
+            bucket = self.config.checkpoint_bucket
+            try:
+                self._objects = await self._js.object_store(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                self._objects = await self._js.create_object_store(
+                    bucket,
+                    config=ObjectStoreConfig(
+                        bucket=bucket,
+                        description="boltwatch detector checkpoints, per partition",
+                        replicas=self.config.replicas,
+                        storage=StorageType.FILE,
+                    ),
+                )
+        return self._objects
+
+    async def save_checkpoint(self, partition: int, data: bytes) -> None:
+        """Keep ``data`` as the checkpoint of ``partition`` (replacing the previous one)."""
+        try:
+            store = await self._checkpoints()
+            await store.put(f"p{partition}", data)
+        except (nats.errors.Error, OSError) as exc:
+            raise LogError(
+                "cluster.checkpoint_bucket", f"checkpoint of partition {partition}: {exc!r}"
+            ) from exc
+
+    async def load_checkpoint(self, partition: int) -> bytes | None:
+        """The checkpoint of ``partition``; None if it has none yet."""
+        try:
+            store = await self._checkpoints()
+            result = await store.get(f"p{partition}")
+        except nats.js.errors.ObjectNotFoundError:
+            return None
+        except (nats.errors.Error, OSError) as exc:
+            raise LogError(
+                "cluster.checkpoint_bucket", f"checkpoint of partition {partition}: {exc!r}"
+            ) from exc
+        return result.data
 
     async def close(self) -> None:
         """Flush what is pending (acknowledgements) and close the connection (bounded: a dead

@@ -581,8 +581,19 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
         pytest.skip(
             f"{NATS_SERVER} is not installed (`make test` installs the nats-server package)"
         )
-    cluster = NatsCluster(tmp_path / "nats", [free_port() for _ in range(9)])
-    cluster.start()
+    # A port found free can be taken by another process before nats-server binds it: then the
+    # cluster is started again on other ports (its files are new each time).
+    for attempt in range(3):
+        ports: set[int] = set()
+        while len(ports) < 9:
+            ports.add(free_port())
+        cluster = NatsCluster(tmp_path / f"nats-{attempt}", sorted(ports))
+        try:
+            cluster.start()
+            break
+        except RuntimeError as exc:
+            if "address already in use" not in str(exc) or attempt == 2:
+                raise
     try:
         yield cluster
     finally:

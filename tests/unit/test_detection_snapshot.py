@@ -219,3 +219,46 @@ def test_stats_without_a_snapshot_or_with_a_broken_one(store_dir: Path) -> None:
     assert broken.exit_code == 0
     assert json.loads(broken.stdout)["detector_faults"] == {}
     assert "warning: detector faults unknown" in broken.stderr
+
+
+# -- snapshots as bytes (a cluster's checkpoints) -------------------------------------------------
+
+
+def _bolt_batch(k0: int, n: int, factor: float) -> Any:
+    rng = np.random.default_rng(k0)
+    return TelemetryDecoder(clock=lambda: (T0_MS + 2_000 * STEP_MS) / 1000).decode_batch(
+        (
+            f"boltwatch/v1/site-1/cbolt/b{i}/telemetry",
+            json.dumps(
+                {
+                    "ts": T0_MS + k * STEP_MS,
+                    "seq": k,
+                    "preload_kn": round(
+                        (50.0 + i) * (factor if i == 2 else 1.0) * (1 + rng.normal(0, 0.004)), 3
+                    ),
+                }
+            ).encode(),
+        )
+        for k in range(k0, k0 + n)
+        for i in range(4)
+    )
+
+
+def test_an_engine_restored_from_bytes_goes_on_as_the_original() -> None:
+    first = Engine({"cbolt": BoltPreloadDetector()})
+    first.process_batch(_bolt_batch(0, 300, 1.0))
+    data = first.dumps()
+    restored = Engine({"cbolt": BoltPreloadDetector()})
+    restored.loads(data)
+    later = _bolt_batch(300, 300, 0.9)
+    went_on = first.process_batch(later).events
+    assert [(e.device_id, e.kind) for e in went_on if e.kind.value == "loosening"]
+    assert restored.process_batch(later).events == went_on
+    # A fresh engine learns the loosened level as the baseline: it would miss the loosening.
+    fresh = Engine({"cbolt": BoltPreloadDetector()}).process_batch(later).events
+    assert not [e for e in fresh if e.kind.value == "loosening"]
+
+
+def test_bytes_that_are_not_a_snapshot_are_a_detection_error() -> None:
+    with pytest.raises(DetectionError, match="checkpoint of partition 3: not a readable"):
+        Engine({"cbolt": BoltPreloadDetector()}).loads(b"nope", source="checkpoint of partition 3")
