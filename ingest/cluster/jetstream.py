@@ -203,34 +203,13 @@ class JetStreamLog:
         """Create the readings and dead-letter streams if missing; check the partition count."""
         c = self.config
         want = _DESCRIPTION.format(partitions=c.partitions)
-        readings = StreamConfig(
-            name=c.stream,
-            description=want,
-            subjects=[f"{c.subject}.*"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            num_replicas=c.replicas,
-            duplicate_window=c.dedup_window_s,
-            max_age=c.stream_max_age_h * 3600.0,
-        )
-        dead = StreamConfig(
-            name=c.dead_letter_stream,
-            description="boltwatch dead letters",
-            subjects=[self.dead_subject],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            num_replicas=c.replicas,
-            max_age=c.stream_max_age_h * 3600.0,
-        )
-        events = StreamConfig(
-            name=c.events_stream,
-            description="boltwatch detection outcomes, per partition",
-            subjects=[f"{self.events_subject}.*"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            num_replicas=c.replicas,
-            duplicate_window=c.dedup_window_s,
-            max_age=c.stream_max_age_h * 3600.0,
+        readings = self._stream(c.stream, want, f"{c.subject}.*", dedup=True)
+        dead = self._stream(c.dead_letter_stream, "boltwatch dead letters", self.dead_subject)
+        events = self._stream(
+            c.events_stream,
+            "boltwatch detection outcomes, per partition",
+            f"{self.events_subject}.*",
+            dedup=True,
         )
         for cfg in (readings, dead, events):
             try:
@@ -247,6 +226,22 @@ class JetStreamLog:
                     f"config says {c.partitions} partitions (the count is fixed for a stream's "
                     "life: keep it, or use a new stream name)",
                 )
+
+    def _stream(
+        self, name: str, description: str, subject: str, *, dedup: bool = False
+    ) -> StreamConfig:
+        """A file stream of this config's replicas and age limit (and dedup window)."""
+        c = self.config
+        return StreamConfig(
+            name=name,
+            description=description,
+            subjects=[subject],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=c.replicas,
+            duplicate_window=c.dedup_window_s if dedup else 0,
+            max_age=c.stream_max_age_h * 3600.0,
+        )
 
     async def _add_stream(self, cfg: StreamConfig) -> None:
         try:

@@ -14,10 +14,15 @@ import contextlib
 import json
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Reaper
 
 NATS_SERVER = Path("/usr/sbin/nats-server")
 
@@ -208,3 +213,22 @@ class NatsCluster:
         """Stop every node (SIGTERM, then SIGKILL)."""
         for node in self.nodes:
             node.stop()
+
+
+def start_member(
+    reaper: Reaper, config: Path, log: Path, ready: str, *args: str
+) -> subprocess.Popen[bytes]:
+    """``boltwatch run --config CONFIG ARGS`` (output appended to ``log``), tracked by
+    ``reaper``; returns once ``ready`` appears in the log one more time than before."""
+    from tests.integration.conftest import wait_for  # conftest imports this module
+
+    boltwatch = Path(sys.executable).parent / "boltwatch"
+    before = log.read_text().count(ready) if log.exists() else 0
+    with log.open("ab") as out:
+        proc = reaper.popen(
+            [str(boltwatch), "run", "--config", str(config), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_for(lambda: log.read_text().count(ready) > before, 90, f"{config.stem} to start")
+    return proc

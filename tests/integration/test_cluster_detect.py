@@ -31,7 +31,7 @@ from ingest.cluster import JetStreamLog, LogForwarder, partition_of
 from ingest.settings import ClusterConfig
 from sensors.codec import TelemetryDecoder
 from tests.integration.conftest import Reaper, wait_for
-from tests.integration.natscluster import NatsCluster
+from tests.integration.natscluster import NatsCluster, start_member
 
 T0_MS = 1_772_323_200_000
 STEP_MS = 300_000
@@ -71,13 +71,7 @@ def _config(tmp: Path, nats: NatsCluster, name: str) -> Path:
 
 
 def _start(reaper: Reaper, config: Path, log: Path) -> subprocess.Popen[bytes]:
-    boltwatch = Path(sys.executable).parent / "boltwatch"
-    with log.open("ab") as out:
-        proc = reaper.popen(
-            [str(boltwatch), "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
-    wait_for(lambda: "detecting on stream" in log.read_text(), 90, f"{config.stem} to start")
-    return proc
+    return start_member(reaper, config, log, "detecting on stream")
 
 
 async def _publish(config: ClusterConfig, messages: list[tuple[str, bytes]]) -> None:

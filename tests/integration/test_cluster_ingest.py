@@ -23,7 +23,7 @@ from ingest.cluster import JetStreamLog, decode_dead, decode_records, partition_
 from ingest.settings import ClusterConfig
 from sensors.examples import T0
 from tests.integration.conftest import Collector, MosquittoServer, Reaper, wait_for
-from tests.integration.natscluster import NatsCluster
+from tests.integration.natscluster import NatsCluster, start_member
 
 PARTITIONS = 8
 BOLTS = 24  # 3 joints of 8
@@ -83,18 +83,7 @@ def _config(tmp: Path, mosquitto: MosquittoServer, nats: NatsCluster, name: str)
 
 
 def _start(reaper: Reaper, config: Path, log: Path) -> subprocess.Popen[bytes]:
-    boltwatch = Path(sys.executable).parent / "boltwatch"
-    before = log.read_text().count("ingesting ") if log.exists() else 0
-    with log.open("ab") as out:
-        proc = reaper.popen(
-            [str(boltwatch), "run", "--config", str(config), "--role", "ingest"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    wait_for(
-        lambda: log.read_text().count("ingesting ") > before, 60, f"{config.stem} to subscribe"
-    )
-    return proc
+    return start_member(reaper, config, log, "ingesting ", "--role", "ingest")
 
 
 def _stop(proc: subprocess.Popen[bytes], log: Path) -> float:
