@@ -303,16 +303,21 @@ class JetStreamLog:
         except (nats.errors.Error, OSError) as exc:
             raise LogError("cluster.dead_letter_stream", f"publish failed: {exc!r}") from exc
 
+    def _consumer_config(self, start: int | None) -> ConsumerConfig:
+        """A pull consumer with explicit acks: from the start, or from stream sequence ``start``."""
+        return ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL if start is None else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=None if start is None else max(1, start),
+            max_ack_pending=_MAX_ACK_PENDING,
+            ack_wait=self.config.ack_wait_s,
+        )
+
     async def _subscription(self, group: str, partition: int) -> JetStreamContext.PullSubscription:
         key = (group, partition)
         sub = self._subs.get(key)
         if sub is None:
-            config = ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                max_ack_pending=_MAX_ACK_PENDING,
-                ack_wait=self.config.ack_wait_s,
-            )
+            config = self._consumer_config(None)
             sub = await self._js.pull_subscribe(
                 self.subject(partition),
                 durable=f"{group}-p{partition}",
@@ -362,13 +367,7 @@ class JetStreamLog:
         try:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await self._js.delete_consumer(self.config.stream, name)
-            config = ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=max(1, sequence),
-                max_ack_pending=_MAX_ACK_PENDING,
-                ack_wait=self.config.ack_wait_s,
-            )
+            config = self._consumer_config(sequence)
             self._subs[(group, partition)] = await self._js.pull_subscribe(
                 self.subject(partition), durable=name, stream=self.config.stream, config=config
             )
