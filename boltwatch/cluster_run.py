@@ -9,8 +9,11 @@ any number of them can run and any one can die.
 Role ``detect`` (:mod:`boltwatch.cluster_detect`): workers that own partitions by leases and run
 detection on them, from checkpoints, into the events stream.
 
-The roles ``store`` and ``alerts`` (and ``all``) are the next steps of the cluster work
-(docs/scaling.md says what exists); asking for one now is a clear start-up error.
+Role ``store`` (:mod:`boltwatch.cluster_store`): workers that share the readings stream and
+write it, idempotently, into InfluxDB/VictoriaMetrics or the SQLite store.
+
+The role ``alerts`` (and ``all``) is the next step of the cluster work (docs/scaling.md says what
+exists); asking for it now is a clear start-up error.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from rich.console import Console
 
 from boltwatch.cluster_detect import run_detect_worker
+from boltwatch.cluster_store import run_store_worker
 from boltwatch.config import Config, ConfigError
 from boltwatch.run import StopDeadline, serve_metrics
 from ingest.cluster import JetStreamLog, LogForwarder, registry_key
@@ -42,7 +46,7 @@ _log = logging.getLogger("boltwatch.cluster")
 # own 2 s): within the stop deadline even with NATS frozen.
 _DRAIN_S = 3.0
 
-ROLES_AVAILABLE = ("ingest", "detect")
+ROLES_AVAILABLE = ("ingest", "detect", "store")
 """The cluster roles this release runs."""
 
 
@@ -99,23 +103,16 @@ async def run_cluster_member(
             log = await _until_stop(JetStreamLog.open(config.cluster, name), stop_event)
             if log is None:
                 return
-            if role == "ingest":
-                await _ingest(
-                    config,
-                    out,
-                    log,
-                    registry=registry,
-                    metrics=metrics,
-                    stop=stop_event,
-                    deadline=deadline,
-                    name=name,
-                )
-            else:
-                if deadline is not None:
-                    deadline.phase = "checkpointing and releasing the partitions"
-                await run_detect_worker(
-                    config, out, log, registry=registry, stop=stop_event, name=name
-                )
+            await _run_role(
+                config,
+                out,
+                log,
+                registry=registry,
+                metrics=metrics,
+                stop=stop_event,
+                deadline=deadline,
+                name=name,
+            )
         finally:
             if log is not None:
                 if deadline is not None:
@@ -123,6 +120,46 @@ async def run_cluster_member(
                 await log.close()
             if deadline is not None:
                 deadline.cancel()
+
+
+async def _run_role(
+    config: Config,
+    out: Console,
+    log: JetStreamLog,
+    *,
+    registry: Registry | None,
+    metrics: IngestMetrics,
+    stop: asyncio.Event,
+    deadline: StopDeadline | None,
+    name: str,
+) -> None:
+    """The work of ``cluster.role``, until ``stop``."""
+    role = config.cluster.role
+    if role == "ingest":
+        await _ingest(
+            config,
+            out,
+            log,
+            registry=registry,
+            metrics=metrics,
+            stop=stop,
+            deadline=deadline,
+            name=name,
+        )
+        return
+    if deadline is not None:
+        deadline.phase = _STOPPING[role]
+    if role == "store":
+        await run_store_worker(config, out, log, stop=stop, name=name)
+    else:
+        await run_detect_worker(config, out, log, registry=registry, stop=stop, name=name)
+
+
+_STOPPING = {
+    "store": "writing the batch in hand",
+    "detect": "checkpointing and releasing the partitions",
+}
+"""What a role does between SIGTERM and its end (the stop deadline names it)."""
 
 
 def _registry(config: Config) -> Registry | None:

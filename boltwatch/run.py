@@ -50,6 +50,7 @@ __all__ = [
     "StopDeadline",
     "build_alerts",
     "build_engine",
+    "build_influx_writer",
     "run_service",
     "serve_metrics",
     "setup_logging",
@@ -177,7 +178,7 @@ def _innermost(coro: object) -> str:
     return f"{' > '.join(names) or '?'} ({where})"
 
 
-def _influx_writer(config: Config) -> InfluxWriter | None:
+def build_influx_writer(config: Config) -> InfluxWriter | None:
     """The InfluxDB writer of ``[influx]``, or None when it is off."""
     if not config.influx.url:
         return None
@@ -449,7 +450,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
     if own_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
-    influx = _influx_writer(config)
+    influx = build_influx_writer(config)
     token = api_token or _api_token(config)
     try:
         await _detection_ready(engine, stop_event)

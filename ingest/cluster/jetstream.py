@@ -6,8 +6,10 @@ configuration, and the client's choice works with any server). Its description r
 partition count, which is fixed for the life of the stream: a worker configured with another count
 refuses to start. Each reading is published with ``Nats-Msg-Id`` set to its key, so a group that
 an ingest worker publishes again (after a crash, before its PUBACK reached the broker) is dropped
-by the stream within ``dedup_window_s``. Consumers are durable pull consumers, one per
-(group, partition) — ``detect-p7``, ``store-p7`` —, with explicit acknowledgement.
+by the stream within ``dedup_window_s``. Consumers are durable pull consumers with explicit
+acknowledgement: one per (group, partition) where one worker owns a partition (``detect-p7``),
+or one per group over every partition where workers share the work (``store-all`` on the
+readings stream, ``alerts-all`` on the events stream, :meth:`JetStreamLog.fetch_shared`).
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ class JetStreamLog:
         self._nc = nc
         self._js = nc.jetstream(timeout=config.publish_timeout_s)
         self._subs: dict[tuple[str, int], JetStreamContext.PullSubscription] = {}
+        self._shared: dict[str, JetStreamContext.PullSubscription] = {}
         self._objects: ObjectStore | None = None
 
     @classmethod
@@ -354,6 +357,46 @@ class JetStreamLog:
             )
         return out
 
+    async def fetch_shared(
+        self, group: str, max_records: int, timeout_s: float, *, events: bool = False
+    ) -> list[Delivery]:
+        """Up to ``max_records`` records of any partition for ``group``, whose workers share one
+        consumer (``{group}-all``): each record goes to one of them, and comes back to another
+        if it is not acknowledged within ``ack_wait_s``. In stream order for one worker; use it
+        where order across a worker's batches does not matter or only one worker reads
+        (``store`` writes by key; ``alerts`` has one active worker).
+
+        Args:
+            group: The consumer group.
+            max_records: At most this many.
+            timeout_s: Fewer (or none) once this has passed.
+            events: Read the events stream instead of the readings stream.
+        """
+        stream = self.config.events_stream if events else self.config.stream
+        prefix = self.events_subject if events else self.config.subject
+        name = f"{group}-all"
+        try:
+            sub = self._shared.get(name)
+            if sub is None:
+                sub = self._shared[name] = await self._js.pull_subscribe(
+                    f"{prefix}.*", durable=name, stream=stream, config=self._consumer_config(None)
+                )
+            msgs = await sub.fetch(max_records, timeout=timeout_s)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
+        except (nats.errors.Error, OSError) as exc:
+            raise LogError("cluster.urls", f"fetch from {stream} failed: {exc!r}") from exc
+        return [
+            Delivery(
+                partition=_partition_of_subject(m.subject),
+                sequence=int(m.metadata.sequence.stream),
+                data=m.data,
+                redelivered=int(m.metadata.num_delivered) > 1,
+                handle=m,
+            )
+            for m in msgs
+        ]
+
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge each delivery (fire and forget: one lost ack means one redelivery)."""
         for d in deliveries:
@@ -437,3 +480,9 @@ class JetStreamLog:
         with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
             await self._nc.flush(timeout=_CLOSE_FLUSH_S)
         await self._nc.close()
+
+
+def _partition_of_subject(subject: str) -> int:
+    """The partition a subject ``….{partition}`` names (-1 for a subject not of ours)."""
+    last = subject.rpartition(".")[2]
+    return int(last) if last.isdigit() else -1

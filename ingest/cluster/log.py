@@ -106,6 +106,13 @@ class PartitionedLog(Protocol):
         ``timeout_s`` has passed. Each group reads every partition on its own."""
         ...
 
+    async def fetch_shared(
+        self, group: str, max_records: int, timeout_s: float, *, events: bool = False
+    ) -> list[Delivery]:
+        """Up to ``max_records`` records of any partition for ``group``, whose workers share one
+        consumer: each record goes to one of them (the readings stream, or the events stream)."""
+        ...
+
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Mark the deliveries processed: they are not delivered again."""
         ...

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,19 @@ class VictoriaMetrics:
         workdir: Directory for the storage and the log.
         port: Port to listen on (127.0.0.1); default a free one.
         binary: Path of the executable; default ``victoria-metrics`` on ``PATH``.
+        extra_args: More flags (``-dedup.minScrapeInterval=1ms``: a sample written twice is
+            kept once, as the cluster's store workers want it).
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         found = binary or shutil.which(BINARY)
         if found is None:
             raise FileNotFoundError(BINARY)
@@ -57,6 +65,7 @@ class VictoriaMetrics:
         self.port = port or free_port()
         self.storage = workdir / "storage"
         self.log = workdir / "victoria-metrics.log"
+        self.extra_args = list(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,6 +91,7 @@ class VictoriaMetrics:
                     # Tests write fixed timestamps of any age; the default (1 month) drops them.
                     "-retentionPeriod=100y",
                     "-loggerLevel=WARN",
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
