@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the test suite starts as real servers (command:package). Installed when root.
-TEST_DEBS := mosquitto:mosquitto victoria-metrics:victoria-metrics prometheus-alertmanager:prometheus-alertmanager chromium:chromium pdftoppm:poppler-utils nats-server:nats-server
+TEST_DEBS := mosquitto:mosquitto victoria-metrics:victoria-metrics prometheus-alertmanager:prometheus-alertmanager chromium:chromium pdftoppm:poppler-utils nats-server:nats-server initdb:postgresql
 # ... and those the benchmarks use as references.
 BENCH_DEBS := $(TEST_DEBS) mosquitto_pub:mosquitto-clients
 

@@ -36,7 +36,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -62,6 +62,9 @@ from alerts.stages import (
 )
 from alerts.store import AlertStore, StoredAlert, refreshed
 from detection.events import BatchOutcome, DetectionEvent, EventKind, Severity
+
+if TYPE_CHECKING:
+    from alerts.store_pg import PgAlertStore
 
 __all__ = ["AlertMetrics", "AlertPipeline", "Clock", "no_data_event", "system_clock"]
 
@@ -170,7 +173,7 @@ class AlertPipeline:
     def __init__(
         self,
         rules: Rules,
-        store: AlertStore,
+        store: AlertStore | PgAlertStore,
         channels: Mapping[str, Channel],
         *,
         clock: Clock = system_clock,

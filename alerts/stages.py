@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from alerts.model import Alert, AlertState, Silence, Transition
 from alerts.rules import InhibitRule, Route, Rules
 from alerts.store import AlertStore, StoredAlert
+
+if TYPE_CHECKING:
+    from alerts.store_pg import PgAlertStore
 
 __all__ = [
     "ActiveIndex",
@@ -156,7 +159,7 @@ class Lifecycle:
 class Silencer:
     """Silences and maintenance windows."""
 
-    def __init__(self, store: AlertStore, rules: Rules) -> None:
+    def __init__(self, store: AlertStore | PgAlertStore, rules: Rules) -> None:
         self.store = store
         self.static = [
             Silence(-i - 1, s.starts_ms, s.ends_ms, s.author, s.reason, s.device_id, s.site, s.kind)

@@ -413,6 +413,8 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
         return int(clock() * 1000)
 
     pipeline = build_alerts(config, registry, metrics.registry, alert_console, clock=clock_ms)
+    alert_store = pipeline.store
+    assert isinstance(alert_store, AlertStore)  # noqa: S101 - without a store given: SQLite
     if config.ingest.metrics_listen:
         serve_metrics(config.ingest.metrics_listen, metrics.registry)
 
@@ -420,7 +422,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
     snapshots = Snapshots(engine, Path(config.store.path) / SNAPSHOT_FILE)
     snapshots.restore()
     campaigns = CampaignTracker(
-        CampaignStore(pipeline.store.path.parent / CAMPAIGNS_DB),
+        CampaignStore(alert_store.path.parent / CAMPAIGNS_DB),
         pipeline,
         bolt_outlook(engine),
         clock=clock_ms,
@@ -481,7 +483,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                 if config.alerts.api_listen and token:
                     api_host, api_port = parse_listen(config.alerts.api_listen)
                     app = create_app(
-                        pipeline.store,
+                        alert_store,
                         token=token,
                         clock=pipeline.clock,
                         metrics_registry=metrics.registry,
@@ -498,7 +500,7 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
                         config,
                         app,
                         token=token,
-                        alerts=pipeline.store,
+                        alerts=alert_store,
                         registry=registry,
                         engine=engine,
                         clock_ms=pipeline.clock,

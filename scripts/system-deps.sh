@@ -7,7 +7,9 @@ missing=()
 for pair in "$@"; do
   cmd=${pair%%:*}
   pkg=${pair#*:}
-  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then
+  # PostgreSQL's server programs live in /usr/lib/postgresql/<version>/bin on Debian.
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ] \
+      && ! compgen -G "/usr/lib/postgresql/*/bin/$cmd" >/dev/null; then
     missing+=("$pkg")
   fi
 done

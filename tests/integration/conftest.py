@@ -570,6 +570,7 @@ class Collector:
 
 
 # The VictoriaMetrics fixture lives with its server class; registered here for every test module.
+from tests.integration.pg import pg_dsn, postgres  # noqa: E402, F401
 from tests.integration.vm import victoria  # noqa: E402, F401
 
 
