@@ -12,8 +12,11 @@ detection on them, from checkpoints, into the events stream.
 Role ``store`` (:mod:`boltwatch.cluster_store`): workers that share the readings stream and
 write it, idempotently, into InfluxDB/VictoriaMetrics or the SQLite store.
 
-The role ``alerts`` (and ``all``) is the next step of the cluster work (docs/scaling.md says what
-exists); asking for it now is a clear start-up error.
+Role ``alerts`` (:mod:`boltwatch.cluster_alerts`): workers that keep alerts and the outbox in
+PostgreSQL; one leads (a lease), the others stand by and take over.
+
+The role ``all`` (every role in one process) is the next step of the cluster work
+(docs/scaling.md says what exists); asking for it now is a clear start-up error.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 from rich.console import Console
 
+from boltwatch.cluster_alerts import run_alerts_worker
 from boltwatch.cluster_detect import run_detect_worker
 from boltwatch.cluster_store import run_store_worker
 from boltwatch.config import Config, ConfigError
@@ -46,7 +50,7 @@ _log = logging.getLogger("boltwatch.cluster")
 # own 2 s): within the stop deadline even with NATS frozen.
 _DRAIN_S = 3.0
 
-ROLES_AVAILABLE = ("ingest", "detect", "store")
+ROLES_AVAILABLE = ("ingest", "detect", "store", "alerts")
 """The cluster roles this release runs."""
 
 
@@ -151,12 +155,15 @@ async def _run_role(
         deadline.phase = _STOPPING[role]
     if role == "store":
         await run_store_worker(config, out, log, stop=stop, name=name)
+    elif role == "alerts":
+        await run_alerts_worker(config, out, log, registry=registry, stop=stop, name=name)
     else:
         await run_detect_worker(config, out, log, registry=registry, stop=stop, name=name)
 
 
 _STOPPING = {
     "store": "writing the batch in hand",
+    "alerts": "delivering what is in hand and releasing the alerts lease",
     "detect": "checkpointing and releasing the partitions",
 }
 """What a role does between SIGTERM and its end (the stop deadline names it)."""

@@ -317,6 +317,15 @@ def _check_cluster(config: Config) -> None:
             raise ConfigError(f"cluster.{key}", f"no such file: {path}")
     if c.tls_key_file is not None and c.tls_cert_file is None:
         raise ConfigError("cluster.tls_key_file", "a key needs its tls_cert_file")
+    if (
+        c.alerts_db
+        and not c.alerts_db.startswith(("postgresql://", "postgres://"))
+        and ("=" not in c.alerts_db)
+    ):
+        raise ConfigError(
+            "cluster.alerts_db",
+            f"{c.alerts_db!r} is neither a postgresql:// URI nor a key=value connection string",
+        )
 
 
 def _check_alerts(config: Config) -> None:

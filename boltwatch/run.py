@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
@@ -43,6 +43,9 @@ from ingest.service import IngestMetrics, IngestService
 from ingest.store import Store
 from sensors.registry import Registry, load_registry
 from sensors.registry_store import REGISTRY_DB, RegistryStore
+
+if TYPE_CHECKING:
+    from alerts.store_pg import PgAlertStore
 
 __all__ = [
     "STOP_DEADLINE_S",
@@ -248,6 +251,7 @@ def build_alerts(
     console: Console | None = None,
     *,
     clock: Clock = system_clock,
+    store: PgAlertStore | None = None,
 ) -> AlertPipeline:
     """The alert pipeline of ``[alerts]``: rules, store, one channel per receiver.
 
@@ -257,6 +261,8 @@ def build_alerts(
         metrics_registry: Where the pipeline's metrics are registered.
         console: Console receivers print here (default: stdout).
         clock: The pipeline's time, epoch ms (the demo's simulated clock drives its timers).
+        store: The cluster's PostgreSQL store (the alerts role); the SQLite store of
+            ``[alerts] store`` when None.
 
     Raises:
         RuleError: Bad rules or receiver options (naming the key).
@@ -272,14 +278,18 @@ def build_alerts(
             )
         else:
             channels[r.name] = make_channel(r.channel, r.options, r.key)
-    try:
-        store = AlertStore(path)
-    except (OSError, sqlite3.Error) as exc:
-        key = "alerts.store" if config.alerts.store else "store.path"
-        raise ConfigError(key, f"{path}: cannot open the alert store ({exc})") from exc
+    chosen: AlertStore | PgAlertStore
+    if store is not None:
+        chosen = store
+    else:
+        try:
+            chosen = AlertStore(path)
+        except (OSError, sqlite3.Error) as exc:
+            key = "alerts.store" if config.alerts.store else "store.path"
+            raise ConfigError(key, f"{path}: cannot open the alert store ({exc})") from exc
     return AlertPipeline(
         rules,
-        store,
+        chosen,
         channels,
         metrics=AlertMetrics(metrics_registry),
         group_of=_group_of(registry),

@@ -170,6 +170,10 @@ class ClusterConfig(Section, frozen=True):
         lease_bucket: Key-value bucket of the partition leases (which worker owns which).
         lease_ttl_s: A lease not renewed for this long passes to another worker: how long a
             dead worker's partitions wait before they are taken over.
+        alerts_db: PostgreSQL of the ``alerts`` role (a libpq URI or connection string,
+            ``postgresql://boltwatch@db:5432/boltwatch``; the password from ``PGPASSWORD`` or
+            ``~/.pgpass``, as libpq finds it): alerts, history, silences and the outbox, shared
+            by every alerts worker.
         user: NATS user; ``password`` / ``password_file``: its password.
         credentials_file: A NATS ``.creds`` file (JWT and NKey seed) instead of user/password.
         tls_ca_file: CA bundle of the NATS servers' certificates.
@@ -197,6 +201,7 @@ class ClusterConfig(Section, frozen=True):
     checkpoint_s: Annotated[float, Meta(ge=0.1, le=3_600.0)] = 5.0
     lease_bucket: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "boltwatch_leases"
     lease_ttl_s: Annotated[float, Meta(ge=1.0, le=600.0)] = 10.0
+    alerts_db: str = ""
     user: str | None = None
     password: str | None = None
     password_file: str | None = None

@@ -52,6 +52,9 @@ _CONNECT_TIMEOUT_S: Final = 5
 _CLOSE_FLUSH_S: Final = 2
 # The first connection gives up after this long (later ones retry for ever).
 _FIRST_CONNECT_S: Final = 15.0
+# A checkpoint read gets this long, this many times (an object replaced while read never ends).
+_CHECKPOINT_READ_S: Final = 10.0
+_CHECKPOINT_READS: Final = 3
 # Records of a partition delivered and not yet acknowledged, at most (back-pressure per consumer).
 _MAX_ACK_PENDING: Final = 20_000
 
@@ -458,17 +461,40 @@ class JetStreamLog:
             ) from exc
 
     async def load_checkpoint(self, partition: int) -> bytes | None:
-        """The checkpoint of ``partition``; None if it has none yet."""
-        try:
-            store = await self._checkpoints()
-            result = await store.get(f"p{partition}")
-        except nats.js.errors.ObjectNotFoundError:
-            return None
-        except (nats.errors.Error, OSError) as exc:
-            raise LogError(
-                "cluster.checkpoint_bucket", f"checkpoint of partition {partition}: {exc!r}"
-            ) from exc
-        return result.data
+        """The checkpoint of ``partition``; None if it has none yet.
+
+        nats-py's object store reads an object's chunks from a subscription with no deadline:
+        an object replaced while it is read (its owner checkpointing meanwhile: ``cluster
+        status``, a takeover) has its chunks purged, and the read would wait for ever. Each read
+        is bounded; a read that runs out of time is dropped (its subscription too) and the
+        object read again, as it is now.
+
+        Raises:
+            LogError: NATS refused, or every read ran out of time.
+        """
+        for _ in range(_CHECKPOINT_READS):
+            before = set(self._nc._subs)
+            try:
+                store = await self._checkpoints()
+                async with asyncio.timeout(_CHECKPOINT_READ_S):
+                    result = await store.get(f"p{partition}")
+            except nats.js.errors.ObjectNotFoundError:
+                return None
+            except TimeoutError:
+                for sid in set(self._nc._subs) - before:
+                    with contextlib.suppress(nats.errors.Error, OSError):
+                        await self._nc._subs[sid].unsubscribe()
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                raise LogError(
+                    "cluster.checkpoint_bucket", f"checkpoint of partition {partition}: {exc!r}"
+                ) from exc
+            return result.data
+        raise LogError(
+            "cluster.checkpoint_bucket",
+            f"checkpoint of partition {partition}: {_CHECKPOINT_READS} reads of "
+            f"{_CHECKPOINT_READ_S:g} s each did not complete",
+        )
 
     async def close(self) -> None:
         """Flush what is pending (acknowledgements) and close the connection (bounded: a dead

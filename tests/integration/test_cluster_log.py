@@ -195,3 +195,36 @@ async def test_a_group_forwarded_twice_is_stored_once(nats_cluster: NatsCluster)
         assert info.state.messages == 21
     finally:
         await log.close()
+
+
+async def test_a_checkpoint_read_while_it_is_replaced_ends(nats_cluster: NatsCluster) -> None:
+    """Another worker replaces a multi-chunk checkpoint again and again while this one reads it:
+    every read ends (nats-py alone would wait for ever on purged chunks) with one whole version."""
+    config = ClusterConfig(urls=nats_cluster.urls, partitions=4)
+    writer = await JetStreamLog.open(config, "writer")
+    reader = await JetStreamLog.open(config, "reader")
+    versions = [bytes([v]) * 400_000 for v in range(6)]  # several 128 KiB chunks each
+    try:
+        await writer.save_checkpoint(1, versions[0])
+        stop = asyncio.Event()
+
+        async def keep_replacing() -> None:
+            v = 0
+            while not stop.is_set():
+                v = (v + 1) % len(versions)
+                await writer.save_checkpoint(1, versions[v])
+                await asyncio.sleep(0.01)  # a busy owner, not a flood
+
+        replacing = asyncio.create_task(keep_replacing())
+        try:
+            for _ in range(8):
+                async with asyncio.timeout(120):  # generous: three bounded reads at most
+                    got = await reader.load_checkpoint(1)
+                assert got in versions
+        finally:
+            stop.set()
+            await replacing
+        assert await reader.load_checkpoint(2) is None
+    finally:
+        await writer.close()
+        await reader.close()
