@@ -15,8 +15,8 @@ write it, idempotently, into InfluxDB/VictoriaMetrics or the SQLite store.
 Role ``alerts`` (:mod:`boltwatch.cluster_alerts`): workers that keep alerts and the outbox in
 PostgreSQL; one leads (a lease), the others stand by and take over.
 
-The role ``all`` (every role in one process) is the next step of the cluster work
-(docs/scaling.md says what exists); asking for it now is a clear start-up error.
+Role ``all``: every role in one process, on one NATS connection (a small cluster of identical
+machines, or one machine that should run as the cluster does).
 """
 
 from __future__ import annotations
@@ -31,27 +31,25 @@ import socket
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
+import msgspec
 from rich.console import Console
 
 from boltwatch.cluster_alerts import run_alerts_worker
 from boltwatch.cluster_detect import run_detect_worker
 from boltwatch.cluster_store import run_store_worker
-from boltwatch.config import Config, ConfigError
+from boltwatch.config import Config
 from boltwatch.run import StopDeadline, serve_metrics
 from ingest.cluster import JetStreamLog, LogForwarder, registry_key
 from ingest.service import IngestMetrics, IngestService
 from sensors.registry import Registry, load_registry
 
-__all__ = ["ROLES_AVAILABLE", "run_cluster_member", "worker_name"]
+__all__ = ["run_cluster_member", "worker_name"]
 
 _log = logging.getLogger("boltwatch.cluster")
 
 # At stop, what was received gets this long to be published (then the NATS connection gets its
 # own 2 s): within the stop deadline even with NATS frozen.
 _DRAIN_S = 3.0
-
-ROLES_AVAILABLE = ("ingest", "detect", "store", "alerts")
-"""The cluster roles this release runs."""
 
 
 def worker_name(config: Config) -> str:
@@ -77,16 +75,10 @@ async def run_cluster_member(
         deadline: Ends the process if the stop takes too long (made here without ``stop``).
 
     Raises:
-        ConfigError: The role is not one this release runs (``cluster.role``).
+        ConfigError: The alerts role without a reachable ``cluster.alerts_db``.
         LogError: NATS unreachable or the stream misconfigured (naming the key).
     """
     role = config.cluster.role
-    if role not in ROLES_AVAILABLE:
-        raise ConfigError(
-            "cluster.role",
-            f"{role!r} does not run in this release yet; cluster roles available: "
-            f"{', '.join(ROLES_AVAILABLE)} (run the rest without [cluster] urls meanwhile)",
-        )
     registry = _registry(config)
     if registry is None:
         _log.warning(
@@ -94,7 +86,7 @@ async def run_cluster_member(
             "may be evaluated by different workers (joint rules need the registry)"
         )
     metrics = IngestMetrics()
-    if config.ingest.metrics_listen and role == "ingest":
+    if config.ingest.metrics_listen and role in ("ingest", "all"):
         serve_metrics(config.ingest.metrics_listen, metrics.registry)
     stop_event = stop if stop is not None else asyncio.Event()
     if deadline is None and stop is None:
@@ -139,6 +131,28 @@ async def _run_role(
 ) -> None:
     """The work of ``cluster.role``, until ``stop``."""
     role = config.cluster.role
+    if role == "all":
+        if deadline is not None:
+            deadline.phase = "stopping every role"
+        async with asyncio.TaskGroup() as roles:
+            for each in ("ingest", "detect", "store", "alerts"):
+                one = msgspec.structs.replace(
+                    config, cluster=msgspec.structs.replace(config.cluster, role=each)
+                )
+                roles.create_task(
+                    _run_role(
+                        one,
+                        out,
+                        log,
+                        registry=registry,
+                        metrics=metrics,
+                        stop=stop,
+                        deadline=None,
+                        name=name,
+                    ),
+                    name=each,
+                )
+        return
     if role == "ingest":
         await _ingest(
             config,
