@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -52,6 +53,9 @@ _CONNECT_TIMEOUT_S: Final = 5
 _CLOSE_FLUSH_S: Final = 2
 # The first connection gives up after this long (later ones retry for ever).
 _FIRST_CONNECT_S: Final = 15.0
+# At start, JetStream that does not answer (an election after a node's restart) is asked again
+# for this long.
+_STREAMS_WAIT_S: Final = 30.0
 # A checkpoint read gets this long, this many times (an object replaced while read never ends).
 _CHECKPOINT_READ_S: Final = 10.0
 _CHECKPOINT_READS: Final = 3
@@ -206,7 +210,28 @@ class JetStreamLog:
         return f"{self.config.subject}-dead"
 
     async def ensure_streams(self) -> None:
-        """Create the readings and dead-letter streams if missing; check the partition count."""
+        """Create the readings and dead-letter streams if missing; check the partition count.
+
+        JetStream that does not answer yet (a node just restarted, a leader being elected) is
+        asked again for up to ``_STREAMS_WAIT_S``: a worker started during an election waits for
+        it instead of exiting.
+
+        Raises:
+            LogError: JetStream still does not answer (``cluster.urls``), or refuses the streams.
+        """
+        deadline = time.monotonic() + _STREAMS_WAIT_S
+        while True:
+            try:
+                await self._ensure_streams_once()
+            except LogError as exc:
+                if exc.key != "cluster.urls" or time.monotonic() > deadline:
+                    raise
+                _log.warning("JetStream not ready (%s); asking again", exc.reason)
+                await asyncio.sleep(1.0)
+                continue
+            return
+
+    async def _ensure_streams_once(self) -> None:
         c = self.config
         want = _DESCRIPTION.format(partitions=c.partitions)
         readings = self._stream(c.stream, want, f"{c.subject}.*", dedup=True)

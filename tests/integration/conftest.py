@@ -35,7 +35,7 @@ from gmqtt.mqtt.constants import MQTTv311
 
 # The hash helper lives in product code (`boltwatch broker config` writes password files).
 from boltwatch.broker_identity import password_hash as mosquitto_password_hash
-from tests.integration.natscluster import NATS_SERVER, NatsCluster
+from tests.integration.natscluster import NATS_SERVER, NatsCluster, NetworkSplit
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 MOSQUITTO_PASSWD = Path("/usr/bin/mosquitto_passwd")
@@ -599,3 +599,38 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def nats_split_cluster(tmp_path: Path) -> Iterator[tuple[NatsCluster, NetworkSplit]]:
+    """A 3-node cluster whose node ``n2`` runs in a network namespace of its own, so that the
+    test can partition it (``split.cut()``) and heal it; namespace and nodes are removed after
+    the test whether it passed or not. Needs root (``ip netns``)."""
+    if not NATS_SERVER.exists():
+        pytest.skip(
+            f"{NATS_SERVER} is not installed (`make test` installs the nats-server package)"
+        )
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("a network partition needs root and `ip` (iproute2) for a network namespace")
+    tag = f"{os.getpid() % 100_000}"
+    split = NetworkSplit(tag, subnet=os.getpid() % 250 + 1)
+    split.create()
+    cluster: NatsCluster | None = None
+    try:
+        for attempt in range(3):
+            ports: set[int] = set()
+            while len(ports) < 9:
+                ports.add(free_port())
+            cluster = NatsCluster(tmp_path / f"nats-{attempt}", sorted(ports), split)
+            try:
+                cluster.start()
+                break
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+        assert cluster is not None
+        yield cluster, split
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        split.close()

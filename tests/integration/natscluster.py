@@ -34,10 +34,11 @@ class NatsNode:
         name: Its ``server_name``.
         workdir: Config, JetStream store and log go here.
         port: Client port; ``cluster_port``: route port; ``http_port``: monitoring.
-        routes: Route ports of every node (its own included, which nats-server ignores).
+        routes: ``host:port`` of every node's routes (its own included, which nats-server
+            ignores).
+        host: The address it listens on.
+        netns: A network namespace to run it in (:class:`NetworkSplit`).
     """
-
-    host = "127.0.0.1"
 
     def __init__(
         self,
@@ -47,17 +48,21 @@ class NatsNode:
         port: int,
         cluster_port: int,
         http_port: int,
-        routes: list[int],
+        routes: list[str],
+        host: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
         self.name = name
         self.workdir = workdir
         self.port = port
         self.cluster_port = cluster_port
         self.http_port = http_port
+        self.host = host
+        self.netns = netns
         self.config = workdir / "nats.conf"
         self.log = workdir / "nats.log"
         store = workdir / "jetstream"
-        route_urls = ", ".join(f'"nats-route://{self.host}:{p}"' for p in routes)
+        route_urls = ", ".join(f'"nats-route://{r}"' for r in routes)
         self.config.write_text(
             f'server_name: "{name}"\n'
             f'listen: "{self.host}:{port}"\n'
@@ -83,8 +88,9 @@ class NatsNode:
         """Start the process (readiness: :meth:`healthy`)."""
         if self.running:
             return
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self._proc = subprocess.Popen(
-            [str(NATS_SERVER), "-c", str(self.config)],
+            [*prefix, str(NATS_SERVER), "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -150,12 +156,15 @@ class NatsCluster:
     Args:
         workdir: One sub-folder per node.
         ports: Nine free ports (clients, routes, monitoring for each node).
+        split: Run node ``n2`` in this network namespace (the others on its link's host side),
+            so that :meth:`NetworkSplit.cut` partitions it from the rest.
     """
 
-    def __init__(self, workdir: Path, ports: list[int]) -> None:
+    def __init__(self, workdir: Path, ports: list[int], split: NetworkSplit | None = None) -> None:
         if len(ports) != 9:
             raise ValueError("a 3-node cluster needs 9 ports")
-        routes = ports[3:6]
+        hosts = ["127.0.0.1"] * 3 if split is None else [split.host_ip, split.host_ip, split.ns_ip]
+        routes = [f"{hosts[i]}:{ports[3 + i]}" for i in range(3)]
         self.nodes: list[NatsNode] = []
         for i in range(3):
             folder = workdir / f"n{i}"
@@ -168,6 +177,8 @@ class NatsCluster:
                     cluster_port=ports[3 + i],
                     http_port=ports[6 + i],
                     routes=routes,
+                    host=hosts[i],
+                    netns=split.netns if split is not None and i == 2 else None,
                 )
             )
 
@@ -213,6 +224,54 @@ class NatsCluster:
         """Stop every node (SIGTERM, then SIGKILL)."""
         for node in self.nodes:
             node.stop()
+
+
+class NetworkSplit:
+    """A network namespace joined to this host by one veth link: a node inside it can be cut off
+    from everything outside (both directions, every port) and joined back, as a network
+    partition does. Needs root (``ip netns``, from Debian's iproute2).
+
+    Args:
+        tag: A short unique tag (the namespace and links are named after it).
+        subnet: The third byte of the link's ``10.231.X.0/30``.
+    """
+
+    def __init__(self, tag: str, subnet: int) -> None:
+        self.netns = f"bw-{tag}"
+        self.host_if = f"bwh{tag}"[:15]
+        self.ns_if = f"bwn{tag}"[:15]
+        self.host_ip = f"10.231.{subnet}.1"
+        self.ns_ip = f"10.231.{subnet}.2"
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+    def create(self) -> None:
+        """The namespace, the link and its addresses (a leftover of the same name is replaced)."""
+        self.close()
+        self._ip("netns", "add", self.netns)
+        self._ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+        self._ip("link", "set", self.ns_if, "netns", self.netns)
+        self._ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+        self._ip("link", "set", self.host_if, "up")
+        inside = ("netns", "exec", self.netns, "ip")
+        self._ip(*inside, "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+        self._ip(*inside, "link", "set", self.ns_if, "up")
+        self._ip(*inside, "link", "set", "lo", "up")
+
+    def cut(self) -> None:
+        """Partition: the link goes down (nothing crosses, in either direction)."""
+        self._ip("link", "set", self.host_if, "down")
+
+    def heal(self) -> None:
+        """The link comes back up."""
+        self._ip("link", "set", self.host_if, "up")
+
+    def close(self) -> None:
+        """Remove the namespace (and with it the link); nothing if it is not there."""
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
 
 
 def start_member(
