@@ -53,6 +53,7 @@ bench: venv kernels
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/cluster_e2e.py
 
 # Coverage-guided fuzzing (atheris, installed on demand: not a dev dependency) of each decoder and
 # the API's body parsers, FUZZ_SECONDS each; prints inputs, executions/s and crashes per harness.

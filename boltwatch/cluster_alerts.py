@@ -141,9 +141,10 @@ class AlertsWorker:
                 self.pipeline.evaluate()
                 if self.leading:
                     await self.pipeline.deliver()
-        except PgStoreError as exc:
-            # Nothing acknowledged: the outcomes come back after ack_wait_s.
-            _log.error("alert store: %s", exc)
+        except (PgStoreError, LogError) as exc:
+            # Not acknowledged: the outcomes come back after ack_wait_s (taken again, they
+            # refresh the same alerts and record no notification twice).
+            _log.error("alerts: %s", exc)
             await _sleep_or_stop(stop, _RETRY_S)
 
     async def _take(self, got: list[Delivery]) -> None:

@@ -93,7 +93,25 @@ async def cluster_status(config: Any) -> dict[str, Any]:  # noqa: ANN401 - boltw
                     ],
                 }
             )
-        return {"partitions": partitions, "workers": members, "streams": streams}
+        standby = await Leases.open(
+            log.nats,
+            bucket=f"{c.lease_bucket}_alerts",
+            owner=f"status-{os.getpid()}",
+            ttl_s=c.lease_ttl_s,
+            replicas=c.replicas,
+        )
+        alerts_lag: int | None = None
+        try:
+            ci = await js.consumer_info(c.events_stream, "alerts-all")
+            alerts_lag = int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
+        except nats.js.errors.NotFoundError:
+            pass
+        alerts = {
+            "leader": (await standby.owners()).get(0),
+            "workers": [m for m in await standby.members() if m != standby.owner],
+            "lag": alerts_lag,
+        }
+        return {"partitions": partitions, "workers": members, "streams": streams, "alerts": alerts}
     finally:
         await log.close()
 
@@ -105,7 +123,8 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Partitions with their owner, lag and checkpoint; workers alive; stream health."""
+    """Partitions with their owner, lag and checkpoint; workers alive; the alerts leader and its
+    lag; stream health."""
     from pathlib import Path
 
     from boltwatch.cli import _user_errors
@@ -133,6 +152,11 @@ def status(
     out.print(
         f"workers alive: {', '.join(state['workers']) or 'none'}; "
         f"{unowned} of {len(state['partitions'])} partitions without an owner"
+    )
+    a = state["alerts"]
+    out.print(
+        f"alerts: leader {a['leader'] or '-'}; workers alive: {', '.join(a['workers']) or 'none'}; "
+        + ("no outcome read yet" if a["lag"] is None else f"{a['lag']:,} outcomes waiting")
     )
     for s in state["streams"]:
         replicas = ", ".join(

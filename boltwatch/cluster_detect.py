@@ -227,9 +227,26 @@ class DetectWorker:
                 continue
             part = self.partitions.get(p)
             if got and part is not None and self.leases.valid(p):
-                await self._evaluate(part, got)
+                try:
+                    await self._evaluate(part, got)
+                except LogError as exc:
+                    # The outcome was not stored (NATS electing a leader, say): the engine has
+                    # moved past records whose outcome is lost. Start the partition again from
+                    # its checkpoint, as a new owner would; never end the worker.
+                    _log.warning("partition %d: %s; taken up again from its checkpoint", p, exc)
+                    self.partitions.pop(p, None)
+                    await self._retake(p)
+                    continue
                 worked = True
         return worked
+
+    async def _retake(self, p: int) -> None:
+        """Take ``p`` up again from its checkpoint; release it if that fails too."""
+        try:
+            await self._take(p)
+        except (LogError, DetectionError) as exc:
+            _log.error("partition %d not taken up again (%s): released", p, exc)
+            await self.leases.release(p)
 
     async def _evaluate(self, part: _Partition, got: list[Delivery]) -> None:
         fresh = [d for d in got if d.sequence >= part.next_sequence]

@@ -105,7 +105,7 @@ class StoreWorker:
                 continue
             try:
                 await self._write(got)
-            except (StoreError, SpoolError, OSError) as exc:
+            except (StoreError, SpoolError, OSError, LogError) as exc:
                 # Not acknowledged: delivered again after ack_wait_s (to this worker or another).
                 self.counts.failed_writes += 1
                 _log.error("store write failed, %d records left for later: %s", len(got), exc)

@@ -14,6 +14,7 @@ import asyncio
 import json
 import signal
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -175,6 +176,21 @@ def test_the_standby_takes_over_and_notifies_once(
             ("al-a", "acquired"),
             ("al-b", "acquired"),
         ], lines
+        # `boltwatch cluster status` names the leader and shows nothing waiting.
+        shown = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "boltwatch"),
+                *("cluster", "status", "--json", "-c", str(tmp_path / "al-b.toml")),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        state = json.loads(shown.stdout)
+        assert state["alerts"]["leader"] == "al-b"
+        assert state["alerts"]["lag"] == 0
+        assert state["alerts"]["workers"] == ["al-b"]
         # Nothing notified twice.
         assert len(ids) == len(set(ids)), ids
         assert all(ids)

@@ -11,12 +11,15 @@ lease log shows each partition held by one worker at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -27,7 +30,7 @@ from boltwatch.cluster_detect import decode_outcome
 from detection.engine import Engine
 from detection.events import EventKind
 from detection.preload import BoltPreloadDetector
-from ingest.cluster import JetStreamLog, LogForwarder, partition_of
+from ingest.cluster import JetStreamLog, LogError, LogForwarder, partition_of
 from ingest.settings import ClusterConfig
 from sensors.codec import TelemetryDecoder
 from tests.integration.conftest import Reaper, wait_for
@@ -219,3 +222,76 @@ async def _caught_up(config: ClusterConfig) -> bool:
         return True
     finally:
         await log.close()
+
+
+class _FlakyLog(JetStreamLog):
+    """The real log, whose first outcome publish fails as during a leader election."""
+
+    failures = 1
+
+    async def publish_event(self, partition: int, data: bytes, msg_id: str | None) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise LogError("cluster.events_stream", "publish failed: TimeoutError()")
+        await super().publish_event(partition, data, msg_id)
+
+
+def test_an_outcome_not_stored_starts_the_partition_again_from_its_checkpoint(
+    tmp_path: Path, nats_cluster: NatsCluster
+) -> None:
+    """A failed outcome publish (NATS busy electing) must not end the worker: the partition is
+    taken up again from its checkpoint and the events are still those of one engine."""
+    from boltwatch.cluster_detect import DetectWorker
+    from boltwatch.config import load_config
+    from ingest.cluster.leases import Leases
+
+    cluster = ClusterConfig(urls=nats_cluster.urls, partitions=PARTITIONS)
+    config = load_config(_config(tmp_path, nats_cluster, "det-f"))
+
+    async def scenario() -> tuple[bool, int]:
+        await _publish(cluster, PHASE_1 + PHASE_2)
+        log = await _FlakyLog.open(config.cluster, "det-f")
+        assert isinstance(log, _FlakyLog)
+        leases = await Leases.open(
+            log.nats, bucket=cluster.lease_bucket, owner="det-f", ttl_s=3.0, replicas=3
+        )
+        worker = DetectWorker(config, log, leases, None)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            deadline = time.monotonic() + 120
+            while not await _caught_up(cluster):
+                assert not task.done(), "the worker ended"
+                assert time.monotonic() < deadline, "never caught up"
+                await asyncio.sleep(0.5)
+            alive = not task.done()
+        finally:
+            stop.set()
+            await task
+            await log.close()
+        return alive, log.failures
+
+    with caplog_at_warning() as lines:
+        alive, left = asyncio.run(scenario())
+    assert alive
+    assert left == 0  # the failure happened
+    assert any("taken up again from its checkpoint" in line for line in lines)
+    assert set(asyncio.run(_outcomes(cluster))) == set(_reference())
+
+
+@contextlib.contextmanager
+def caplog_at_warning() -> Iterator[list[str]]:
+    """The ``boltwatch.cluster`` log lines (warning and up) written inside the block."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    logger = logging.getLogger("boltwatch.cluster")
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)

@@ -17,6 +17,7 @@ import json
 import signal
 import subprocess
 import threading
+import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from sensors.registry import load_registry
 from tests.integration.conftest import Collector, MosquittoServer, Reaper, wait_for
 from tests.integration.natscluster import NatsCluster, start_member
 from tests.integration.test_cluster_alerts import _events_drained, _Hook, _rules
+from tests.integration.test_cluster_detect import _lease_log
 from tests.integration.test_cluster_ingest import REGISTRY
 from tests.integration.vm import VictoriaMetrics
 
@@ -221,6 +223,28 @@ class _Fleet:
         with self.lock:
             assert len(self.ids) == len(set(self.ids)), "a notification sent twice"
 
+    def check_leases(self, killed: dict[str, float]) -> None:
+        """From the lease log: each partition held by one detect worker at a time. A worker
+        takes a partition only when it is free: released or lost by its holder, or its holder
+        SIGKILLed (``killed``: name -> time) before the take."""
+        lines = asyncio.run(_lease_log(self.cluster))
+        assert lines, "no lease history"
+        holder: dict[int, str | None] = {}
+        for e in lines:
+            p, owner, event = int(str(e["partition"])), str(e["owner"]), str(e["event"])
+            held = holder.get(p)
+            # A line is written after the fact and may be missing when NATS was away (a lease
+            # lost while its node was down): only another worker's hold is an overlap.
+            if event == "acquired":
+                free = held in (None, owner) or (
+                    held in killed and int(str(e["at_ms"])) / 1000 > killed[held]
+                )
+                assert free, f"partition {p} taken by {owner} while {held} held it: {e}"
+                holder[p] = owner
+            else:
+                assert held in (None, owner), f"partition {p}: {owner} {event}, {held} held it"
+                holder[p] = None
+
     def stop_all(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is None:
@@ -245,6 +269,7 @@ def test_the_cluster_loses_nothing_through_three_deaths(
         fleet.publish(MESSAGES[:third])
         fleet.procs["det-a"].kill()  # a detection worker
         fleet.procs["det-a"].wait()
+        killed = {"det-a": time.time()}
         fleet.publish(MESSAGES[third : 2 * third])
         leader = asyncio.run(_stream_leader(fleet.cluster))
         nats_cluster.node(leader).kill()  # the stream's leader node
@@ -256,6 +281,7 @@ def test_the_cluster_loses_nothing_through_three_deaths(
         nats_cluster.node(leader).start()
         fleet.launch("ing-a")
         fleet.check()
+        fleet.check_leases(killed)
         del fleet.procs["det-a"]
         fleet.stop_all()
     finally:
@@ -286,6 +312,7 @@ def test_a_rolling_restart_under_load_loses_nothing(
         finally:
             publisher.join()
         fleet.check()
+        fleet.check_leases({})
         fleet.stop_all()
     finally:
         fleet.close()
