@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import msgspec
 
@@ -27,7 +27,14 @@ from alerts.errors import AlertsError
 from alerts.model import Alert, AlertState, Notification, Silence, Transition
 from detection.events import Severity
 
-__all__ = ["AlertStore", "OutboxRow", "StoreClosedError", "StoredAlert", "refreshed"]
+__all__ = [
+    "AlertStore",
+    "OutboxRow",
+    "StoreClosedError",
+    "StoreReads",
+    "StoredAlert",
+    "refreshed",
+]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -172,7 +179,140 @@ class OutboxRow:
     last_error: str
 
 
-class AlertStore:
+class StoreReads:
+    """What both alert stores (SQLite here, PostgreSQL in :mod:`alerts.store_pg`) do the same
+    way: the reads, and the bookkeeping of what was written through this object. A store sets
+    :attr:`_p`, its SQL placeholder, and provides ``_query`` and ``mark_sent_many``."""
+
+    _p: ClassVar[str] = "?"
+    _lock: threading.RLock
+    _dirty: set[int]
+    _silences_changed: bool
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def mark_sent_many(self, note_ids: Sequence[str], ms: int) -> None:
+        """The channel accepted these, in one transaction."""
+        raise NotImplementedError
+
+    def get(self, alert_id: int) -> StoredAlert | None:
+        """One alert by id."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM alerts WHERE id = {self._p}", (alert_id,))  # noqa: S608
+        return _row(rows[0]) if rows else None
+
+    def find(self, device_id: str, kind: str) -> StoredAlert | None:
+        """The alert of (device, kind), if any."""
+        p = self._p
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM alerts WHERE device_id = {p} AND kind = {p}",  # noqa: S608
+            (device_id, kind),
+        )
+        return _row(rows[0]) if rows else None
+
+    def take_dirty(self) -> set[int]:
+        """Ids of alerts written through this store object since the last call."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def take_silences_changed(self) -> bool:
+        """Whether silences were added or ended through this store object since the last call."""
+        with self._lock:
+            changed, self._silences_changed = self._silences_changed, False
+        return changed
+
+    def open_alerts(self) -> list[StoredAlert]:
+        """Pending and active alerts."""
+        return [
+            _row(r)
+            for r in self._query(
+                f"SELECT {_COLUMNS} FROM alerts WHERE state != 'cleared' ORDER BY id"  # noqa: S608
+            )
+        ]
+
+    def alerts(
+        self,
+        state: str | None = None,
+        site: str | None = None,
+        kind: str | None = None,
+        device_id: str | None = None,
+        limit: int = 500,
+        *,
+        min_severity: int | None = None,
+    ) -> list[Alert]:
+        """Alerts, newest activity first, filtered (``min_severity``: that severity or worse)."""
+        p = self._p
+        where: list[str] = []
+        args: list[str | int] = []
+        if min_severity is not None:
+            where.append(f"severity >= {p}")
+            args.append(int(min_severity))
+        for col, val in (
+            ("state", state),
+            ("site", site),
+            ("kind", kind),
+            ("device_id", device_id),
+        ):
+            if val:
+                where.append(f"{col} = {p}")
+                args.append(val)
+        sql = f"SELECT {_COLUMNS} FROM alerts"  # noqa: S608 - column names are constants
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY last_event_ms DESC, id DESC LIMIT {p}"
+        return [_row(r).alert for r in self._query(sql, [*args, limit])]
+
+    def silences(self, active_at_ms: int | None = None) -> list[Silence]:
+        """All silences, or those active at a time."""
+        sql = "SELECT id, starts_ms, ends_ms, author, reason, device_id, site, kind FROM silences"
+        args: list[Any] = []
+        if active_at_ms is not None:
+            sql += f" WHERE starts_ms <= {self._p} AND ends_ms > {self._p}"
+            args = [active_at_ms, active_at_ms]
+        return [Silence(*r) for r in self._query(sql + " ORDER BY id", args)]
+
+    def due(self, now_ms: int, receiver: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        """Pending notifications whose time has come, oldest first."""
+        p = self._p
+        sql = (
+            "SELECT id, receiver, body, status, attempts, next_ms, sent_ms, last_error "  # noqa: S608
+            f"FROM outbox WHERE status = 'pending' AND next_ms <= {p}"
+        )
+        args: list[Any] = [now_ms]
+        if receiver is not None:
+            sql += f" AND receiver = {p}"
+            args.append(receiver)
+        sql += f" ORDER BY created_ms, id LIMIT {p}"
+        args.append(limit)
+        return [_outbox(r) for r in self._query(sql, args)]
+
+    def outbox(self, status: str | None = None) -> list[OutboxRow]:
+        """Every outbox row (or those with a status), oldest first."""
+        sql = (
+            "SELECT id, receiver, body, status, attempts, next_ms, sent_ms, last_error FROM outbox"
+        )
+        args: list[Any] = []
+        if status is not None:
+            sql += f" WHERE status = {self._p}"
+            args.append(status)
+        return [_outbox(r) for r in self._query(sql + " ORDER BY created_ms, id", args)]
+
+    def mark_sent(self, note_id: str, ms: int) -> None:
+        """The channel accepted it."""
+        self.mark_sent_many([note_id], ms)
+
+    def counts(self) -> dict[str, int]:
+        """Alerts by state and outbox rows by status (for /metrics and stats)."""
+        out: dict[str, int] = {}
+        for state, n in self._query("SELECT state, count(*) FROM alerts GROUP BY state"):
+            out[f"alerts_{state}"] = int(n)
+        for status, n in self._query("SELECT status, count(*) FROM outbox GROUP BY status"):
+            out[f"outbox_{status}"] = int(n)
+        return out
+
+
+class AlertStore(StoreReads):
     """SQLite store of alerts, history, silences and the outbox.
 
     Args:
@@ -325,31 +465,6 @@ class AlertStore:
             )
             self._dirty.add(alert_id)
 
-    def get(self, alert_id: int) -> StoredAlert | None:
-        """One alert by id."""
-        rows = self._query(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))  # noqa: S608
-        return _row(rows[0]) if rows else None
-
-    def find(self, device_id: str, kind: str) -> StoredAlert | None:
-        """The alert of (device, kind), if any."""
-        rows = self._query(
-            f"SELECT {_COLUMNS} FROM alerts WHERE device_id = ? AND kind = ?",  # noqa: S608
-            (device_id, kind),
-        )
-        return _row(rows[0]) if rows else None
-
-    def take_dirty(self) -> set[int]:
-        """Ids of alerts written through this store object since the last call."""
-        with self._lock:
-            dirty, self._dirty = self._dirty, set()
-        return dirty
-
-    def take_silences_changed(self) -> bool:
-        """Whether silences were added or ended through this store object since the last call."""
-        with self._lock:
-            changed, self._silences_changed = self._silences_changed, False
-        return changed
-
     def load(self, ids: Iterable[int]) -> list[StoredAlert]:
         """Several alerts by id (missing ids are skipped)."""
         rows = self._query(
@@ -357,46 +472,6 @@ class AlertStore:
             (_dumps(sorted(ids)),),
         )
         return [_row(r) for r in rows]
-
-    def open_alerts(self) -> list[StoredAlert]:
-        """Pending and active alerts."""
-        return [
-            _row(r)
-            for r in self._query(
-                f"SELECT {_COLUMNS} FROM alerts WHERE state != 'cleared' ORDER BY id"  # noqa: S608
-            )
-        ]
-
-    def alerts(
-        self,
-        state: str | None = None,
-        site: str | None = None,
-        kind: str | None = None,
-        device_id: str | None = None,
-        limit: int = 500,
-        *,
-        min_severity: int | None = None,
-    ) -> list[Alert]:
-        """Alerts, newest activity first, filtered (``min_severity``: that severity or worse)."""
-        where: list[str] = []
-        args: list[str | int] = []
-        if min_severity is not None:
-            where.append("severity >= ?")
-            args.append(int(min_severity))
-        for col, val in (
-            ("state", state),
-            ("site", site),
-            ("kind", kind),
-            ("device_id", device_id),
-        ):
-            if val:
-                where.append(f"{col} = ?")
-                args.append(val)
-        sql = f"SELECT {_COLUMNS} FROM alerts"  # noqa: S608 - column names are constants
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY last_event_ms DESC, id DESC LIMIT ?"
-        return [_row(r).alert for r in self._query(sql, [*args, limit])]
 
     def history(self, alert_id: int) -> list[tuple[int, str, str]]:
         """(ms, what, detail) of an alert, oldest first."""
@@ -478,15 +553,6 @@ class AlertStore:
             self._silences_changed = True
             return cur.rowcount > 0
 
-    def silences(self, active_at_ms: int | None = None) -> list[Silence]:
-        """All silences, or those active at a time."""
-        sql = "SELECT id, starts_ms, ends_ms, author, reason, device_id, site, kind FROM silences"
-        args: list[Any] = []
-        if active_at_ms is not None:
-            sql += " WHERE starts_ms <= ? AND ends_ms > ?"
-            args = [active_at_ms, active_at_ms]
-        return [Silence(*r) for r in self._query(sql + " ORDER BY id", args)]
-
     # -- outbox ------------------------------------------------------------------------------
 
     def record(
@@ -515,35 +581,6 @@ class AlertStore:
             )
             return db.total_changes - before
 
-    def due(self, now_ms: int, receiver: str | None = None, limit: int = 100) -> list[OutboxRow]:
-        """Pending notifications whose time has come, oldest first."""
-        sql = (
-            "SELECT id, receiver, body, status, attempts, next_ms, sent_ms, last_error "
-            "FROM outbox WHERE status = 'pending' AND next_ms <= ?"
-        )
-        args: list[Any] = [now_ms]
-        if receiver is not None:
-            sql += " AND receiver = ?"
-            args.append(receiver)
-        sql += " ORDER BY created_ms, id LIMIT ?"
-        args.append(limit)
-        return [_outbox(r) for r in self._query(sql, args)]
-
-    def outbox(self, status: str | None = None) -> list[OutboxRow]:
-        """Every outbox row (or those with a status), oldest first."""
-        sql = (
-            "SELECT id, receiver, body, status, attempts, next_ms, sent_ms, last_error FROM outbox"
-        )
-        args: list[Any] = []
-        if status is not None:
-            sql += " WHERE status = ?"
-            args.append(status)
-        return [_outbox(r) for r in self._query(sql + " ORDER BY created_ms, id", args)]
-
-    def mark_sent(self, note_id: str, ms: int) -> None:
-        """The channel accepted it."""
-        self.mark_sent_many([note_id], ms)
-
     def mark_sent_many(self, note_ids: Sequence[str], ms: int) -> None:
         """The channel accepted these, in one transaction (one fsync for a burst)."""
         if not note_ids:
@@ -570,15 +607,6 @@ class AlertStore:
                     "WHERE id = ?",
                     (retry_at_ms, error[:500], note_id),
                 )
-
-    def counts(self) -> dict[str, int]:
-        """Alerts by state and outbox rows by status (for /metrics and stats)."""
-        out: dict[str, int] = {}
-        for state, n in self._query("SELECT state, count(*) FROM alerts GROUP BY state"):
-            out[f"alerts_{state}"] = int(n)
-        for status, n in self._query("SELECT status, count(*) FROM outbox GROUP BY status"):
-            out[f"outbox_{status}"] = int(n)
-        return out
 
 
 def _event_args(r: dict[str, Any]) -> dict[str, Any]:

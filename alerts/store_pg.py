@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import psycopg
 
@@ -26,13 +26,12 @@ from alerts.errors import AlertsError
 from alerts.model import Alert, Notification, Silence, Transition
 from alerts.store import (
     _COLUMNS,
-    OutboxRow,
     StoreClosedError,
     StoredAlert,
+    StoreReads,
     _dumps,
     _event_line,
     _loads,
-    _outbox,
     _row,
     _written,
 )
@@ -181,7 +180,7 @@ def _event_args(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class PgAlertStore:
+class PgAlertStore(StoreReads):
     """PostgreSQL store of alerts, history, silences and the outbox.
 
     Args:
@@ -191,6 +190,8 @@ class PgAlertStore:
     Raises:
         PgStoreError: The server cannot be reached or refused the login or the schema.
     """
+
+    _p: ClassVar[str] = "%s"
 
     def __init__(self, dsn: str, *, connect_timeout_s: float = 10.0) -> None:
         self.dsn = dsn
@@ -320,31 +321,6 @@ class PgAlertStore:
             )
             self._dirty.add(alert_id)
 
-    def get(self, alert_id: int) -> StoredAlert | None:
-        """One alert by id."""
-        rows = self._query(f"SELECT {_COLUMNS} FROM alerts WHERE id = %s", (alert_id,))  # noqa: S608
-        return _row(rows[0]) if rows else None
-
-    def find(self, device_id: str, kind: str) -> StoredAlert | None:
-        """The alert of (device, kind), if any."""
-        rows = self._query(
-            f"SELECT {_COLUMNS} FROM alerts WHERE device_id = %s AND kind = %s",  # noqa: S608
-            (device_id, kind),
-        )
-        return _row(rows[0]) if rows else None
-
-    def take_dirty(self) -> set[int]:
-        """Ids of alerts written through this store object since the last call."""
-        with self._lock:
-            dirty, self._dirty = self._dirty, set()
-        return dirty
-
-    def take_silences_changed(self) -> bool:
-        """Whether silences were added or ended through this store object since the last call."""
-        with self._lock:
-            changed, self._silences_changed = self._silences_changed, False
-        return changed
-
     def load(self, ids: Iterable[int]) -> list[StoredAlert]:
         """Several alerts by id (missing ids are skipped)."""
         rows = self._query(
@@ -352,46 +328,6 @@ class PgAlertStore:
             (sorted(ids),),
         )
         return [_row(r) for r in rows]
-
-    def open_alerts(self) -> list[StoredAlert]:
-        """Pending and active alerts."""
-        return [
-            _row(r)
-            for r in self._query(
-                f"SELECT {_COLUMNS} FROM alerts WHERE state <> 'cleared' ORDER BY id"  # noqa: S608
-            )
-        ]
-
-    def alerts(
-        self,
-        state: str | None = None,
-        site: str | None = None,
-        kind: str | None = None,
-        device_id: str | None = None,
-        limit: int = 500,
-        *,
-        min_severity: int | None = None,
-    ) -> list[Alert]:
-        """Alerts, newest activity first, filtered (``min_severity``: that severity or worse)."""
-        where: list[str] = []
-        args: list[str | int] = []
-        if min_severity is not None:
-            where.append("severity >= %s")
-            args.append(int(min_severity))
-        for col, val in (
-            ("state", state),
-            ("site", site),
-            ("kind", kind),
-            ("device_id", device_id),
-        ):
-            if val:
-                where.append(f"{col} = %s")
-                args.append(val)
-        sql = f"SELECT {_COLUMNS} FROM alerts"  # noqa: S608 - column names are constants
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY last_event_ms DESC, id DESC LIMIT %s"
-        return [_row(r).alert for r in self._query(sql, [*args, limit])]
 
     def history(self, alert_id: int) -> list[tuple[int, str, str]]:
         """(ms, what, detail) of an alert, oldest first."""
@@ -470,15 +406,6 @@ class PgAlertStore:
             self._silences_changed = True
             return cur.rowcount > 0
 
-    def silences(self, active_at_ms: int | None = None) -> list[Silence]:
-        """All silences, or those active at a time."""
-        sql = "SELECT id, starts_ms, ends_ms, author, reason, device_id, site, kind FROM silences"
-        args: list[Any] = []
-        if active_at_ms is not None:
-            sql += " WHERE starts_ms <= %s AND ends_ms > %s"
-            args = [active_at_ms, active_at_ms]
-        return [Silence(*r) for r in self._query(sql + " ORDER BY id", args)]
-
     # -- outbox ------------------------------------------------------------------------------
 
     def record(
@@ -509,35 +436,6 @@ class PgAlertStore:
             )
             return len(new)
 
-    def due(self, now_ms: int, receiver: str | None = None, limit: int = 100) -> list[OutboxRow]:
-        """Pending notifications whose time has come, oldest first."""
-        sql = (
-            "SELECT id, receiver, body, status, attempts, next_ms, sent_ms, last_error "
-            "FROM outbox WHERE status = 'pending' AND next_ms <= %s"
-        )
-        args: list[Any] = [now_ms]
-        if receiver is not None:
-            sql += " AND receiver = %s"
-            args.append(receiver)
-        sql += " ORDER BY created_ms, id LIMIT %s"
-        args.append(limit)
-        return [_outbox(r) for r in self._query(sql, args)]
-
-    def outbox(self, status: str | None = None) -> list[OutboxRow]:
-        """Every outbox row (or those with a status), oldest first."""
-        sql = (
-            "SELECT id, receiver, body, status, attempts, next_ms, sent_ms, last_error FROM outbox"
-        )
-        args: list[Any] = []
-        if status is not None:
-            sql += " WHERE status = %s"
-            args.append(status)
-        return [_outbox(r) for r in self._query(sql + " ORDER BY created_ms, id", args)]
-
-    def mark_sent(self, note_id: str, ms: int) -> None:
-        """The channel accepted it."""
-        self.mark_sent_many([note_id], ms)
-
     def mark_sent_many(self, note_ids: Sequence[str], ms: int) -> None:
         """The channel accepted these, in one transaction."""
         if not note_ids:
@@ -564,15 +462,6 @@ class PgAlertStore:
                     "WHERE id = %s",
                     (retry_at_ms, error[:500], note_id),
                 )
-
-    def counts(self) -> dict[str, int]:
-        """Alerts by state and outbox rows by status (for /metrics and stats)."""
-        out: dict[str, int] = {}
-        for state, n in self._query("SELECT state, count(*) FROM alerts GROUP BY state"):
-            out[f"alerts_{state}"] = int(n)
-        for status, n in self._query("SELECT status, count(*) FROM outbox GROUP BY status"):
-            out[f"outbox_{status}"] = int(n)
-        return out
 
 
 def _many_returning(

@@ -34,6 +34,7 @@ from rich.console import Console
 from alerts.pipeline import AlertPipeline
 from alerts.store_pg import PgAlertStore, PgStoreError
 from boltwatch.cluster_detect import decode_outcome
+from boltwatch.cluster_wait import sleep_or_stop
 from boltwatch.config import Config, ConfigError
 from boltwatch.run import build_alerts
 from ingest.cluster import Delivery, JetStreamLog, LogError, encode_dead
@@ -94,7 +95,7 @@ class AlertsWorker:
                 if on_ready is not None and not on_ready.is_set():
                     on_ready.set()
                 if self.pipeline is None:
-                    await _sleep_or_stop(stop, min(1.0, self.leases.ttl_s / 4))
+                    await sleep_or_stop(stop, min(1.0, self.leases.ttl_s / 4))
                     continue
                 await self._work_round(stop)
         finally:
@@ -130,7 +131,7 @@ class AlertsWorker:
             got = await self.log.fetch_shared(_GROUP, _FETCH_MAX, _FETCH_WAIT_S, events=True)
         except LogError as exc:
             _log.warning("%s", exc)
-            await _sleep_or_stop(stop, _RETRY_S)
+            await sleep_or_stop(stop, _RETRY_S)
             return
         try:
             if got and self.leading:
@@ -145,7 +146,7 @@ class AlertsWorker:
             # Not acknowledged: the outcomes come back after ack_wait_s (taken again, they
             # refresh the same alerts and record no notification twice).
             _log.error("alerts: %s", exc)
-            await _sleep_or_stop(stop, _RETRY_S)
+            await sleep_or_stop(stop, _RETRY_S)
 
     async def _take(self, got: list[Delivery]) -> None:
         assert self.pipeline is not None  # noqa: S101 - only while leading
@@ -179,12 +180,6 @@ class AlertsWorker:
                 store.close()
         if release:
             await self.leases.release(_LEADER)
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
 
 
 async def run_alerts_worker(

@@ -27,6 +27,7 @@ from typing import Final
 import msgspec
 from rich.console import Console
 
+from boltwatch.cluster_wait import sleep_or_stop
 from boltwatch.config import Config
 from boltwatch.run import build_engine
 from detection.base import DetectionError
@@ -131,7 +132,7 @@ class DetectWorker:
                 await self._checkpoints_due()
                 if not worked:
                     # Idle: fetches already waited; one short pause keeps an empty cluster quiet.
-                    await _sleep_or_stop(stop, 0.05)
+                    await sleep_or_stop(stop, 0.05)
         finally:
             await self._give_back_all()
 
@@ -285,14 +286,6 @@ class DetectWorker:
         await self.log.save_checkpoint(part.number, data)
         part.checkpointed_at = time.monotonic()
         part.dirty = False
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    except TimeoutError:
-        return
 
 
 async def run_detect_worker(

@@ -30,6 +30,7 @@ from typing import Final
 
 from rich.console import Console
 
+from boltwatch.cluster_wait import sleep_or_stop
 from boltwatch.config import Config
 from boltwatch.run import build_influx_writer
 from boltwatch.store_lock import StoreLock
@@ -99,7 +100,7 @@ class StoreWorker:
                 got = await self.log.fetch_shared(_GROUP, _FETCH_MAX, _FETCH_WAIT_S)
             except LogError as exc:  # NATS away: the client reconnects; try again
                 _log.warning("%s", exc)
-                await _sleep_or_stop(stop, _RETRY_S)
+                await sleep_or_stop(stop, _RETRY_S)
                 continue
             if not got:
                 continue
@@ -109,7 +110,7 @@ class StoreWorker:
                 # Not acknowledged: delivered again after ack_wait_s (to this worker or another).
                 self.counts.failed_writes += 1
                 _log.error("store write failed, %d records left for later: %s", len(got), exc)
-                await _sleep_or_stop(stop, _RETRY_S)
+                await sleep_or_stop(stop, _RETRY_S)
                 continue
             await self.log.ack(got)
             self.counts.records += len(got)
@@ -153,12 +154,6 @@ def _dead_letter(d: Delivery, field: str, reason: str, now_ms: int) -> DeadLette
         reason=reason,
         received_ms=now_ms,
     )
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
 
 
 async def run_store_worker(

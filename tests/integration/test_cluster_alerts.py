@@ -29,6 +29,7 @@ from tests.integration.test_cluster_detect import (
     PHASE_1,
     PHASE_2,
     _caught_up,
+    _lease_log,
     _publish,
     _reference,
 )
@@ -100,21 +101,14 @@ async def _events_drained(config: ClusterConfig) -> bool:
         await log.close()
 
 
-async def _lease_log(config: ClusterConfig) -> list[dict[str, Any]]:
-    from ingest.cluster import JetStreamLog
-
-    log = await JetStreamLog.open(config, "lease-reader")
-    try:
-        name = f"{config.lease_bucket}_alerts_log"
-        info = await log._js.stream_info(name)
-        out: list[dict[str, Any]] = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await log._js.get_msg(name, seq)
-            assert msg.data is not None
-            out.append(json.loads(msg.data))
-        return out
-    finally:
-        await log.close()
+def loosening_notified(received: list[dict[str, Any]], lock: threading.Lock) -> bool:
+    """Whether the webhook got b03's loosening."""
+    with lock:
+        return any(
+            a["kind"] == "loosening" and a["device_id"] == "b03"
+            for r in received
+            for a in r["alerts"]
+        )
 
 
 def test_the_standby_takes_over_and_notifies_once(
@@ -154,15 +148,10 @@ def test_the_standby_takes_over_and_notifies_once(
         al_a.wait()
         asyncio.run(_publish(cluster, PHASE_2))
 
-        def loosening_notified() -> bool:
-            with handler.lock:  # type: ignore[attr-defined]
-                return any(
-                    a["kind"] == "loosening" and a["device_id"] == "b03"
-                    for r in received
-                    for a in r["alerts"]
-                )
-
-        wait_for(loosening_notified, 120, "the loosening of b03 at the webhook")
+        lock = handler.lock  # type: ignore[attr-defined]
+        wait_for(
+            lambda: loosening_notified(received, lock), 120, "the loosening of b03 at the webhook"
+        )
         wait_for(lambda: asyncio.run(_events_drained(cluster)), 60, "al-b to take phase 2")
         assert "leading the alerts" in logs["al-b"].read_text()
 
@@ -171,7 +160,7 @@ def test_the_standby_takes_over_and_notifies_once(
             stored = {(a.device_id, a.kind) for a in store.alerts(limit=10_000)}
         assert stored == set(_reference())
         # One leader at a time: al-a, then al-b once al-a was dead.
-        lines = asyncio.run(_lease_log(cluster))
+        lines = asyncio.run(_lease_log(cluster, f"{cluster.lease_bucket}_alerts"))
         assert [(e["owner"], e["event"]) for e in lines] == [
             ("al-a", "acquired"),
             ("al-b", "acquired"),

@@ -22,7 +22,12 @@ from alerts.store_pg import PgAlertStore
 from ingest.settings import ClusterConfig
 from tests.integration.conftest import Collector, MosquittoServer, Reaper, stored_readings, wait_for
 from tests.integration.natscluster import NatsCluster, start_member
-from tests.integration.test_cluster_alerts import _events_drained, _Hook, _rules
+from tests.integration.test_cluster_alerts import (
+    _events_drained,
+    _Hook,
+    _rules,
+    loosening_notified,
+)
 from tests.integration.test_cluster_detect import (
     PARTITIONS,
     PHASE_1,
@@ -86,15 +91,10 @@ def test_one_process_runs_every_role(
         want = len(PHASE_1) + len(PHASE_2)
         wait_for(lambda: stored_readings(tmp_path / "data") >= want, 120, "every reading stored")
 
-        def loosening_notified() -> bool:
-            with handler.lock:  # type: ignore[attr-defined]
-                return any(
-                    a["kind"] == "loosening" and a["device_id"] == "b03"
-                    for r in received
-                    for a in r["alerts"]
-                )
-
-        wait_for(loosening_notified, 120, "the loosening of b03 at the webhook")
+        lock = handler.lock  # type: ignore[attr-defined]
+        wait_for(
+            lambda: loosening_notified(received, lock), 120, "the loosening of b03 at the webhook"
+        )
         assert stored_readings(tmp_path / "data") == want
         cluster = ClusterConfig(urls=nats_cluster.urls, partitions=PARTITIONS)
         wait_for(lambda: asyncio.run(_caught_up(cluster)), 90, "detection of every reading")

@@ -102,10 +102,11 @@ async def _outcomes(config: ClusterConfig) -> list[tuple[str, str]]:
         await log.close()
 
 
-async def _lease_log(config: ClusterConfig) -> list[dict[str, object]]:
+async def _lease_log(config: ClusterConfig, bucket: str | None = None) -> list[dict[str, object]]:
+    """Every line of the lease log of ``bucket`` (the partition leases by default)."""
     log = await JetStreamLog.open(config, "lease-reader")
     try:
-        name = f"{config.lease_bucket}_log"
+        name = f"{bucket or config.lease_bucket}_log"
         info = await log._js.stream_info(name)
         out: list[dict[str, object]] = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):

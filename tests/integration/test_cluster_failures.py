@@ -33,7 +33,12 @@ from sensors.codec import TelemetryDecoder
 from sensors.registry import load_registry
 from tests.integration.conftest import Collector, MosquittoServer, Reaper, wait_for
 from tests.integration.natscluster import NatsCluster, start_member
-from tests.integration.test_cluster_alerts import _events_drained, _Hook, _rules
+from tests.integration.test_cluster_alerts import (
+    _events_drained,
+    _Hook,
+    _rules,
+    loosening_notified,
+)
 from tests.integration.test_cluster_detect import _lease_log
 from tests.integration.test_cluster_ingest import REGISTRY
 from tests.integration.vm import VictoriaMetrics
@@ -207,15 +212,11 @@ class _Fleet:
         assert set(got) == want
         assert set(got.values()) == {1}, "a reading stored twice"
 
-        def loosening_notified() -> bool:
-            with self.lock:
-                return any(
-                    a["kind"] == "loosening" and a["device_id"] == "b03"
-                    for r in self.received
-                    for a in r["alerts"]
-                )
-
-        wait_for(loosening_notified, 180, "the loosening of b03 at the webhook")
+        wait_for(
+            lambda: loosening_notified(self.received, self.lock),
+            180,
+            "the loosening of b03 at the webhook",
+        )
         wait_for(lambda: asyncio.run(_events_drained(self.cluster)), 120, "every outcome taken")
         with PgAlertStore(self.dsn) as store:
             alerts = {(a.device_id, a.kind) for a in store.alerts(limit=10_000)}
