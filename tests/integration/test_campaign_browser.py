@@ -50,8 +50,8 @@ CHUNK_MS = 6 * 3_600_000
 RULES = """
 [defaults]
 for = "0s"
-clear_after = "3s"
-group_wait = "0s"
+clear_after = "30s"  # no reading comes between the two parts: quiet, the alerts must stay
+group_wait = "0s"    # open until the campaign is opened, however slow the machine
 """
 
 
@@ -207,7 +207,7 @@ def test_a_campaign_from_the_joint_page_to_the_after_readings(
         return "joint" in kinds and all(open_alerts(d) for d in LOOSE)
 
     wait_for(raised, 180, "the loose bolts' alerts and the joint's finding")
-    linked = {a["id"] for dev in LOOSE for a in open_alerts(dev)}
+    open_now = {a["id"] for dev in LOOSE for a in open_alerts(dev)}
     healthy = [f"wtg09-f1-b{i:03d}" for i in range(1, 7)]
     assert not any(open_alerts(d) for d in healthy), "a healthy bolt is alerting"
 
@@ -235,6 +235,9 @@ def test_a_campaign_from_the_joint_page_to_the_after_readings(
             form.locator("button[type=submit]").click()
             expect(page.locator("h1")).to_contain_text("Campaign #1: Retighten Tower flange 1")
             expect(page.locator("#campaign-state")).to_contain_text("open")
+            links = page.locator("#campaign-alerts a").all_inner_texts()
+            linked = {int(t) for t in links}
+            assert linked == open_now, (linked, open_now)  # what the test saw open is linked
             for dev in LOOSE:
                 row = page.locator(f'#tasks tr[data-device="{dev}"]')
                 expect(row).to_have_attribute("data-state", "open")
@@ -298,7 +301,8 @@ def test_a_campaign_from_the_joint_page_to_the_after_readings(
         assert shown["ack_by"] == "campaign #1 (admin)", shown
         assert any("campaign #1" in c["text"] for c in shown["comments"]), shown
 
-    def cleared() -> bool:
-        return all(_api(service, f"/api/alerts/{i}")["state"] == "cleared" for i in linked)
+    def cleared() -> bool:  # one request a poll: the API answers 20 a second per token
+        state = {a["id"]: a["state"] for a in _api(service, "/api/alerts")["alerts"]}
+        return all(state.get(i) == "cleared" for i in linked)
 
-    wait_for(cleared, 120, "the campaign's alerts to clear")
+    wait_for(cleared, 180, "the campaign's alerts to clear")
