@@ -233,12 +233,13 @@ class AlertPipeline:
         """Record detection events as alerts (one per device and kind, created atomically)."""
         rows = []
         now = self.clock()
-        counted: dict[tuple[str, str], int] = {}
+        counted: dict[tuple[str, Severity], int] = {}
+        rule_for = self.rules.rule_for
         for ev in events:
             kind = ev.kind.value
-            rule = self.rules.rule_for(kind)
+            rule = rule_for(kind)
             sev = Severity(ev.severity)
-            counted[(kind, str(sev))] = counted.get((kind, str(sev)), 0) + 1
+            counted[(kind, sev)] = counted.get((kind, sev), 0) + 1
             if sev < rule.min_severity:
                 continue
             if rule.severity is not None:
@@ -258,8 +259,8 @@ class AlertPipeline:
                     "inactive": now if kind in _ONE_SHOT else 0,
                 }
             )
-        for (kind, sev_name), n in counted.items():
-            self.metrics.events.labels(kind=kind, severity=sev_name).inc(n)
+        for (kind, sev), n in counted.items():
+            self.metrics.events.labels(kind=kind, severity=str(sev)).inc(n)
         ids = self._store_rows(rows) if rows else []
         for r in rows:
             self._open.setdefault(str(r["device_id"]), set()).add(str(r["kind"]))

@@ -221,6 +221,10 @@ class ReceiverSpec:
     key: str = ""
 
 
+_MEMO_MAX: Final = 100_000
+"""Answers :class:`Rules` remembers (sites, kinds and severities; beyond, it just computes)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     """Parsed alert rules."""
@@ -231,24 +235,40 @@ class Rules:
     inhibit: tuple[InhibitRule, ...] = ()
     silences: tuple[SilenceSpec, ...] = ()
     receivers: tuple[ReceiverSpec, ...] = ()
+    _rule_memo: dict[str, Rule] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _route_memo: dict[tuple[str, str, Severity], tuple[Route, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def rule_for(self, kind: str) -> Rule:
-        """The first rule matching the kind, or one made of the defaults."""
-        for r in self.rules:
-            if r.matches(kind):
-                return r
-        d = self.defaults
-        return Rule(for_s=d.for_s, clear_after_s=d.clear_after_s)
+        """The first rule matching the kind, or one made of the defaults (remembered per kind:
+        the alert path asks for every event)."""
+        found = self._rule_memo.get(kind)
+        if found is None:
+            found = next((r for r in self.rules if r.matches(kind)), None)
+            if found is None:
+                d = self.defaults
+                found = Rule(for_s=d.for_s, clear_after_s=d.clear_after_s)
+            if len(self._rule_memo) < _MEMO_MAX:
+                self._rule_memo[kind] = found
+        return found
 
     def routes_for(self, site: str, kind: str, severity: Severity) -> list[Route]:
-        """Matching routes, in order, honouring ``continue``."""
-        out: list[Route] = []
-        for r in self.routes:
-            if r.matches(site, kind, severity):
-                out.append(r)
-                if not r.continue_:
-                    break
-        return out
+        """Matching routes, in order, honouring ``continue`` (remembered per site, kind and
+        severity)."""
+        key = (site, kind, severity)
+        found = self._route_memo.get(key)
+        if found is None:
+            out: list[Route] = []
+            for r in self.routes:
+                if r.matches(site, kind, severity):
+                    out.append(r)
+                    if not r.continue_:
+                        break
+            found = tuple(out)
+            if len(self._route_memo) < _MEMO_MAX:
+                self._route_memo[key] = found
+        return list(found)
 
 
 def _table(data: Mapping[str, Any], name: str, key: str) -> list[Mapping[str, Any]]:

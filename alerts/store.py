@@ -654,13 +654,24 @@ def _upsert_in(
     query. Appends the history lines."""
     (last,) = db.execute("SELECT coalesce(max(id), 0) FROM alerts").fetchone()
     db.executemany(_INSERT_OR_UPDATE, [_event_args(r) for r in rows])
-    # New alerts are the rows past the old last id (a range of the primary key); the others
-    # (cleared alerts raised again) are looked up by their key.
-    found = [
-        _row(r)
-        for r in db.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id > ?", (last,))  # noqa: S608
-    ]
-    ids = {(s.alert.device_id, s.alert.kind): s.alert.id for s in found}
+    # New alerts are the rows past the old last id (a range of the primary key): only their ids
+    # are read, the alerts themselves are what the rows wrote (:func:`inserted`). The others
+    # (cleared alerts raised again) are read back by their key.
+    new_ids = {
+        (str(d), str(k)): int(i)
+        for i, d, k in db.execute("SELECT id, device_id, kind FROM alerts WHERE id > ?", (last,))
+    }
+    made: dict[int, StoredAlert] = {}
+    for r in rows:
+        i = new_ids.get((str(r["device_id"]), str(r["kind"])))
+        if i is None:
+            continue
+        if i in made:
+            refreshed(made[i], r)
+        else:
+            made[i] = inserted(i, r)
+    found = list(made.values())
+    ids = dict(new_ids)
     again = sorted({(str(r["device_id"]), str(r["kind"])) for r in rows} - ids.keys())
     if again:
         more = [
@@ -676,6 +687,26 @@ def _upsert_in(
         ids.update({(s.alert.device_id, s.alert.kind): s.alert.id for s in more})
     history.extend(_event_line(ids[(str(r["device_id"]), str(r["kind"]))], r) for r in rows)
     return found
+
+
+def inserted(alert_id: int, row: dict[str, Any]) -> StoredAlert:
+    """The alert :data:`_UPSERT` inserts for ``row`` (no alert of its device and kind yet), as
+    a read back of it would load it."""
+    alert = Alert(
+        id=alert_id,
+        device_id=str(row["device_id"]),
+        kind=str(row["kind"]),
+        site=str(row["site"]),
+        group=str(row["grp"]),
+        severity=Severity(row["severity"]),
+        state=AlertState.PENDING,
+        first_ms=int(row["ms"]),
+        last_event_ms=int(row["ms"]),
+        explanation=str(row["explanation"]),
+        data=dict(row.get("data", {})),
+        late=bool(row["late"]),
+    )
+    return StoredAlert(alert, str(row["device_kind"]), int(row["inactive"]))
 
 
 def refreshed(s: StoredAlert, row: dict[str, Any]) -> None:

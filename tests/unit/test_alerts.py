@@ -505,6 +505,40 @@ def test_events_of_an_open_alert_update_it_in_memory_exactly_as_the_store_does(
     assert [h[1] for h in pipe.store.history(first)].count("event") == 2
 
 
+def test_new_alerts_are_held_in_memory_exactly_as_the_store_reads_them_back(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """New alerts are built from the rows they were written from (only their ids are read):
+    what the pipeline holds equals a fresh store's read, for a batch with several events of one
+    new alert (the later ones update it), and next to a cleared alert raised again."""
+    pipe, clock, _ = setup
+    (old,) = pipe.take(BatchOutcome(events=[_event("b0")]))
+    with pipe.store._tx() as db:  # another writer cleared it
+        db.execute("UPDATE alerts SET state = 'cleared' WHERE id = ?", (old,))
+    pipe.store.take_dirty()
+    pipe._cache = None  # the pipeline starts again: b0's alert is not held any more
+    clock.advance(1)
+    batch = [
+        _event("b1"),
+        dataclasses.replace(_event("b1", sev=Severity.MAJOR, site="s9"), explanation="worse"),
+        _event("b1", sev=Severity.WARNING),
+        _event("b2", kind=EventKind.SENSOR_FAULT),
+        _event("b0"),
+    ]
+    ids = pipe.take(BatchOutcome(events=batch))
+    assert ids[0] == ids[1] == ids[2] != ids[3]
+    assert ids[4] == old
+    assert pipe._cache is not None
+    with AlertStore(tmp_path / "alerts.db") as fresh:
+        for i in set(ids):
+            held, stored = pipe._cache[i], fresh.get(i)
+            assert stored is not None
+            assert held.alert == stored.alert, i
+            assert (held.device_kind, held.inactive_ms) == (stored.device_kind, stored.inactive_ms)
+    assert pipe._cache[ids[0]].alert.severity is Severity.MAJOR
+    assert pipe._cache[ids[0]].alert.explanation == batch[2].explanation
+
+
 def test_an_alert_cleared_behind_the_pipelines_back_is_raised_again(setup: Setup) -> None:
     """The batched update only touches open alerts; one found cleared is upserted (pending
     again) and reloaded."""
