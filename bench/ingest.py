@@ -9,9 +9,13 @@
     alerts in the path), fed single-reading messages as fast as they come, in two shapes:
     10,000 bolts with one reading each per message (a Python publisher, gmqtt), and one bolt's
     backlog (``mosquitto_pub``): msg/s and CPU per message of the process.
+(f) boltwatch ingest, Sparkplug B: an edge node relays DDATA of 100 historical ``preload_kn``
+    metrics each (a reading per metric) for 100 bolts, after its NBIRTH and their DBIRTHs
+    (published by this script's own gmqtt process, QoS 1, in order).
 Messages are published by ``mosquitto_pub -l`` from a file (C), so the publisher is not the
 bottleneck. Prints msg/s, readings/s, the ratio to the reference, and the peak RSS.
-Targets (2-core machine): (b) >= 50k msg/s, (c) >= 500k readings/s, (d) >= 500k points/s.
+Targets (2-core machine): (b) >= 50k msg/s, (c) >= 500k readings/s, (d) >= 500k points/s,
+(f) >= 300k readings/s.
 
 ``--soak SECONDS`` runs only the soak instead: ingest as in (b), fed at a steady
 ``--soak-rate`` (default 5,000 msg/s) of single-reading JSON messages from a simulated fleet of
@@ -43,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 # This file is bench/ingest.py: with bench/ first on sys.path, `import ingest` would find this
 # script instead of the package. Drop the script's folder before importing the project.
@@ -196,12 +201,108 @@ async def _poll(predicate: Callable[[], bool], limit_s: float) -> None:
     raise SystemExit(f"gave up after {limit_s:g} s: ingest did not finish")
 
 
-async def _ingest(
-    port: int, tmp: Path, n: int, batch: int, name: str
-) -> tuple[float, float, int, float]:
-    """(b)/(c): msg/s and readings/s from the first publish to the last commit, and the CPU
-    time of this process (ingest: its event loop and its store thread) per message, µs."""
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """What a case publishes: messages and readings in all, and how its publisher starts and
+    ends (a process of its own, so that this process only ingests)."""
+
+    messages: int
+    readings: int
+    start: Callable[[], subprocess.Popen[bytes]]
+    stop: Callable[[subprocess.Popen[bytes]], None]
+
+
+def _json_feed(port: int, tmp: Path, n: int, batch: int, name: str) -> Feed:
+    """(b)/(c): ``mosquitto_pub -l`` of JSON lines, one message each."""
     topics, readings = _lines(tmp / f"{name}.txt", n, batch)
+    return Feed(n, readings, lambda: _pub(port, topics[0], tmp / f"{name}.txt"), _done)
+
+
+SPB_DEVICES: Final = 100
+SPB_METRICS: Final = 100
+
+
+def _spb_feed(port: int, tmp: Path, n: int) -> Feed:
+    """(f): a Sparkplug B edge node relaying ``n`` DDATA of ``SPB_METRICS`` historical
+    ``preload_kn`` metrics each (a reading per metric, with its own timestamp) for
+    ``SPB_DEVICES`` bolts, after its NBIRTH and their DBIRTHs. Encoded here, published by this
+    script with ``--spb-feed`` (gmqtt, QoS 1, in order)."""
+    import pysparkplug as psp
+
+    from sensors.sparkplug import encode_dbirth, encode_nbirth
+
+    path = tmp / "spb.bin"
+    with path.open("wb") as fh:
+
+        def put(topic: str, payload: bytes) -> None:
+            head = topic.encode()
+            fh.write(len(head).to_bytes(2, "big") + head + len(payload).to_bytes(4, "big"))
+            fh.write(payload)
+
+        put("spBv1.0/bench/NBIRTH/gw-01", encode_nbirth({}, T0))
+        for d in range(SPB_DEVICES):
+            put(
+                f"spBv1.0/bench/DBIRTH/gw-01/bolt-{d:04d}",
+                encode_dbirth("cbolt", {"preload_kn": 60.0}, T0),
+            )
+        for i in range(n):
+            base = T0 + 1_000 + (i // SPB_DEVICES) * SPB_METRICS * 1_000
+            metrics = tuple(
+                psp.Metric(
+                    timestamp=base + k * 1_000,
+                    name="preload_kn",
+                    datatype=psp.DataType.DOUBLE,
+                    value=60.0 + k / 100,
+                )
+                for k in range(SPB_METRICS)
+            )
+            data = psp.DData(timestamp=base, seq=i % 256, metrics=metrics)
+            put(
+                f"spBv1.0/bench/DDATA/gw-01/bolt-{i % SPB_DEVICES:04d}",
+                bytes(data.encode(include_dtypes=True)),
+            )
+
+    def start() -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, __file__, "--spb-feed", str(port), str(path)]
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        proc.wait(60)
+
+    return Feed(1 + SPB_DEVICES + n, SPB_DEVICES + n * SPB_METRICS, start, stop)
+
+
+async def _spb_publish(port: int, data: bytes) -> int:
+    """The ``--spb-feed`` process: every message of ``data`` (the file :func:`_spb_feed`
+    wrote) at QoS 1, in order."""
+    import gmqtt
+
+    client = gmqtt.Client(f"spb-feed-{os.getpid()}")
+    await client.connect("127.0.0.1", port, keepalive=60)
+    at = sent = 0
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 2], "big")
+        topic = data[at + 2 : at + 2 + size].decode()
+        at += 2 + size
+        length = int.from_bytes(data[at : at + 4], "big")
+        payload = data[at + 4 : at + 4 + length]
+        while True:
+            try:
+                client.publish(topic, payload, qos=1)
+                break
+            except OverflowError:  # every message id in flight: wait for PUBACKs
+                await asyncio.sleep(0.005)
+        at += 4 + length
+        sent += 1
+    await asyncio.sleep(1.0)  # the last PUBACKs
+    await client.disconnect()
+    return sent
+
+
+async def _ingest(port: int, tmp: Path, feed: Feed, name: str) -> tuple[float, float, int, float]:
+    """(b)/(c)/(f): msg/s and readings/s from the first publish to the last commit, and the CPU
+    time of this process (ingest: its event loop and its store thread) per message, µs."""
+    n, readings = feed.messages, feed.readings
     cfg = parse_config(
         {
             "broker": {
@@ -211,7 +312,7 @@ async def _ingest(
             },
             "ingest": {
                 "metrics_listen": "",
-                "batch_max_messages": 2000 if batch == 1 else 50,
+                "batch_max_messages": 2000 if readings == n else 50,
                 "batch_max_ms": 20,
             },
             "store": {"path": str(tmp / f"store-{name}")},
@@ -223,7 +324,7 @@ async def _ingest(
             await svc.wait_subscribed()
             t0 = time.perf_counter()
             cpu0 = time.process_time()
-            pub = _pub(port, topics[0], tmp / f"{name}.txt")
+            pub = feed.start()
 
             def committed() -> float:
                 return sum(
@@ -239,7 +340,7 @@ async def _ingest(
             await _poll(lambda: committed() >= readings, 600)
             dt = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
-            _done(pub)
+            feed.stop(pub)
         stored = store.stats().readings
     return n / dt, readings / dt, stored, cpu / n * 1e6
 
@@ -573,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=100_000, help="single-reading messages")
     ap.add_argument("--batches", type=int, default=5_000, help="100-reading gateway batches")
     ap.add_argument("--points", type=int, default=1_000_000, help="InfluxDB points")
+    ap.add_argument("--spb", type=int, default=3_000, help="Sparkplug B DDATA messages")
+    ap.add_argument("--spb-feed", nargs=2, metavar=("PORT", "FILE"), help=argparse.SUPPRESS)
     ap.add_argument(
         "--soak", type=float, metavar="SECONDS", help="only the RSS soak, for this long"
     )
@@ -586,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
     # The soak's publisher process (internal).
     ap.add_argument("--feed", nargs=4, metavar=("PORT", "RATE", "S", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.spb_feed is not None:
+        logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
+        asyncio.run(_spb_publish(int(args.spb_feed[0]), Path(args.spb_feed[1]).read_bytes()))
+        return 0
     if args.feed is not None:
         port, rate, seconds, devices = args.feed
         return feed_main(int(port), float(rate), float(seconds), int(devices))
@@ -600,9 +707,15 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"(a) mosquitto_sub, {args.messages:,} messages ...")
             ref = reference(port, tmp, args.messages)
             console.print(f"(b) ingest, {args.messages:,} single-reading messages ...")
-            single = asyncio.run(_ingest(port, tmp, args.messages, 1, "single"))
+            feed = _json_feed(port, tmp, args.messages, 1, "single")
+            single = asyncio.run(_ingest(port, tmp, feed, "single"))
             console.print(f"(c) ingest, {args.batches:,} gateway batches of 100 ...")
-            batched = asyncio.run(_ingest(port, tmp, args.batches, 100, "batch"))
+            feed = _json_feed(port, tmp, args.batches, 100, "batch")
+            batched = asyncio.run(_ingest(port, tmp, feed, "batch"))
+            console.print(
+                f"(f) ingest, {args.spb:,} Sparkplug B DDATA of {SPB_METRICS} metrics ..."
+            )
+            spb = asyncio.run(_ingest(port, tmp, _spb_feed(port, tmp, args.spb), "spb"))
             console.print(
                 f"(e) boltwatch run as shipped, {args.messages:,} single-reading messages of "
                 "10,000 bolts ..."
@@ -642,6 +755,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{cpu_us:.1f}",
         f"{stored:,}",
         f"500,000 readings/s: {'met' if rd_s >= 500_000 else f'{rd_s / 500_000:.0%}'}",
+    )
+    msg_s, rd_s, stored, cpu_us = spb
+    table.add_row(
+        f"(f) ingest, Sparkplug B DDATA of {SPB_METRICS} metrics",
+        f"{msg_s:,.0f}",
+        f"{rd_s:,.0f}",
+        f"{rd_s / ref:.2f}",
+        f"{cpu_us:.1f}",
+        f"{stored:,}",
+        f"300,000 readings/s: {'met' if rd_s >= 300_000 else f'{rd_s / 300_000:.0%}'}",
     )
     if influx is not None:
         pts, _ = influx
