@@ -28,7 +28,6 @@ from typing import Any, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import signal
 
 from detection._machine_common import (
     AlertScale,
@@ -197,6 +196,8 @@ def waveform_features(
     geo = BearingParams() if bearing is None else bearing
     x = x - x.mean()
     nper = _nperseg(x.size, fs_hz, resolution_hz)
+    from scipy import signal  # ~60 MB: loaded once a mill sends a waveform, not for bolts
+
     f, p = signal.welch(x, fs=fs_hz, nperseg=nper)
     f = np.asarray(f, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
@@ -237,6 +238,8 @@ def _chatter_peak(
     if sel.size <= 8:
         return math.nan, 0.0, 0.0
     floor = float(np.median(p[sel]))
+    from scipy import signal
+
     idx, _ = signal.find_peaks(p[sel], height=prominence * floor)
     if not idx.size:
         return math.nan, 0.0, 0.0
@@ -267,6 +270,8 @@ def _envelope_snr(
     x: Float64, fs_hz: float, band: tuple[float, float], fr: float, bearing_hz: tuple[float, float]
 ) -> tuple[float, float]:
     """Envelope-spectrum SNR (dB) at BPFO and BPFI (first two harmonics each)."""
+    from scipy import signal
+
     sos = signal.butter(4, list(band), btype="bandpass", fs=fs_hz, output="sos")
     env = np.abs(signal.hilbert(signal.sosfiltfilt(sos, x)))
     fe, pe = signal.welch(env - env.mean(), fs=fs_hz, nperseg=_nperseg(x.size, fs_hz, 1.5))

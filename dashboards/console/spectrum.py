@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from scipy import signal
 
 from dashboards.charts import SPECTRA
 from detection.cnc import iso_zone
@@ -72,6 +71,8 @@ def newest_spectrum(store: Store, kind: DeviceKind, device_id: str) -> Spectrum 
     if x.size < _MIN_SAMPLES or not (math.isfinite(fs) and fs > 0):
         return None
     x = x - x.mean()
+    from scipy import signal  # scipy.signal costs ~60 MB: loaded when a spectrum is drawn
+
     f, p = signal.welch(x, fs=fs, nperseg=min(x.size, 2 * MAX_BINS))
     vib = values.get("vib_rms_mms", math.nan)
     return Spectrum(

@@ -25,7 +25,6 @@ from dashboards.report.data import (
 )
 from dashboards.report.fmt import pct, when, zone_name
 from dashboards.report.pdf import Document
-from dashboards.report.plots import joint_drawing
 from dashboards.report.sections import (
     alerts_section,
     campaigns_section,
@@ -79,6 +78,8 @@ def render_fleet(data: FleetData, campaigns: Sequence[CampaignSummary]) -> bytes
     """The PDF of gathered fleet data and its campaigns."""
     zone, bolts = data.zone, data.bolts
     what = f"{data.scope.level} {data.scope.id}"
+    from dashboards.report.plots import joint_drawing  # matplotlib: loaded for a report only
+
     doc = Document(f"boltwatch fleet report · {what}")
     doc.heading(f"Fleet report: {what}")
     positions = sum(j.joint.bolt_count for j in data.joints)

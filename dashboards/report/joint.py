@@ -17,7 +17,6 @@ from dashboards.report.campaigns import CampaignSummary, campaigns_of, is_done, 
 from dashboards.report.data import STATE_LABELS, JointData, below, gather_joint
 from dashboards.report.fmt import kn, pct, when, zone_name
 from dashboards.report.pdf import Document
-from dashboards.report.plots import joint_drawing, preload_plot
 from dashboards.report.sections import (
     alerts_section,
     campaigns_section,
@@ -57,6 +56,11 @@ def joint_report(
 def render_joint(data: JointData, campaigns: Sequence[CampaignSummary]) -> bytes:
     """The PDF of gathered joint data and its campaigns."""
     j, zone = data.joint, data.zone
+    from dashboards.report.plots import (  # matplotlib: loaded for a report only
+        joint_drawing,
+        preload_plot,
+    )
+
     doc = Document(f"boltwatch audit report · joint {j.id}")
     doc.heading(f"Audit report: joint {j.id}")
     profile = data.profile

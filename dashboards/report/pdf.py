@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-import matplotlib as mpl
 from fpdf import FPDF, FontFace
 
 __all__ = ["FONT", "Document"]
@@ -53,6 +52,8 @@ class Document:
 
     def __init__(self, title: str, author: str = "boltwatch") -> None:
         pdf = _Pdf(title)
+        import matplotlib as mpl  # its fonts only; matplotlib loads when a report is made
+
         fonts = Path(mpl.get_data_path()) / "fonts" / "ttf"
         for style, name in _FONT_FILES.items():
             pdf.add_font(FONT, style, str(fonts / name))
