@@ -217,7 +217,7 @@ class Engine:
             mapped[i] = s
         newest = self._newest[kind]
         if len(table) > newest.shape[0]:
-            grown = np.full(max(len(table), 2 * newest.shape[0], 16), -np.inf)
+            grown = np.full(max(len(table), newest.shape[0] + newest.shape[0] // 4, 16), -np.inf)
             grown[: newest.shape[0]] = newest
             self._newest[kind] = grown
         if new:
