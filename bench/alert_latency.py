@@ -67,7 +67,7 @@ from alerts.model import Notification  # noqa: E402
 from alerts.pipeline import AlertPipeline  # noqa: E402
 from alerts.rules import parse_rules  # noqa: E402
 from alerts.store import AlertStore  # noqa: E402
-from bench.ingest import _free_port, _ingest, _mosquitto  # noqa: E402
+from bench.ingest import _free_port, _ingest, _json_feed, _mosquitto  # noqa: E402
 from boltwatch.config import parse_config  # noqa: E402
 from boltwatch.run import ServiceSummary, run_service  # noqa: E402
 from detection.base import DetectionEvent, EventKind, Severity  # noqa: E402
@@ -642,7 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         broker, port = _mosquitto(tmp)
         try:
             console.print(f"(1) ingest alone, {messages:,} single-reading messages ...")
-            ref, _, _, _ = asyncio.run(_ingest(port, tmp, messages, 1, "single"))
+            feed = _json_feed(port, tmp, messages, 1, "single")
+            ref, _, _, _ = asyncio.run(_ingest(port, tmp, feed, "single"))
             console.print(
                 f"(3) alert pipeline, {events:,} events over {event_devices:,} devices ..."
             )

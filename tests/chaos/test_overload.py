@@ -65,9 +65,9 @@ receive-window back-pressure the short run peaked at 641 MB before numba, about 
 still well past this."""
 RSS_GROWTH_MB = size(60.0, 100.0)
 """Most the RSS may grow between the start of the overload and its peak. The full run writes
-enough for the store's SQLite page cache (64 MiB then, 32 MiB since) to fill (2026-12-06: 175 -> 240 MB, +65 MB,
-over a 60 MB bound calibrated on the short run, where it does not fill); the 30-minute soak
-shows RSS flat at 241 MB once it has (+0.2 MB/h)."""
+enough for the store's SQLite page cache (64 MiB then, 32 MiB since) to fill (2026-12-06:
+175 -> 240 MB, +65 MB, over a 60 MB bound calibrated on the short run, where it does not
+fill); the 30-minute soak shows RSS flat at 241 MB once it has (+0.2 MB/h)."""
 QUEUE_BOUND = 10_000
 """Most messages waiting for their commit at a sample (``boltwatch_ingest_queue_depth``): the
 high-water mark (2,000 with the defaults) plus what the socket and stream buffers held when
