@@ -98,6 +98,7 @@ KERNEL_STATE: Final = (
     "tr_hour",
     "tr_pos",
     "bend_z",
+    "tr_decl",
 )
 """State arrays the kernel reads and writes, in its argument order."""
 
@@ -131,7 +132,9 @@ _SPIKES_ALERT: Final = 24
 _LEARNING_LOSS_PCT: Final = 25
 _TREND_TEMP_SPAN_C: Final = 26
 _SECOND_LOOK_H: Final = 27
-_SIZE: Final = 28
+_TREND_CONFIRM_H: Final = 28
+_CONFIRM_LOSS_PCT: Final = 29
+_SIZE: Final = 30
 
 
 def pack_params(p: PreloadParams) -> npt.NDArray[np.float64]:
@@ -166,6 +169,8 @@ def pack_params(p: PreloadParams) -> npt.NDArray[np.float64]:
     v[_LEARNING_LOSS_PCT] = p.learning_loss_pct
     v[_TREND_TEMP_SPAN_C] = p.trend_temp_span_c
     v[_SECOND_LOOK_H] = p.second_look_h
+    v[_TREND_CONFIRM_H] = p.trend_confirm_h
+    v[_CONFIRM_LOSS_PCT] = p.confirm_loss_pct
     return v
 
 
@@ -224,6 +229,7 @@ def _hour_done(  # noqa: PLR0912, PLR0915 - both tests in one place, as the nump
     phase, t_learn, settling, _, level, tempco, t_ref, p00, p01, _ = state[10:20]
     baseline, cusum, _, h_armed, tr_slope, tr_z = state[20:26]
     tr_val, tr_temp, tr_hour, bend_z = state[30], state[31], state[32], state[34]
+    tr_decl = state[35]
     hours = np.empty(SLOTS)
     last = -math.inf
     for j in range(SLOTS):
@@ -290,6 +296,7 @@ def _hour_done(  # noqa: PLR0912, PLR0915 - both tests in one place, as the nump
             cusum[s] = 0.0
             tr_slope[s] = math.nan
             tr_z[s] = math.nan
+            tr_decl[s] = 0
     if phase[s] == _ARMED and settling[s] == _PROVISIONAL:
         win = np.zeros(SLOTS, np.bool_)
         for j in range(SLOTS):
@@ -314,9 +321,12 @@ def _hour_done(  # noqa: PLR0912, PLR0915 - both tests in one place, as the nump
                     z = fmax(z, fj[1] / fj[2])
             tr_slope[s] = slope * 24.0 / base * 100.0
             tr_z[s] = z
+            falls = tr_slope[s] <= -pv[_MIN_RATE] and tr_z[s] <= -pv[_TREND_Z]
+            tr_decl[s] = min(tr_decl[s] + 1, 10000) if falls else 0
         else:
             tr_slope[s] = math.nan
             tr_z[s] = math.nan
+            tr_decl[s] = 0
 
 
 @jit
@@ -428,7 +438,11 @@ def run_rows(  # noqa: PLR0912, PLR0915 - one recursion, top to bottom, as the n
         outlier = finite and fill >= 3 and abs(dev) > thr
         pend_n = int(q_pend_n[s])
         pend_y = q_pend_y[s]
-        same = pend_n > 0 and sign(pend_y - med) == sign(dev) and abs(y - pend_y) <= thr
+        same = (
+            pend_n > 0
+            and sign(pend_y - med) == sign(dev)
+            and (abs(y - pend_y) <= thr or sign(y - pend_y) == sign(dev))
+        )
         new_pend = (pend_n + 1 if same else 1) if outlier else 0
         spiky = q_spikes[s] >= pv[_SPIKES_ALERT]
         shift = outlier and new_pend >= (2 * pv[_SHIFT_READINGS] if spiky else pv[_SHIFT_READINGS])
@@ -495,6 +509,7 @@ def run_rows(  # noqa: PLR0912, PLR0915 - one recursion, top to bottom, as the n
             h_armed[s] = math.nan
             tr_slope[s] = math.nan
             tr_z[s] = math.nan
+            state[35][s] = 0
             hr_n[s] = 0
             hr_sum[s] = 0.0
             hr_tsum[s] = 0.0
@@ -589,6 +604,9 @@ def run_rows(  # noqa: PLR0912, PLR0915 - one recursion, top to bottom, as the n
         slope = np.float64(tr_slope[s])
         tz = np.float64(tr_z[s])
         declining = nan_to_num(slope) <= -pv[_MIN_RATE] and nan_to_num(tz) <= -pv[_TREND_Z]
+        declining = declining and (
+            state[35][s] >= pv[_TREND_CONFIRM_H] or loss_pct >= pv[_CONFIRM_LOSS_PCT]
+        )
         recent_shift = (t - t_shift[s]) <= pv[_SUDDEN_HOLD_H] * _HOUR
         sudden = armed and recent_shift and loss_pct >= pv[_SUDDEN_LOSS_PCT]
         o_phase[i] = phase[s]

@@ -128,6 +128,12 @@ class PreloadParams:
             looked at again, and a bolt still embedding (the day falls, and its curve does not
             bend down as a loosening after a flat stretch does) learns again, waiting for a flat
             day. Sudden losses are judged at once.
+        trend_confirm_h: A loss under ``confirm_loss_pct`` is loosening only once the trend fell
+            at this many finished hours in a row (1: at the first). Within a few percent of the
+            baseline a flat bolt sits where a baseline taken in a cold snap or the embedding of
+            a silent retightening leaves it, and there one noisy day of trend is not a loss.
+        confirm_loss_pct: From this loss on (% of the baseline), one hour of falling trend is
+            enough.
         warning_ratio: ``preload_low`` warning below this fraction of the baseline.
         alarm_ratio: ``preload_low`` alarm below this fraction (also the forecast's line).
         critical_ratio: ``preload_low`` critical below this fraction.
@@ -159,6 +165,8 @@ class PreloadParams:
     trend_h: float = 24.0
     trend_temp_span_c: float = 3.0
     second_look_h: float = 24.0
+    trend_confirm_h: int = 3
+    confirm_loss_pct: float = 6.0
     warning_ratio: float = 0.80
     alarm_ratio: float = 0.70
     critical_ratio: float = 0.30
@@ -206,6 +214,7 @@ _STATE: Final[dict[str, tuple[npt.DTypeLike, float, tuple[int, ...]]]] = {
     "tr_slope": (np.float32, np.nan, ()),  # trend since the baseline, % of baseline per day
     "tr_z": (np.float32, np.nan, ()),  # that slope over its standard error
     "bend_z": (np.float32, np.nan, ()),  # curvature since first sight / its SE (_PROVISIONAL)
+    "tr_decl": (np.int16, 0, ()),  # finished hours in a row whose trend fell (armed)
     "diameter_mm": (np.float64, np.nan, ()),  # from the registry (nut-factor check)
     "hr_sum": (np.float64, 0.0, ()),
     "hr_n": (np.int16, 0, ()),
@@ -498,6 +507,7 @@ class BoltPreloadDetector(Detector[PreloadParams]):
             s["t_shift"][r] = np.nan
             s["h_armed"][r] = np.nan
             s["tr_slope"][r] = np.nan
+            s["tr_decl"][r] = 0
             s["tr_z"][r] = np.nan
             s["hr_n"][r] = 0
             s["hr_sum"][r] = 0.0
@@ -583,6 +593,8 @@ class BoltPreloadDetector(Detector[PreloadParams]):
         declining = (np.nan_to_num(slope, nan=0.0) <= -p.min_rate_pct_per_day) & (
             np.nan_to_num(tz, nan=0.0) <= -p.trend_z
         )
+        # A small loss must fall for trend_confirm_h finished hours in a row.
+        declining &= (s["tr_decl"][slots] >= p.trend_confirm_h) | (loss_pct >= p.confirm_loss_pct)
         sudden = (
             armed
             & ((t - s["t_shift"][slots]) <= p.sudden_hold_h * _HOUR)
@@ -744,6 +756,7 @@ class BoltPreloadDetector(Detector[PreloadParams]):
             s["h_armed"][again] = np.nan
             s["cusum"][again] = 0.0
             s["tr_slope"][again] = np.nan
+            s["tr_decl"][again] = 0
             s["tr_z"][again] = np.nan
         prov = (s["phase"][d] == _ARMED) & (s["settling"][d] == _PROVISIONAL)
         if prov.any():
@@ -777,6 +790,10 @@ class BoltPreloadDetector(Detector[PreloadParams]):
                 z = np.where(both, np.fmax(z, fj.slope / fj.slope_se), z)
                 s["tr_slope"][dm] = np.where(ok, slope * 24.0 / base * 100.0, np.nan)
                 s["tr_z"][dm] = np.where(ok, z, np.nan)
+            falls = (s["tr_slope"][dm].astype(np.float64) <= -p.min_rate_pct_per_day) & (
+                s["tr_z"][dm].astype(np.float64) <= -p.trend_z
+            )
+            s["tr_decl"][dm] = np.where(falls, np.minimum(s["tr_decl"][dm] + 1, 10000), 0)
 
     def _still_embedding(self, d: Int64, hours: Float64) -> Bool:
         """The second look at bolts ``d`` armed on their first few hours, a day later: is the

@@ -168,10 +168,15 @@ def quality_step(  # noqa: PLR0915 - one pass over the checks, top to bottom
     out = judged & (np.abs(dev) > thr)
     code = np.zeros(slots.shape[0], np.int16)
 
-    # Level shift: an outlier confirmed by the next reading on the same side, close to it.
+    # Level shift: an outlier confirmed by the next readings on the same side, each close to the
+    # first or further out (a collapse faster than the threshold per reading is a shift too).
     pend_n = st["q_pend_n"][slots]
     pend_y = st["q_pend_y"][slots]
-    same = (pend_n > 0) & (np.sign(pend_y - med) == np.sign(dev)) & (np.abs(y - pend_y) <= thr)
+    same = (
+        (pend_n > 0)
+        & (np.sign(pend_y - med) == np.sign(dev))
+        & ((np.abs(y - pend_y) <= thr) | (np.sign(y - pend_y) == np.sign(dev)))
+    )
     new_pend = np.where(out, np.where(same, pend_n + 1, 1), 0).astype(np.int16)
     # A sensor that spikes often (a sensor-fault alert's worth within about a day) needs twice as
     # many outliers in a row to confirm a level shift: three spikes on the same side come in a

@@ -53,7 +53,12 @@ GRADUAL: Final = frozenset({"vibration-loosening", "creep"})
 
 @dataclass(slots=True)
 class FieldOutcome:
-    """One field bolt: truth, the detector's first alerts, and the Grafana-style rule's."""
+    """One field bolt: truth, the detector's first alerts, and the Grafana-style rule's.
+
+    ``grafana`` is the rule's first firing; ``grafana_since_onset`` its first firing at or after
+    the onset (NaN for a bolt without one), what "before rule" compares with: a firing before
+    the loosening began is a false alert of the rule, not a detection of this loosening.
+    """
 
     device_id: str
     scenario: str
@@ -63,6 +68,7 @@ class FieldOutcome:
     first_loosening: float
     first_low: float
     grafana: float
+    grafana_since_onset: float
     active_at_end: bool
 
     @property
@@ -146,6 +152,9 @@ def evaluate_field(
                     first_loosening=loose.get(dev, math.nan),
                     first_low=low.get(dev, math.nan),
                     grafana=grafana_rule(b.ts_s, b.preload_kn),
+                    grafana_since_onset=grafana_rule(b.ts_s, b.preload_kn, since=b.truth.onset_s)
+                    if b.truth.loosening
+                    else math.nan,
                     active_at_end=dec.alert[ends[i]] == EventKind.LOOSENING.value,
                 )
             )
@@ -183,7 +192,10 @@ def summarise_field(outcomes: Sequence[FieldOutcome]) -> list[dict[str, str]]:
             b
             for b in caught
             if b.scenario in GRADUAL
-            and (not math.isfinite(b.grafana) or b.first_loosening < b.grafana)
+            and (
+                not math.isfinite(b.grafana_since_onset)
+                or b.first_loosening < b.grafana_since_onset
+            )
         ]
         gradual = [b for b in caught if b.scenario in GRADUAL]
         rows.append(

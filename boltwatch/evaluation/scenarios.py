@@ -150,9 +150,17 @@ def load_bolt_frame(out_dir: Path) -> tuple[Frame, list[str]]:
 
 
 def grafana_rule(
-    ts: npt.NDArray[np.floating[Any]], y: Float64, samples: int = 3, ratio: float = 0.8
+    ts: npt.NDArray[np.floating[Any]],
+    y: Float64,
+    samples: int = 3,
+    ratio: float = 0.8,
+    since: float = -math.inf,
 ) -> float:
-    """When "preload < 80 % of the first day's median for 3 samples" first fires (NaN: never)."""
+    """When "preload < 80 % of the first day's median for 3 samples" first fires (NaN: never).
+
+    ``since``: the first time at or after it when the rule holds (a Grafana alert that fired
+    earlier and resolved fires again then; one still firing counts from ``since`` itself).
+    """
     ok = np.isfinite(y)
     if not ok.any():
         return math.nan
@@ -163,7 +171,7 @@ def grafana_rule(
     run = 0
     for i in np.flatnonzero(ok):
         run = run + 1 if below[i] else 0
-        if run >= samples:
+        if run >= samples and ts[i] >= since:
             return float(ts[i])
     return math.nan
 

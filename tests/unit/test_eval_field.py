@@ -11,10 +11,12 @@ from boltwatch.cli import app
 from boltwatch.evaluation.field import (
     HELDOUT_SEEDS,
     TUNING_SEEDS,
+    FieldOutcome,
     evaluate_field,
     field_table,
     summarise_field,
 )
+from boltwatch.evaluation.scenarios import grafana_rule
 from firmware_sim.field import FIELD_SCENARIOS, FieldRanges, simulate_field
 
 
@@ -81,3 +83,39 @@ def test_evaluate_field_rejects_an_unknown_set_with_one_line() -> None:
     assert result.exit_code == 2
     assert "--field" in result.output
     assert "heldout" in result.output
+
+
+def _outcome(first: float, grafana: float, since_onset: float) -> FieldOutcome:
+    return FieldOutcome(
+        device_id="b",
+        scenario="creep",
+        seed=0,
+        onset=100.0,
+        cross70=900.0,
+        first_loosening=first,
+        first_low=math.nan,
+        grafana=grafana,
+        grafana_since_onset=since_onset,
+        active_at_end=True,
+    )
+
+
+def test_the_rule_fires_again_after_the_onset_and_before_rule_compares_with_that() -> None:
+    """A rule that fired on a cold snap before the loosening began has not detected it: "before
+    rule" compares with its first firing at or after the onset, and the early one is a false
+    alert of the rule."""
+    ts = np.arange(0.0, 10 * 86400.0, 3600.0)
+    y = np.full(ts.shape, 100.0)
+    y[48:52] = 70.0  # a cold snap, day 2: four readings under 80
+    y[150:] = 60.0  # the loss, from hour 150
+    assert grafana_rule(ts, y) == ts[50]
+    assert grafana_rule(ts, y, since=ts[100]) == ts[152]
+    assert grafana_rule(ts, y, since=ts[151]) == ts[152]
+    assert grafana_rule(ts, y, since=ts[160]) == ts[160]  # still firing: from `since` itself
+    assert math.isnan(grafana_rule(ts, np.full(ts.shape, 100.0), since=ts[10]))
+
+    ours_between = _outcome(first=500.0, grafana=50.0, since_onset=600.0)
+    ours_after = _outcome(first=700.0, grafana=50.0, since_onset=600.0)
+    row = summarise_field([ours_between, ours_after])[-1]
+    assert row["before rule"] == "1/2"
+    assert row["rule false"] == "2"

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from boltwatch.evaluation.field import field_frame
 from boltwatch.evaluation.scenarios import evaluate_bolt_dir, grafana_rule, load_bolt_frame
 from detection.base import EventKind, Frame, Severity
 from detection.installation import InstallationParams, check_nut_factor, nut_factor
 from detection.preload import BoltPreloadDetector, PreloadParams, theil_sen
 from detection.sensor_faults import SensorFaultDetector
+from firmware_sim.field import simulate_field
 from firmware_sim.offline import write_outputs
 from firmware_sim.scenario import load_scenario, run_scenario
 
@@ -381,3 +383,47 @@ def test_a_bolt_first_seen_that_loosens_fast_is_alerted_before_the_second_look(
     assert loose
     assert (loose[0].ts_ms / 1000 - T0) / 3600 < 21.0
     assert loose[0].data["hours_to_alarm_line"] > 0
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_collapse_faster_than_the_spike_threshold_is_a_sudden_loss(compiled: bool) -> None:
+    """Rotational back-off at its end: the preload falls by more than the spike threshold from
+    one 20-minute reading to the next. Each reading is further down than the one before, so the
+    run is a shift, not spikes: the level follows and the loss is raised before the Grafana-style
+    rule's three readings under 80 % (field tuning seed 16, bolt 8, had its level frozen at 85 %
+    while the bolt was at 7 %)."""
+    rng = np.random.default_rng(31)
+    step = 1200.0
+    n = int(6 * DAY / step)
+    at = int(5 * DAY / step)
+    shape = np.ones(n)
+    shape[at : at + 12] = np.linspace(0.96, 0.05, 12)  # four hours to nothing
+    shape[at + 12 :] = 0.05
+    level = 150.0 * shape * (1 + rng.normal(0, 0.005, n))
+    f = _series(level, step_s=step)
+    scores, dec = BoltPreloadDetector(PreloadParams(compiled=compiled)).process(f)
+    assert scores.extra["phase"][at - 1] == 2  # armed before
+    loose = [e for e in dec.events if e.kind is EventKind.LOOSENING]
+    assert loose
+    ts = T0 + step * np.arange(n)
+    assert loose[0].ts_ms / 1000 < grafana_rule(ts, level)
+    assert scores.extra["level_kn"][at + 14] < 0.2 * 150.0  # the level followed the collapse
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize(("seed", "bolt"), [(18, 18), (12, 40)])
+def test_a_flat_bolt_a_few_percent_under_its_baseline_needs_a_confirmed_trend(
+    compiled: bool, seed: int, bolt: int
+) -> None:
+    """Two silently retightened bolts of the field tuning seeds: the retightening hid in the
+    noise, the new embedding left them flat 4-5 % under their baseline, and days later one
+    noisy day's trend fell for an hour or two. A loss under ``confirm_loss_pct`` must fall for
+    ``trend_confirm_h`` finished hours in a row; with one hour (the old rule) both were false
+    loosening alerts."""
+    b = simulate_field(seed, 60)[bolt]
+    assert b.truth.scenario == "retightened-silent"
+    frame = field_frame([b])
+    kinds = _kinds(BoltPreloadDetector(PreloadParams(compiled=compiled)), frame)
+    assert EventKind.LOOSENING not in kinds
+    old = PreloadParams(compiled=compiled, trend_confirm_h=1)
+    assert EventKind.LOOSENING in _kinds(BoltPreloadDetector(old), frame)
