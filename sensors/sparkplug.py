@@ -79,6 +79,7 @@ from sensors.schema import (
     Reading,
     Status,
 )
+from sensors.sparkplug_lean import LeanMetric, lean_data
 
 __all__ = [
     "NAMESPACE",
@@ -211,6 +212,9 @@ class SparkplugDecoder:
         )
         # (group, edge node, device or None for the edge node itself) -> its birth.
         self._born: dict[tuple[str, str, str | None], _Born] = {}
+        #: DATA messages decoded by :func:`sensors.sparkplug_lean.lean_data` (the rest went
+        #: through pysparkplug).
+        self.lean_messages = 0
 
     def decode(self, topic: str, payload: bytes) -> DecodedBatch:
         """Decode one message.
@@ -324,12 +328,19 @@ class SparkplugDecoder:
                 reason = f"DDATA for device {device!r} before its DBIRTH: kind and aliases unknown"
             raise PayloadError("payload", reason + " (request a rebirth)")
         mt = topic.message_type
-        data: psp.NData | psp.DData = (
-            _decode(psp.NData, mt, payload, born.birth)
-            if device is None
-            else _decode(psp.DData, mt, payload, born.birth)
-        )
-        readings = self._readings(born.kind, data.metrics, data.timestamp, birth=False)
+        lean = lean_data(payload, born.birth)
+        metrics: Sequence[_MetricLike]
+        if lean is not None:
+            ts, metrics = lean
+            self.lean_messages += 1
+        else:
+            data: psp.NData | psp.DData = (
+                _decode(psp.NData, mt, payload, born.birth)
+                if device is None
+                else _decode(psp.DData, mt, payload, born.birth)
+            )
+            ts, metrics = data.timestamp, data.metrics
+        readings = self._readings(born.kind, metrics, ts, birth=False)
         dev = edge if device is None else device
         _add_rows(rows, born.kind, readings, site=site, device=dev, i=i)
 
@@ -361,7 +372,7 @@ class SparkplugDecoder:
     # -- metrics to readings --------------------------------------------------------------------
 
     def _readings(
-        self, kind: DeviceKind, metrics: Iterable[psp.Metric], payload_ts: int, *, birth: bool
+        self, kind: DeviceKind, metrics: Iterable[_MetricLike], payload_ts: int, *, birth: bool
     ) -> list[Reading]:
         groups, ts_where = _group_metrics(kind, metrics, payload_ts)
         if not groups:
@@ -402,12 +413,14 @@ class SparkplugDecoder:
             raise PayloadError(where, f"timestamp {ts_ms} is before 2000-01-01{hint}")
 
 
+# A metric as pysparkplug decodes it, or as the lean path does (the same attributes).
+_MetricLike = psp.Metric | LeanMetric
 # Per timestamp: reading field -> (metric name as sent, value).
 _Groups = dict[int, dict[str, tuple[str, Any]]]
 
 
 def _group_metrics(
-    kind: DeviceKind, metrics: Iterable[psp.Metric], payload_ts: int
+    kind: DeviceKind, metrics: Iterable[_MetricLike], payload_ts: int
 ) -> tuple[_Groups, dict[int, str]]:
     """Metrics mapped to reading fields and grouped by timestamp (one reading per timestamp).
 
@@ -490,7 +503,7 @@ def _decode(
         ) from exc
 
 
-def _name(m: psp.Metric) -> str:
+def _name(m: _MetricLike) -> str:
     """A metric's name; pysparkplug requires names in births and resolves aliases in DATA."""
     name: object = m.name
     if name is None:
