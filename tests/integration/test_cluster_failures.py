@@ -235,15 +235,17 @@ class _Fleet:
             p, owner, event = int(str(e["partition"])), str(e["owner"]), str(e["event"])
             held = holder.get(p)
             # A line is written after the fact and may be missing when NATS was away (a lease
-            # lost while its node was down): only another worker's hold is an overlap.
+            # taken or lost while its node was down): only another live worker's hold is an
+            # overlap. A SIGKILLed holder's hold ended at its death, so after it another worker
+            # may take the partition (or be seen losing it when its "acquired" line is missing).
+            free = held in (None, owner) or (
+                held in killed and int(str(e["at_ms"])) / 1000 > killed[held]
+            )
             if event == "acquired":
-                free = held in (None, owner) or (
-                    held in killed and int(str(e["at_ms"])) / 1000 > killed[held]
-                )
                 assert free, f"partition {p} taken by {owner} while {held} held it: {e}"
                 holder[p] = owner
             else:
-                assert held in (None, owner), f"partition {p}: {owner} {event}, {held} held it"
+                assert free, f"partition {p}: {owner} {event}, {held} held it: {e}"
                 holder[p] = None
 
     def stop_all(self) -> None:
