@@ -27,6 +27,7 @@ from boltwatch.cluster_cli import cluster_app
 from boltwatch.dashboards_cli import dashboards_app
 from boltwatch.registry_cli import registry_export, registry_history, registry_import
 from boltwatch.report_cli import report_app
+from boltwatch.store_cli import store_app
 
 if TYPE_CHECKING:
     from detection.engine import SnapshotFaults
@@ -55,6 +56,7 @@ app.add_typer(contract_app, name="contract")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(report_app, name="report")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(store_app, name="store")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

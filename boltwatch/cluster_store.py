@@ -170,7 +170,11 @@ async def run_store_worker(
         if influx is None:
             stack.enter_context(StoreLock(config.store.path))
             store = stack.enter_context(
-                Store(config.store.path, retention_days=config.store.retention_days)
+                Store(
+                    config.store.path,
+                    retention_days=config.store.retention_days,
+                    tail_days=config.store.tail_days,
+                )
             )
             worker = StoreWorker(log, store=store)
             target = f"the SQLite store at {config.store.path}"

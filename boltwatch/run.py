@@ -467,7 +467,11 @@ async def run_service(  # noqa: PLR0912, PLR0915 - the composition root, one par
     try:
         await _detection_ready(engine, stop_event)
         with (
-            Store(config.store.path, retention_days=config.store.retention_days) as store,
+            Store(
+                config.store.path,
+                retention_days=config.store.retention_days,
+                tail_days=config.store.tail_days,
+            ) as store,
             contextlib.ExitStack() as stack,
         ):
             registry_store = stack.enter_context(RegistryStore(config.store.path))

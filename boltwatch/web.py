@@ -122,7 +122,11 @@ def build_web(
         *(User(u.name, u.token, Role(u.role)) for u in config.console.users),
     ]
     auth = Auth(users, clock=time.time)
-    reader = Store(config.store.path, retention_days=config.store.retention_days)
+    reader = Store(
+        config.store.path,
+        retention_days=config.store.retention_days,
+        tail_days=config.store.tail_days,
+    )
     source = ConsoleSource(
         reader,
         alerts,

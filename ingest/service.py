@@ -885,11 +885,21 @@ class IngestService:
                 _log.warning("rollups and retention skipped this time: %s", exc.reason)
 
     def maintain(self) -> tuple[int, int]:
-        """Recompute the 1-minute / 1-hour rollups touched since last time and drop raw readings
-        past retention (in the store's thread). Returns (buckets written, rows deleted)."""
+        """Recompute the 1-minute / 1-hour rollups touched since last time, seal the days older
+        than the store's tail into compressed chunks (a bounded step each time) and drop raw
+        readings past retention (in the store's thread). Returns (buckets written, rows
+        deleted)."""
         now_ms = int(self.clock() * 1000)
         store = self._stored()
         buckets = store.rollup(now_ms=now_ms)
+        sealed = store.seal(now_ms=now_ms)
+        if sealed.readings:
+            _log.info(
+                "sealed %d readings into %d chunks%s",
+                sealed.readings,
+                sealed.chunks,
+                "" if sealed.done else " (more next time)",
+            )
         deleted = store.enforce_retention(now_ms=now_ms)
         if deleted:
             _log.info(

@@ -110,10 +110,13 @@ class StoreConfig(Section, frozen=True):
     Attributes:
         path: Folder of the SQLite store.
         retention_days: Raw readings older than this are dropped (rollups are kept).
+        tail_days: Readings of the UTC days older than this are sealed into compressed chunks
+            (newer ones stay rows, which Grafana's SQLite datasource reads directly).
     """
 
     path: str = "./boltwatch-data"
     retention_days: Annotated[int, Meta(ge=1, le=36_500)] = 400
+    tail_days: Annotated[int, Meta(ge=1, le=3_650)] = 2
 
 
 class InfluxConfig(Section, frozen=True):

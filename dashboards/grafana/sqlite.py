@@ -8,7 +8,10 @@ than a minute). Queries here pick the devices first (through ``device_state``, s
 the primary key device by device) and read, like the console does, raw readings for a range up to
 a day, 1-minute means up to a week (the raw readings of the hours without them) and hourly means
 beyond: a year of a bolt draws from 8,760 rows. Rollups are written by ingest's periodic rollup,
-so the newest minutes of a long range appear once rolled up.
+so the newest minutes of a long range appear once rolled up. Days older than the store's tail
+(``store.tail_days``) are sealed into compressed chunks that SQL cannot read: in the ranges
+that would draw their raw readings, their 1-minute means (devices sampled faster than a minute)
+or hourly means are drawn instead (the console reads the sealed readings themselves).
 
 Grafana replaces ``$__from`` and ``$__to`` by the range in epoch milliseconds, the store's unit;
 times go back to Grafana in epoch seconds (``ts_ms / 1000.0 AS time``).
@@ -96,7 +99,26 @@ class SQLiteSeries(Series):
             f"WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
             "AND bucket_ms BETWEEN $__from AND $__to)"
         )
-        parts = [raw, minutes_raw]
+        # Sealed days (before the store's seal floor) have no raw rows to draw: their minutes
+        # (fast devices) or hours stand for them in ranges that would draw raw readings.
+        floor = "(SELECT coalesce(max(value), 0) FROM meta WHERE key = 'seal_floor_ms')"
+        sealed_minutes = (
+            f"SELECT bucket_ms / 1000.0 AS time, {device}mean AS {name} FROM rollup_1m "
+            f"WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
+            f"AND bucket_ms BETWEEN $__from AND $__to AND bucket_ms < {floor} "
+            f"AND {_span(None, RAW_UP_TO_MS)}"
+        )
+        sealed_hours = (
+            f"SELECT bucket_ms / 1000.0 AS time, {device}mean AS {name} FROM rollup_1h "
+            f"WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
+            f"AND bucket_ms BETWEEN $__from AND $__to AND bucket_ms < {floor} "
+            f"AND {_span(None, ROLLUP_1M_UP_TO_MS)} "
+            "AND (device_id, bucket_ms) NOT IN "
+            f"(SELECT device_id, bucket_ms - bucket_ms % {HOUR_MS} FROM rollup_1m "
+            f"WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
+            "AND bucket_ms BETWEEN $__from AND $__to)"
+        )
+        parts = [raw, minutes_raw, sealed_minutes, sealed_hours]
         for table, lo, hi in (
             ("rollup_1m", RAW_UP_TO_MS, ROLLUP_1M_UP_TO_MS),
             ("rollup_1h", ROLLUP_1M_UP_TO_MS, None),

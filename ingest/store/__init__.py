@@ -10,6 +10,11 @@ Layout of the database ``{path}/boltwatch.sqlite3``:
   Columns: ``device_id, ts_ms, seq, site, received_ms, late`` then one ``REAL`` per numeric field
   (``NULL`` = not reported) and one ``BLOB`` per waveform field (float32 little-endian; its
   sampling rate is the kind's ``fs_hz`` field).
+* ``chunks_{kind}`` — the *sealed* readings: once a UTC day is older than ``tail_days``,
+  :meth:`Store.seal` replaces each device's rows of that day by one row ``(device_id, day_ms, n,
+  first_ms, last_ms, data)`` of compressed columns (:mod:`ingest.store.chunks`). A reading is in
+  the tail or in a chunk, never both; ``meta.seal_floor_ms`` is the midnight before which readings
+  may be sealed. Every read here merges both, so callers never see the difference.
 * ``events``, ``device_state``, ``dead_letters``, ``rollup_1m`` (only the hours of a device with
   more than 60 readings: the others' minutes are computed when read), ``rollup_1h``; bookkeeping in
   ``schema_version``, ``meta``, ``reading_counts`` and ``rollup_dirty`` (the buckets touched since
@@ -43,11 +48,11 @@ from ingest.store.records import (
     DeadLetter,
     DeviceRecord,
     Rollup,
+    SealResult,
     StoreError,
     StoreStats,
     WriteResult,
 )
-from ingest.store.rollups import _Rollups
 from ingest.store.schema import (
     APPLICATION_ID,
     DAY_MS,
@@ -58,6 +63,7 @@ from ingest.store.schema import (
     _kind_layout,
     _Layout,
 )
+from ingest.store.seal import _Seal
 from ingest.store.writer import _Writer
 from sensors.schema import READING_TYPES, DeviceKind
 
@@ -71,6 +77,7 @@ __all__ = [
     "DeadLetter",
     "DeviceRecord",
     "Rollup",
+    "SealResult",
     "Store",
     "StoreError",
     "StoreStats",
@@ -79,10 +86,10 @@ __all__ = [
 ]
 
 
-# One part per module: rollups and retention (which write through the writer's transactions),
-# writing, export (which filters as the reads do), reading; all on schema._Schema, which holds the
-# steps that open the file.
-class Store(_Rollups, _Writer, _Export, _Queries):
+# One part per module: sealing, rollups and retention (which write through the writer's
+# transactions), writing, export (which filters as the reads do), reading, the sealed chunks'
+# reads; all on schema._Schema, which holds the steps that open the file.
+class Store(_Seal, _Writer, _Export, _Queries):
     """Readings, events, device state, dead letters and rollups in one SQLite file.
 
     Args:
@@ -91,6 +98,8 @@ class Store(_Rollups, _Writer, _Export, _Queries):
             ``synchronous=NORMAL`` (faster, may lose the last commits on power loss) when false.
         retention_days: Raw readings older than this many days are deleted by
             :meth:`enforce_retention`; rollups, events and dead letters are kept.
+        tail_days: Readings of the UTC days older than this many days are sealed into
+            compressed chunks by :meth:`seal` (the newer ones stay rows of the tail table).
 
     Raises:
         StoreError: The folder cannot be created or written, the file is not a boltwatch store,
@@ -103,9 +112,13 @@ class Store(_Rollups, _Writer, _Export, _Queries):
         *,
         durable: bool = True,
         retention_days: int = 400,
+        tail_days: int = 2,
     ) -> None:
         if retention_days < 1:
             raise ValueError(f"retention_days must be at least 1, got {retention_days}")
+        if tail_days < 1:
+            raise ValueError(f"tail_days must be at least 1, got {tail_days}")
+        self.tail_days = tail_days
         self.path = Path(path)
         self.file = self.path / DB_FILE
         self._wal_warned = False

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import csv
+import math
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any, Final, TextIO
 
 import msgspec
+import numpy as np
 
 from ingest.store.queries import _Queries
-from ingest.store.schema import _Layout
+from ingest.store.schema import DAY_MS, _Layout
 from sensors.schema import DeviceKind
 
 _EXPORT_CHUNK: Final = 10_000
@@ -74,7 +78,13 @@ class _Export(_Queries):
         is_bolt = layout.kind is DeviceKind.CBOLT
         fields = _CBOLT_EXPORT if is_bolt else layout.floats
         stored = [f for f in fields if f != "torque_nm"] if is_bolt else list(fields)
-        where, params = self._filters(device_id, None, since_ms, until_ms)
+        floor = self._seal_floor(conn)
+        sealed_until = None
+        since_tail: int | None = since_ms
+        if floor is not None and (since_ms is None or since_ms < floor):
+            sealed_until = floor if until_ms is None else min(floor, until_ms)
+            since_tail = floor if since_ms is None else max(floor, since_ms)
+        where, params = self._filters(device_id, None, since_tail, until_ms)
         sql = (
             "SELECT ts_ms, device_id, seq"  # noqa: S608 - identifiers checked by _IDENT
             + "".join(f', "{f}"' for f in stored)
@@ -88,8 +98,13 @@ class _Export(_Queries):
         stamps: dict[int, str] = {}
         number = _number
         rows = 0
+        sealed = (
+            []
+            if sealed_until is None
+            else self._sealed_days(layout, device_id, since_ms, sealed_until, stored)
+        )
         cursor = conn.execute(sql, params)
-        while chunk := cursor.fetchmany(_EXPORT_CHUNK):
+        for chunk in chain(sealed, iter(lambda: cursor.fetchmany(_EXPORT_CHUNK), [])):
             lines: list[list[str]] = []
             for ts, dev, seq, *values in chunk:
                 cells = [number(v) for v in values]
@@ -100,9 +115,48 @@ class _Export(_Queries):
             rows += len(lines)
         return rows
 
-    @staticmethod
+    def _sealed_days(
+        self,
+        layout: _Layout,
+        device_id: str | None,
+        since_ms: int | None,
+        until_ms: int,
+        fields: list[str],
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows ``(ts_ms, device_id, seq, *fields)`` before the seal floor, a day at a time: the
+        sealed chunks with the tail's late readings of the same day, in export order."""
+        conn = self._conn()
+        late = self._tail_readings(
+            layout, device_id, None, since_ms, until_ms, None, None, waveforms=False
+        )
+        days = {int(d) for d in np.unique(late.ts_ms - late.ts_ms % DAY_MS)}
+        days.update(day for _, day, _ in self._chunks(conn, layout, device_id, since_ms, until_ms))
+        for day in sorted(days):
+            lo = day if since_ms is None else max(day, since_ms)
+            cols = self.readings(
+                layout.kind,
+                device_id=device_id,
+                since_ms=lo,
+                until_ms=min(day + DAY_MS, until_ms),
+                waveforms=False,
+            )
+            if len(cols) == 0:
+                continue
+            values = [
+                [None if math.isnan(v) else v for v in cols.values[f].tolist()] for f in fields
+            ]
+            yield list(
+                zip(
+                    cols.ts_ms.tolist(),
+                    cols.device_id.tolist(),
+                    cols.seq.tolist(),
+                    *values,
+                    strict=True,
+                )
+            )
+
     def _torque_rows(
-        conn: sqlite3.Connection, layout: _Layout, device_id: str | None, until_ms: int | None
+        self, conn: sqlite3.Connection, layout: _Layout, device_id: str | None, until_ms: int | None
     ) -> dict[tuple[str, int, int], float]:
         """``(device, ts_ms, seq)`` of the reading carrying each ``tightened`` event's torque."""
         sql = "SELECT device_id, ts_ms, json FROM events WHERE kind = ? AND type = 'tightened'"
@@ -114,16 +168,34 @@ class _Export(_Queries):
             sql += " AND ts_ms < ?"
             params.append(until_ms)
         sql += " ORDER BY ts_ms, seq"
-        first = (
-            f'SELECT ts_ms, seq FROM "{layout.table}" WHERE device_id = ? AND ts_ms >= ? '  # noqa: S608 - _IDENT
-            "ORDER BY ts_ms, seq LIMIT 1"
-        )
         torque: dict[tuple[str, int, int], float] = {}
         for dev, ts, text in conn.execute(sql, params).fetchall():
             value = msgspec.json.decode(text).get("torque_nm")
             if value is None:
                 continue
-            hit = conn.execute(first, (dev, ts)).fetchone()
+            hit = self._first_at_or_after(conn, layout, dev, ts)
             if hit is not None:
                 torque[dev, hit[0], hit[1]] = float(value)  # a later event on the same row wins
         return torque
+
+    def _first_at_or_after(
+        self, conn: sqlite3.Connection, layout: _Layout, device_id: str, ts_ms: int
+    ) -> tuple[int, int] | None:
+        """``(ts_ms, seq)`` of the device's first reading at or after ``ts_ms``, in the tail or
+        in its sealed chunks."""
+        hit = conn.execute(
+            f'SELECT ts_ms, seq FROM "{layout.table}" WHERE device_id = ? AND ts_ms >= ? '  # noqa: S608 - _IDENT
+            "ORDER BY ts_ms, seq LIMIT 1",
+            (device_id, ts_ms),
+        ).fetchone()
+        found = None if hit is None else (int(hit[0]), int(hit[1]))
+        floor = self._seal_floor(conn)
+        if floor is None or ts_ms >= floor:
+            return found
+        for dev, day, data in self._chunks(conn, layout, device_id, ts_ms, floor):
+            rows = self._decode(layout, bytes(data), dev, day, ())
+            at = np.flatnonzero(rows.ts_ms >= ts_ms)
+            if at.size:
+                first = (int(rows.ts_ms[at[0]]), int(rows.seq[at[0]]))
+                return first if found is None else min(first, found)
+        return found

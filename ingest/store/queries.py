@@ -11,7 +11,8 @@ import msgspec
 import numpy as np
 
 from ingest.store.records import DeadLetter, DeviceRecord, StoreStats
-from ingest.store.schema import _Schema
+from ingest.store.schema import _Layout
+from ingest.store.sealed import _Sealed
 from sensors.codec import ReadingColumns
 from sensors.schema import DeviceKind
 
@@ -25,7 +26,7 @@ def reason_key(field: str) -> str:
     return _INDEX.sub("[]", field)
 
 
-class _Queries(_Schema):
+class _Queries(_Sealed):
     """The reads of :class:`~ingest.store.Store`."""
 
     # -- reading ----------------------------------------------------------------------------------
@@ -60,6 +61,44 @@ class _Queries(_Schema):
             as float64 arrays of the stored float32 samples; ``message`` is the row number.
         """
         layout = self._layout(kind)
+        tail = self._tail_readings(
+            layout, device_id, site, since_ms, until_ms, late, limit, waveforms=waveforms
+        )
+        floor = self._seal_floor(self._conn())
+        if floor is None or (since_ms is not None and since_ms >= floor):
+            return tail
+        sealed = self._sealed_readings(
+            layout,
+            device_id=device_id,
+            site=site,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            late=late,
+            waveforms=waveforms,
+        )
+        if sealed is None:
+            return tail
+        both = ReadingColumns.concat([sealed, tail])
+        order = np.lexsort((both.seq, both.device_id.astype(str), both.ts_ms))
+        if limit is not None:
+            order = order[:limit]
+        out = both.select(order)
+        out.message[:] = np.arange(len(out), dtype=np.int64)
+        return out
+
+    def _tail_readings(  # noqa: PLR0917 - readings()'s filters, in its order
+        self,
+        layout: _Layout,
+        device_id: str | None,
+        site: str | None,
+        since_ms: int | None,
+        until_ms: int | None,
+        late: bool | None,
+        limit: int | None,
+        *,
+        waveforms: bool,
+    ) -> ReadingColumns:
+        """The readings of the tail table that match (see :meth:`readings`)."""
         where, params = self._filters(device_id, site, since_ms, until_ms)
         if late is not None:
             where.append("late = ?")
@@ -125,6 +164,11 @@ class _Queries(_Schema):
             )
             .fetchone()
         )
+        floor = self._seal_floor(self._conn())
+        if floor is not None and (row is None or row[0] < floor):
+            sealed = self._latest_sealed_waveform(layout, device_id, name)
+            if sealed is not None and (row is None or sealed[0] > row[0]):
+                return sealed
         if row is None:
             return None
         samples = np.frombuffer(row[1], dtype="<f4").astype(np.float64)
@@ -133,6 +177,19 @@ class _Queries(_Schema):
             for f, v in zip(layout.floats, row[2:], strict=True)
         }
         return int(row[0]), samples, values
+
+    def _latest_sealed_waveform(
+        self, layout: _Layout, device_id: str, name: str
+    ) -> tuple[int, np.ndarray[Any, np.dtype[np.float64]], dict[str, float]] | None:
+        """:meth:`latest_waveform` among the device's sealed chunks, newest day first."""
+        for dev, day, data in reversed(self._chunks(self._conn(), layout, device_id, None, None)):
+            rows = self._decode(layout, bytes(data), dev, day, (name,))
+            have = [i for i, w in enumerate(rows.arrays[name]) if w is not None]
+            if have:
+                i = have[-1]
+                values = {f: float(v[i]) for f, v in rows.values.items()}
+                return int(rows.ts_ms[i]), rows.arrays[name][i] or np.zeros(0), values
+        return None
 
     @staticmethod
     def _filters(

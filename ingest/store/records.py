@@ -123,6 +123,23 @@ class Rollup:
 
 
 @dataclass(frozen=True, slots=True)
+class SealResult:
+    """What one :meth:`Store.seal` did.
+
+    Attributes:
+        readings: Readings moved from the tail into sealed chunks.
+        chunks: Chunks written (one per device and day; a day sealed again is rewritten).
+        done: Nothing is left to seal below the floor (false: call again).
+        floor_ms: The seal floor: readings before it may be sealed (a UTC midnight).
+    """
+
+    readings: int
+    chunks: int
+    done: bool
+    floor_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     """Counts for ``/metrics`` and the console.
 

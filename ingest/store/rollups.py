@@ -60,8 +60,9 @@ class _Rollups(_Writer, _Queries):
                 if not dirty:
                     continue
                 if layout.floats:
+                    floor = self._seal_floor(conn)
                     for width, table in ((MINUTE_MS, "rollup_1m"), (HOUR_MS, "rollup_1h")):
-                        written += self._rollup_kind(conn, layout, dirty, width, table)
+                        written += self._rollup_kind(conn, layout, dirty, width, table, floor)
                 conn.execute("DELETE FROM rollup_dirty WHERE kind = ?", (kind,))
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('rollup_watermark_ms', ?)",
@@ -71,13 +72,14 @@ class _Rollups(_Writer, _Queries):
 
         return self._transaction(work, "rollup")
 
-    @staticmethod
-    def _rollup_kind(
+    def _rollup_kind(  # noqa: PLR0917 - one call site, all positional
+        self,
         conn: sqlite3.Connection,
         layout: _Layout,
         dirty: list[tuple[str, int]],
         width_ms: int,
         table: str,
+        floor: int | None,
     ) -> int:
         aggregates = ", ".join(
             f'count("{f}"), min("{f}"), avg("{f}"), max("{f}")' for f in layout.floats
@@ -91,7 +93,18 @@ class _Rollups(_Writer, _Queries):
         out: list[tuple[str, str, str, int, int, float, float, float]] = []
         slow: list[tuple[str, str, int, int]] = []
         for device, hour_ms in dirty:
-            rows = conn.execute(sql, (device, hour_ms, hour_ms + HOUR_MS)).fetchall()
+            if floor is not None and hour_ms < floor:
+                # An hour that may be sealed (a late reading came in): chunks and tail together.
+                cols = self.readings(
+                    layout.kind,
+                    device_id=device,
+                    since_ms=hour_ms,
+                    until_ms=hour_ms + HOUR_MS,
+                    waveforms=False,
+                )
+                rows = _aggregate(cols, layout.floats, width_ms)
+            else:
+                rows = conn.execute(sql, (device, hour_ms, hour_ms + HOUR_MS)).fetchall()
             if width_ms == MINUTE_MS and sum(r[1] for r in rows) <= FAST_PER_HOUR:
                 slow.append((kind, device, hour_ms, hour_ms + HOUR_MS))
                 continue
@@ -249,16 +262,19 @@ class _Rollups(_Writer, _Queries):
             )
             return _minute_buckets(cols, fields, covered)
         # One device with stored rollups for some hours: read the raw readings of the others.
-        first, last = (
-            self._conn()
-            .execute(
-                f'SELECT min(ts_ms), max(ts_ms) FROM "{layout.table}" WHERE device_id = ?',  # noqa: S608 - _IDENT
-                (device_id,),
+        spans = [
+            span
+            for span in self._conn().execute(
+                f'SELECT min(ts_ms), max(ts_ms) FROM "{layout.table}" WHERE device_id = ? '  # noqa: S608 - _IDENT
+                f'UNION ALL SELECT min(first_ms), max(last_ms) FROM "{layout.chunks}" '
+                "WHERE device_id = ?",
+                (device_id, device_id),
             )
-            .fetchone()
-        )
-        if first is None:
+            if span[0] is not None
+        ]
+        if not spans:
             return []
+        first, last = min(a for a, _ in spans), max(b for _, b in spans)
         lo = max(since_ms, first) if since_ms is not None else first
         hi = min(until_ms, last + 1) if until_ms is not None else last + 1
         gaps = _gaps(sorted(h for _, h in covered), lo, hi)
@@ -305,6 +321,22 @@ class _Rollups(_Writer, _Queries):
                         (n, layout.kind.value),
                     )
                 deleted += n
+                # Sealed readings go a whole day at a time, once all of the day is past.
+                horizon = cutoff - DAY_MS
+                (sealed,) = conn.execute(
+                    f'SELECT coalesce(sum(n), 0) FROM "{layout.chunks}" WHERE day_ms <= ?',  # noqa: S608 - _IDENT
+                    (horizon,),
+                ).fetchone()
+                if sealed:
+                    conn.execute(
+                        f'DELETE FROM "{layout.chunks}" WHERE day_ms <= ?',  # noqa: S608 - _IDENT
+                        (horizon,),
+                    )
+                    conn.execute(
+                        "UPDATE reading_counts SET n = n - ? WHERE kind = ?",
+                        (sealed, layout.kind.value),
+                    )
+                    deleted += sealed
             return deleted
 
         return self._transaction(work, "enforce_retention")
@@ -375,3 +407,31 @@ def _minute_buckets(
                 )
             )
     return out
+
+
+def _aggregate(
+    cols: ReadingColumns, fields: tuple[str, ...], width_ms: int
+) -> list[tuple[Any, ...]]:
+    """What the rollup's SQL gives for one device's readings: per bucket of ``width_ms``,
+    ``(bucket, count, then count, min, mean, max of each field)`` (None where a field has no
+    value), in bucket order."""
+    if len(cols) == 0:
+        return []
+    bucket = cols.ts_ms - cols.ts_ms % width_ms
+    starts, inverse, counts = np.unique(bucket, return_inverse=True, return_counts=True)
+    out: list[list[Any]] = [[int(b), int(c)] for b, c in zip(starts, counts, strict=True)]
+    for f in fields:
+        v = cols.values[f]
+        ok = np.isfinite(v)
+        n = np.bincount(inverse[ok], minlength=starts.size)
+        sums = np.bincount(inverse[ok], weights=v[ok], minlength=starts.size)
+        lows = np.full(starts.size, np.inf)
+        highs = np.full(starts.size, -np.inf)
+        np.minimum.at(lows, inverse[ok], v[ok])
+        np.maximum.at(highs, inverse[ok], v[ok])
+        for g, row in enumerate(out):
+            if n[g]:
+                row += [int(n[g]), float(lows[g]), float(sums[g] / n[g]), float(highs[g])]
+            else:
+                row += [0, None, None, None]
+    return [tuple(r) for r in out]

@@ -22,7 +22,7 @@ from sensors.schema import READING_TYPES, DeviceKind
 
 DB_FILE: Final = "boltwatch.sqlite3"
 """Name of the database file inside the store's folder."""
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """Version of the fixed tables this code writes; a newer store is refused, an older one migrated."""
 APPLICATION_ID: Final = 0x626F6C74
 """SQLite ``application_id`` of a boltwatch store (ASCII ``bolt``), telling it from other files."""
@@ -50,6 +50,7 @@ class _Layout:
 
     kind: DeviceKind
     table: str
+    chunks: str
     floats: tuple[str, ...]
     arrays: tuple[str, ...]
     select: str
@@ -91,6 +92,7 @@ def _kind_layout(kind: DeviceKind) -> _Layout:
     return _Layout(
         kind=kind,
         table=f"readings_{kind.value}",
+        chunks=f"chunks_{kind.value}",
         floats=tuple(floats),
         arrays=tuple(sorted(arrays)),
         select=", ".join(
@@ -142,7 +144,15 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
-_MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _migrate_to_1}
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    """Version 2 seals old readings into ``chunks_{kind}`` (created with the kinds' tables): a
+    release that knows only version 1 would not see them, so it must refuse the file."""
+
+
+_MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
+    1: _migrate_to_1,
+    2: _migrate_to_2,
+}
 """``version -> step`` that brings a store from ``version - 1`` to ``version`` (0 = empty file)."""
 
 
@@ -228,6 +238,14 @@ class _Schema:
                     "late INTEGER NOT NULL DEFAULT 0"
                     f"{floats}{blobs}, PRIMARY KEY (device_id, ts_ms, seq)) WITHOUT ROWID"
                 )
+                conn.execute(
+                    f'CREATE TABLE IF NOT EXISTS "{layout.chunks}" ('
+                    "device_id TEXT NOT NULL, day_ms INTEGER NOT NULL, n INTEGER NOT NULL, "
+                    "first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL, data BLOB NOT NULL, "
+                    "PRIMARY KEY (device_id, day_ms))"
+                )
+                chunks = layout.chunks
+                conn.execute(f'CREATE INDEX IF NOT EXISTS "{chunks}_day" ON "{chunks}" (day_ms)')
                 have = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
                 for f in layout.floats:
                     if f not in have:

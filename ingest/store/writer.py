@@ -17,7 +17,8 @@ import msgspec
 import numpy as np
 
 from ingest.store.records import DeadLetter, StoreError, WriteResult
-from ingest.store.schema import _BUSY_TIMEOUT_MS, HOUR_MS, _Layout, _Schema
+from ingest.store.schema import _BUSY_TIMEOUT_MS, HOUR_MS, _Layout
+from ingest.store.sealed import _Sealed
 from sensors.codec import DecodedBatch, DeviceEvent, ReadingColumns
 from sensors.schema import DeviceKind
 
@@ -45,7 +46,7 @@ def _blobs(arrays: Sequence[np.ndarray[Any, np.dtype[np.float64]] | None]) -> li
     return [None if a is None else np.asarray(a, "<f4").tobytes() for a in arrays]
 
 
-class _Writer(_Schema):
+class _Writer(_Sealed):
     """Transactions, the WAL bound, and the write path of :class:`~ingest.store.Store`."""
 
     _wal_warned: bool
@@ -183,6 +184,9 @@ class _Writer(_Schema):
     ) -> int:
         """Insert the rows of one kind, note their devices' activity and the buckets they touch;
         returns how many rows were new."""
+        cols = self._drop_sealed(conn, layout, cols)
+        if len(cols) == 0:
+            return 0
         names, columns = self._reading_columns(layout, cols, received_ms, late_after_ms)
         before = conn.total_changes
         # Not strict: `received_ms` is an endless `repeat`; every list has len(cols) items.

@@ -1,0 +1,153 @@
+"""Reading the sealed chunks: what every read and the write path's duplicate check share.
+
+Readings older than the *seal floor* (``meta.seal_floor_ms``, a UTC midnight) may be in
+``chunks_{kind}`` (one row per device and day, :mod:`ingest.store.chunks`) rather than in the
+tail table ``readings_{kind}``. A reading is in one or the other, never both: the write path
+checks a reading older than the floor against its day's chunk before inserting it into the tail,
+and :meth:`~ingest.store.Store.seal` moves rows and writes their chunk in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import numpy as np
+
+from ingest.store.chunks import ChunkRows, decode_chunk
+from ingest.store.columns import ColumnError
+from ingest.store.records import StoreError
+from ingest.store.schema import DAY_MS, _Layout, _Schema
+from sensors.codec import ReadingColumns
+
+
+class _Sealed(_Schema):
+    """The chunk reads of :class:`~ingest.store.Store`."""
+
+    def _seal_floor(self, conn: sqlite3.Connection) -> int | None:
+        """Readings before this time (epoch ms) may be sealed; None: nothing sealed yet."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'seal_floor_ms'").fetchone()
+        return None if row is None else int(row[0])
+
+    def _decode(
+        self, layout: _Layout, data: bytes, device_id: str, day_ms: int, arrays: tuple[str, ...]
+    ) -> ChunkRows:
+        """A stored chunk's readings (with the waveforms of ``arrays`` only); a corrupt chunk is
+        a :class:`StoreError` naming it."""
+        try:
+            return decode_chunk(data, layout.floats, arrays)
+        except ColumnError as exc:
+            raise StoreError(
+                self.file, f"the sealed chunk of {device_id} on day {day_ms} is corrupt: {exc}"
+            ) from exc
+
+    def _chunks(
+        self,
+        conn: sqlite3.Connection,
+        layout: _Layout,
+        device_id: str | None,
+        since_ms: int | None,
+        until_ms: int | None,
+    ) -> list[tuple[str, int, bytes]]:
+        """``(device, day, data)`` of the chunks that may hold readings in the range."""
+        where: list[str] = []
+        params: list[Any] = []
+        if device_id is not None:
+            where.append("device_id = ?")
+            params.append(device_id)
+        if since_ms is not None:
+            where.append("day_ms > ?")
+            params.append(since_ms - DAY_MS)
+        if until_ms is not None:
+            where.append("day_ms < ?")
+            params.append(until_ms)
+        sql = f'SELECT device_id, day_ms, data FROM "{layout.chunks}"'  # noqa: S608 - _IDENT
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return conn.execute(sql + " ORDER BY day_ms, device_id", params).fetchall()
+
+    def _sealed_readings(
+        self,
+        layout: _Layout,
+        *,
+        device_id: str | None,
+        site: str | None,
+        since_ms: int | None,
+        until_ms: int | None,
+        late: bool | None,
+        waveforms: bool,
+    ) -> ReadingColumns | None:
+        """The sealed readings that match, as columns (unordered across chunks); None: none."""
+        conn = self._conn()
+        parts: list[ReadingColumns] = []
+        arrays = layout.arrays if waveforms else ()
+        for dev, day, data in self._chunks(conn, layout, device_id, since_ms, until_ms):
+            rows = self._decode(layout, bytes(data), dev, day, arrays)
+            keep = np.ones(len(rows), bool)
+            if since_ms is not None:
+                keep &= rows.ts_ms >= since_ms
+            if until_ms is not None:
+                keep &= rows.ts_ms < until_ms
+            if site is not None:
+                keep &= rows.site == site
+            if late is not None:
+                keep &= rows.late == late
+            if not keep.any():
+                continue
+            idx = np.flatnonzero(keep)
+            parts.append(
+                ReadingColumns(
+                    kind=layout.kind,
+                    site=rows.site[idx],
+                    device_id=np.full(idx.size, dev, dtype=object),
+                    ts_ms=rows.ts_ms[idx],
+                    seq=rows.seq[idx],
+                    values={f: v[idx] for f, v in rows.values.items()},
+                    arrays={
+                        f: (
+                            [rows.arrays[f][i] for i in idx.tolist()]
+                            if f in rows.arrays
+                            else [None] * idx.size
+                        )
+                        for f in layout.arrays
+                    },
+                    message=np.zeros(idx.size, np.int64),
+                )
+            )
+        return ReadingColumns.concat(parts) if parts else None
+
+    def _sealed_keys(
+        self, conn: sqlite3.Connection, layout: _Layout, device_id: str, day_ms: int
+    ) -> set[tuple[int, int]]:
+        """``(ts_ms, seq)`` of the readings sealed in one device's day."""
+        row = conn.execute(
+            f'SELECT data FROM "{layout.chunks}" WHERE device_id = ? AND day_ms = ?',  # noqa: S608 - _IDENT
+            (device_id, day_ms),
+        ).fetchone()
+        if row is None:
+            return set()
+        rows = self._decode(layout, bytes(row[0]), device_id, day_ms, ())
+        return set(zip(rows.ts_ms.tolist(), rows.seq.tolist(), strict=True))
+
+    def _drop_sealed(
+        self, conn: sqlite3.Connection, layout: _Layout, cols: ReadingColumns
+    ) -> ReadingColumns:
+        """The readings of ``cols`` that are not already sealed (a redelivery of a reading older
+        than the seal floor is found in its day's chunk)."""
+        floor = self._seal_floor(conn)
+        if floor is None:
+            return cols
+        old = np.flatnonzero(cols.ts_ms < floor)
+        if old.size == 0:
+            return cols
+        keep = np.ones(len(cols), bool)
+        days = cols.ts_ms[old] - cols.ts_ms[old] % DAY_MS
+        devices = cols.device_id[old].tolist()
+        known: dict[tuple[str, int], set[tuple[int, int]]] = {}
+        for i, dev, day in zip(old.tolist(), devices, days.tolist(), strict=True):
+            keys = known.get((dev, day))
+            if keys is None:
+                keys = known[dev, day] = self._sealed_keys(conn, layout, dev, day)
+            if (int(cols.ts_ms[i]), int(cols.seq[i])) in keys:
+                keep[i] = False
+        return cols if keep.all() else cols.select(keep)
