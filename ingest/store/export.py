@@ -73,8 +73,18 @@ class _Export(_Queries):
         Returns:
             Number of data rows written (the header not counted).
         """
-        layout = self._layout(kind)
-        conn = self._conn()
+        with self._snapshot() as conn:  # sealed days and tail as of one moment
+            return self._export_csv(conn, out, self._layout(kind), device_id, since_ms, until_ms)
+
+    def _export_csv(  # noqa: PLR0917 - export_csv's arguments, in its order
+        self,
+        conn: sqlite3.Connection,
+        out: TextIO,
+        layout: _Layout,
+        device_id: str | None,
+        since_ms: int | None,
+        until_ms: int | None,
+    ) -> int:
         is_bolt = layout.kind is DeviceKind.CBOLT
         fields = _CBOLT_EXPORT if is_bolt else layout.floats
         stored = [f for f in fields if f != "torque_nm"] if is_bolt else list(fields)

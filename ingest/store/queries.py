@@ -61,21 +61,22 @@ class _Queries(_Sealed):
             as float64 arrays of the stored float32 samples; ``message`` is the row number.
         """
         layout = self._layout(kind)
-        tail = self._tail_readings(
-            layout, device_id, site, since_ms, until_ms, late, limit, waveforms=waveforms
-        )
-        floor = self._seal_floor(self._conn())
-        if floor is None or (since_ms is not None and since_ms >= floor):
-            return tail
-        sealed = self._sealed_readings(
-            layout,
-            device_id=device_id,
-            site=site,
-            since_ms=since_ms,
-            until_ms=until_ms,
-            late=late,
-            waveforms=waveforms,
-        )
+        with self._snapshot() as conn:
+            tail = self._tail_readings(
+                layout, device_id, site, since_ms, until_ms, late, limit, waveforms=waveforms
+            )
+            floor = self._seal_floor(conn)
+            if floor is None or (since_ms is not None and since_ms >= floor):
+                return tail
+            sealed = self._sealed_readings(
+                layout,
+                device_id=device_id,
+                site=site,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                late=late,
+                waveforms=waveforms,
+            )
         if sealed is None:
             return tail
         both = ReadingColumns.concat([sealed, tail])

@@ -9,7 +9,9 @@ and :meth:`~ingest.store.Store.seal` moves rows and writes their chunk in one tr
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,22 @@ from sensors.codec import ReadingColumns
 
 class _Sealed(_Schema):
     """The chunk reads of :class:`~ingest.store.Store`."""
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction around reads of the tail and the chunks: a seal committed by
+        another process meanwhile cannot show a reading twice or not at all. Inside a
+        transaction already (the writer's own), that one is the snapshot."""
+        conn = self._conn()
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     def _seal_floor(self, conn: sqlite3.Connection) -> int | None:
         """Readings before this time (epoch ms) may be sealed; None: nothing sealed yet."""
