@@ -43,8 +43,8 @@ def migrate(
     ),
     tail_days: Annotated[
         int,
-        typer.Option(min=1, max=3650, help="Keep this many newest days as rows (store.tail_days)."),
-    ] = 2,
+        typer.Option(min=1, max=3650, help="Days kept as rows: as store.tail_days in your config."),
+    ] = 1,
     vacuum: Annotated[
         bool, typer.Option(help="VACUUM at the end: the file shrinks (needs its size free).")
     ] = True,

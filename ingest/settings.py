@@ -116,7 +116,7 @@ class StoreConfig(Section, frozen=True):
 
     path: str = "./boltwatch-data"
     retention_days: Annotated[int, Meta(ge=1, le=36_500)] = 400
-    tail_days: Annotated[int, Meta(ge=1, le=3_650)] = 2
+    tail_days: Annotated[int, Meta(ge=1, le=3_650)] = 1
 
 
 class InfluxConfig(Section, frozen=True):

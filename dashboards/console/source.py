@@ -87,6 +87,7 @@ RANGES: Final[dict[str, int]] = {
 """Time ranges a series can be asked for (milliseconds back from now)."""
 _RAW_UP_TO_MS: Final = 86_400_000
 _MINUTES_UP_TO_MS: Final = 7 * 86_400_000
+_HOURS_UP_TO_MS: Final = 30 * 86_400_000  # beyond, daily means (sealed days' hours are computed)
 
 FOLD_OK: Final[dict[str, int]] = {"joint": 12, "machines": 100, "unregistered": 100}
 """Most ok devices a fleet-page group lists; beyond, it lists its exceptions and counts the
@@ -479,7 +480,9 @@ class ConsoleSource:
             ts = (cols.ts_ms / 1000.0).tolist()
             values = {n: _nullable(cols.values[n]) for n in names if n in cols.values}
             return self._with_outlook(Series(device_id, ts, values, "raw", *marks), kind, span)
-        resolution: Literal["1m", "1h"] = "1m" if span <= _MINUTES_UP_TO_MS else "1h"
+        resolution: Literal["1m", "1h", "1d"] = (
+            "1m" if span <= _MINUTES_UP_TO_MS else "1h" if span <= _HOURS_UP_TO_MS else "1d"
+        )
         with self._lock:
             starts, means = self.readings.rollup_means(
                 kind, device_id, resolution=resolution, since_ms=since

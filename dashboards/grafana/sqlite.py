@@ -9,9 +9,8 @@ the primary key device by device) and read, like the console does, raw readings 
 a day, 1-minute means up to a week (the raw readings of the hours without them) and hourly means
 beyond: a year of a bolt draws from 8,760 rows. Rollups are written by ingest's periodic rollup,
 so the newest minutes of a long range appear once rolled up. Days older than the store's tail
-(``store.tail_days``) are sealed into compressed chunks that SQL cannot read: in the ranges
-that would draw their raw readings, their 1-minute means (devices sampled faster than a minute)
-or hourly means are drawn instead (the console reads the sealed readings themselves).
+(``store.tail_days``) are sealed into compressed chunks that SQL cannot read: every range draws
+their daily means, one point at noon each (the console reads the sealed readings themselves).
 
 Grafana replaces ``$__from`` and ``$__to`` by the range in epoch milliseconds, the store's unit;
 times go back to Grafana in epoch seconds (``ts_ms / 1000.0 AS time``).
@@ -78,13 +77,15 @@ class SQLiteSeries(Series):
     ref = STORE
 
     def over_time(self, kind: DeviceKind, name: str, scope: Scope) -> Query:
-        """Raw readings, 1-minute or hourly means, by the range's length."""
+        """Raw readings, 1-minute or hourly means, by the range's length; daily means (at noon)
+        for the sealed days, in every range."""
         device = "" if scope is Scope.DEVICE else "device_id, "
         devices = _devices(scope, kind)
+        floor = "(SELECT coalesce(max(value), 0) FROM meta WHERE key = 'seal_floor_ms')"
         raw = (
             f'SELECT ts_ms / 1000.0 AS time, {device}"{name}" AS {name} '
             f'FROM "readings_{kind.value}" WHERE {devices} '
-            f'AND ts_ms BETWEEN $__from AND $__to AND "{name}" IS NOT NULL '
+            f'AND ts_ms BETWEEN $__from AND $__to AND ts_ms >= {floor} AND "{name}" IS NOT NULL '
             f"AND {_span(None, RAW_UP_TO_MS)}"
         )
         # Hours of a device sampled no faster than a minute have no stored 1-minute rollups
@@ -92,33 +93,14 @@ class SQLiteSeries(Series):
         minutes_raw = (
             f'SELECT ts_ms / 1000.0 AS time, {device}"{name}" AS {name} '
             f'FROM "readings_{kind.value}" WHERE {devices} '
-            f'AND ts_ms BETWEEN $__from AND $__to AND "{name}" IS NOT NULL '
+            f'AND ts_ms BETWEEN $__from AND $__to AND ts_ms >= {floor} AND "{name}" IS NOT NULL '
             f"AND {_span(RAW_UP_TO_MS, ROLLUP_1M_UP_TO_MS)} "
             f"AND (device_id, ts_ms - ts_ms % {HOUR_MS}) NOT IN "
             f"(SELECT device_id, bucket_ms - bucket_ms % {HOUR_MS} FROM rollup_1m "
             f"WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
             "AND bucket_ms BETWEEN $__from AND $__to)"
         )
-        # Sealed days (before the store's seal floor) have no raw rows to draw: their minutes
-        # (fast devices) or hours stand for them in ranges that would draw raw readings.
-        floor = "(SELECT coalesce(max(value), 0) FROM meta WHERE key = 'seal_floor_ms')"
-        sealed_minutes = (
-            f"SELECT bucket_ms / 1000.0 AS time, {device}mean AS {name} FROM rollup_1m "
-            f"WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
-            f"AND bucket_ms BETWEEN $__from AND $__to AND bucket_ms < {floor} "
-            f"AND {_span(None, RAW_UP_TO_MS)}"
-        )
-        sealed_hours = (
-            f"SELECT bucket_ms / 1000.0 AS time, {device}mean AS {name} FROM rollup_1h "
-            f"WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
-            f"AND bucket_ms BETWEEN $__from AND $__to AND bucket_ms < {floor} "
-            f"AND {_span(None, ROLLUP_1M_UP_TO_MS)} "
-            "AND (device_id, bucket_ms) NOT IN "
-            f"(SELECT device_id, bucket_ms - bucket_ms % {HOUR_MS} FROM rollup_1m "
-            f"WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
-            "AND bucket_ms BETWEEN $__from AND $__to)"
-        )
-        parts = [raw, minutes_raw, sealed_minutes, sealed_hours]
+        parts = [raw, minutes_raw]
         for table, lo, hi in (
             ("rollup_1m", RAW_UP_TO_MS, ROLLUP_1M_UP_TO_MS),
             ("rollup_1h", ROLLUP_1M_UP_TO_MS, None),
@@ -126,8 +108,17 @@ class SQLiteSeries(Series):
             parts.append(
                 f"SELECT bucket_ms / 1000.0 AS time, {device}mean AS {name} FROM {table} "
                 f"WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
-                f"AND bucket_ms BETWEEN $__from AND $__to AND {_span(lo, hi)}"
+                f"AND bucket_ms BETWEEN $__from AND $__to AND bucket_ms >= {floor} "
+                f"AND {_span(lo, hi)}"
             )
+        # Days older than the store's tail are sealed into compressed chunks SQL cannot read:
+        # their daily means, drawn at noon, stand for them.
+        parts.append(
+            f"SELECT (bucket_ms + {DAY_MS // 2}) / 1000.0 AS time, {device}mean AS {name} "
+            f"FROM rollup_1d WHERE kind = '{kind.value}' AND field = '{name}' AND {devices} "
+            f"AND bucket_ms BETWEEN $__from - {DAY_MS // 2} AND $__to - {DAY_MS // 2} "
+            f"AND bucket_ms < {floor}"
+        )
         sql = "\nUNION ALL\n".join(parts) + "\nORDER BY time"
         return SQLiteBuilder(sql).time_series().datasource(self.ref)
 

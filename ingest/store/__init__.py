@@ -11,12 +11,15 @@ Layout of the database ``{path}/boltwatch.sqlite3``:
   (``NULL`` = not reported) and one ``BLOB`` per waveform field (float32 little-endian; its
   sampling rate is the kind's ``fs_hz`` field).
 * ``chunks_{kind}`` — the *sealed* readings: once a UTC day is older than ``tail_days``,
-  :meth:`Store.seal` replaces each device's rows of that day by one row ``(device_id, day_ms, n,
-  first_ms, last_ms, data)`` of compressed columns (:mod:`ingest.store.chunks`). A reading is in
-  the tail or in a chunk, never both; ``meta.seal_floor_ms`` is the midnight before which readings
-  may be sealed. Every read here merges both, so callers never see the difference.
+  :meth:`Store.seal` moves each device's rows of that day into its chunk of the month, a row
+  ``(device_id, start_ms, n, first_ms, last_ms, data)`` of compressed columns
+  (:mod:`ingest.store.chunks`); chunks of a device never overlap. A reading is in the tail or in
+  a chunk, never both; ``meta.seal_floor_ms`` is the midnight before which readings may be
+  sealed. Every read here merges both, so callers never see the difference.
 * ``events``, ``device_state``, ``dead_letters``, ``rollup_1m`` (only the hours of a device with
-  more than 60 readings: the others' minutes are computed when read), ``rollup_1h``; bookkeeping in
+  more than 60 readings: the others' minutes are computed when read), ``rollup_1h`` and
+  ``rollup_1d`` (sealed days keep only their daily row: their minutes and hours are computed from
+  the chunk when read); bookkeeping in
   ``schema_version``, ``meta``, ``reading_counts`` and ``rollup_dirty`` (the buckets touched since
   the last rollup).
 
@@ -112,7 +115,7 @@ class Store(_Seal, _Writer, _Export, _Queries):
         *,
         durable: bool = True,
         retention_days: int = 400,
-        tail_days: int = 2,
+        tail_days: int = 1,
     ) -> None:
         if retention_days < 1:
             raise ValueError(f"retention_days must be at least 1, got {retention_days}")

@@ -5,15 +5,17 @@ counters and one column per numeric field. Each column is encoded on its own, wi
 decoded exactly (a round trip gives the same ``int64`` / ``float64`` bits, ``NaN`` where a field
 was not reported):
 
-* **integers** (timestamps, ``seq``): the first value, then the deltas of the deltas (regular
-  sampling makes them 0; clock jitter makes them small), in the narrowest integer type that
-  holds them all, compressed with zlib.
+* **integers** (timestamps, ``seq``): whichever is smallest of the values less their median
+  (noise around a level), the first value then the steps less their median step (regular
+  sampling with clock jitter) and the first value then the changes of the steps (a drifting
+  step), in the narrowest integer type that holds them all, their bytes shuffled (all low bytes,
+  then the next ones...), compressed with zlib.
 * **floats**: a reading's numbers come from decimal text (JSON), so most columns are decimals of
   a few digits. When ``k / 10**d`` gives every value back bit for bit for some ``d`` of 0-6, the
-  column is stored as the integers ``k`` (their deltas, narrowest type, zlib) and the scale
-  ``d``; otherwise as the XOR of each value's bits with the previous one's (Gorilla's idea: close
-  values share their high bits), zlib-compressed. Missing values (``NaN``) are a bitmap and are
-  left out of the values.
+  column is stored as the integers ``k`` (as above) and the scale ``d``; otherwise as the XOR of
+  each value's bits with the previous one's (Gorilla's idea: close values share their high
+  bits), shuffled and zlib-compressed. Missing values (``NaN``) are a bitmap and are left out of
+  the values.
 
 A column is ``bytes``: a one-byte header (the format), then the format's own fields. Formats are
 versioned by their header byte: a new one never changes an old one's meaning.
@@ -80,24 +82,85 @@ def _widen(code: int, raw: bytes, n: int) -> Int64:
     return np.frombuffer(raw, dtype=t).astype(np.int64)
 
 
-def _pack_deltas(first: int, deltas: Int64) -> bytes:
-    """``first`` then the deltas, narrowed and compressed."""
-    code, raw = _narrow(deltas)
-    return struct.pack("<qBI", first, code, deltas.size) + zlib.compress(raw, _LEVEL)
+def _shuffle(raw: bytes, width: int) -> bytes:
+    """The values' bytes grouped by significance (all first bytes, then all second bytes...):
+    the high bytes of small numbers are nearly all alike, which zlib then packs to almost
+    nothing (Blosc's byte shuffle)."""
+    if width == 1 or not raw:
+        return raw
+    return np.frombuffer(raw, np.uint8).reshape(-1, width).T.tobytes()
 
 
-def _unpack_deltas(buf: bytes) -> tuple[int, Int64]:
-    head = struct.calcsize("<qBI")
-    if len(buf) < head:
+def _unshuffle(raw: bytes, width: int) -> bytes:
+    if width == 1 or not raw:
+        return raw
+    if len(raw) % width:
+        raise ColumnError("the column's length does not match its count")
+    return np.frombuffer(raw, np.uint8).reshape(width, -1).T.tobytes()
+
+
+_PACK: Final = struct.Struct("<BqqBI")  # order, first, base, width code, count of stored values
+
+
+def _transform(v: Int64, order: int) -> tuple[int, int, Int64]:
+    """``(first, base, x)`` of one way of storing ``v``: order 0 the values less their median;
+    1 the first value, then the steps less their median step (regular sampling with jitter);
+    2 the first value, then the steps' changes (deltas of deltas: a drifting step). Wrapping
+    int64 arithmetic, as the inverse's sums, so any int64 comes back exactly."""
+    with np.errstate(over="ignore"):
+        if order == 0:
+            x, first = v, 0
+        elif order == 1:
+            x, first = np.diff(v), int(v[0])
+        else:
+            x, first = np.diff(np.diff(v), prepend=np.int64(0)), int(v[0])
+        if order == 2 or x.size == 0:
+            return first, 0, x
+        base = int(np.partition(x, x.size // 2)[x.size // 2])
+        return first, base, x - np.int64(base)
+
+
+def _pack(v: Int64) -> bytes:
+    """Integers in the smallest of the three ways of :func:`_transform`, each narrowed to the
+    smallest type, bytes shuffled, zlib-compressed."""
+    best = b""
+    for order in (0, 1, 2) if v.size else (0,):
+        first, base, x = _transform(v, order)
+        code, raw = _narrow(x)
+        width = np.dtype(_WIDTHS[code]).itemsize
+        packed = _PACK.pack(order, first, base, code, x.size) + zlib.compress(
+            _shuffle(raw, width), _LEVEL
+        )
+        if not best or len(packed) < len(best):
+            best = packed
+    return best
+
+
+def _unpack(buf: bytes) -> Int64:
+    """The integers :func:`_pack` packed."""
+    if len(buf) < _PACK.size:
         raise ColumnError("truncated column")
-    first, code, n = struct.unpack_from("<qBI", buf)
+    order, first, base, code, n = _PACK.unpack_from(buf)
     if n > MAX_VALUES:
         raise ColumnError(f"{n} values: more than a column holds")
+    if order > 2 or not 0 <= code < len(_WIDTHS):
+        raise ColumnError(f"unknown integer layout {order}/{code}")
     try:
-        raw = _inflate(buf[head:], n * 8)
+        raw = _inflate(buf[_PACK.size :], n * 8)
     except zlib.error as exc:
         raise ColumnError(f"corrupt column: {exc}") from None
-    return first, _widen(code, raw, n)
+    x = _widen(code, _unshuffle(raw, np.dtype(_WIDTHS[code]).itemsize), n)
+    with np.errstate(over="ignore"):
+        x += np.int64(base)
+        if order == 0:
+            return x
+        out = np.empty(n + 1, np.int64)
+        out[0] = first
+        if order == 2:
+            x = np.cumsum(x, dtype=np.int64)
+        np.cumsum(x, dtype=np.int64, out=out[1:])
+        out[1:] += np.int64(first)
+    return out
 
 
 def _inflate(data: bytes, limit: int) -> bytes:
@@ -112,17 +175,13 @@ def _inflate(data: bytes, limit: int) -> bytes:
 
 
 def encode_ints(values: Int64) -> bytes:
-    """A column of integers (timestamps in ms, ``seq``): first value, then deltas of deltas."""
+    """A column of integers (timestamps in ms, ``seq``)."""
     v = np.asarray(values, dtype=np.int64)
     if v.size == 0:
         return bytes([_EMPTY])
     if v.size > MAX_VALUES:
         raise ValueError(f"{v.size} values: at most {MAX_VALUES} in a column")
-    # Differences wrap in int64 like the decoder's sums, so any int64 comes back exactly.
-    with np.errstate(over="ignore"):
-        d = np.diff(v)
-        dd = np.diff(d, prepend=np.int64(0))
-    return bytes([_INTS]) + _pack_deltas(int(v[0]), dd)
+    return bytes([_INTS]) + _pack(v)
 
 
 def decode_ints(buf: bytes) -> Int64:
@@ -137,14 +196,7 @@ def decode_ints(buf: bytes) -> Int64:
         return np.zeros(0, np.int64)
     if buf[0] != _INTS:
         raise ColumnError(f"not an integer column (format {buf[0]})")
-    first, dd = _unpack_deltas(buf[1:])
-    with np.errstate(over="ignore"):
-        d = np.cumsum(dd, dtype=np.int64)
-        out = np.empty(dd.size + 1, np.int64)
-        out[0] = first
-        np.cumsum(d, dtype=np.int64, out=out[1:])
-        out[1:] += np.int64(first)
-    return out
+    return _unpack(buf[1:])
 
 
 def _decimals(v: Float64) -> int | None:
@@ -176,12 +228,10 @@ def encode_floats(values: Float64) -> bytes:
     d = _decimals(present) if np.isfinite(present).all() else None
     if d is not None:
         k = np.round(present * 10.0**d).astype(np.int64)
-        first = int(k[0]) if k.size else 0
-        deltas = np.diff(k) if k.size else np.zeros(0, np.int64)
-        return bytes([_FLOATS_DECIMAL, d]) + head + _pack_deltas(first, deltas)
+        return bytes([_FLOATS_DECIMAL, d]) + head + _pack(k)
     bits = present.view(np.uint64)
     xored = bits ^ np.concatenate([np.zeros(1, np.uint64), bits[:-1]])
-    raw = xored.astype("<u8").tobytes()
+    raw = _shuffle(xored.astype("<u8").tobytes(), 8)
     return bytes([_FLOATS_XOR, 0]) + head + zlib.compress(raw, _LEVEL)
 
 
@@ -208,14 +258,9 @@ def decode_floats(buf: bytes) -> Float64:
     if fmt == _FLOATS_DECIMAL:
         if d > _MAX_DECIMALS:
             raise ColumnError(f"{d} decimals")
-        first, deltas = _unpack_deltas(buf[at:])
-        if deltas.size != max(m - 1, 0):
+        k = _unpack(buf[at:])
+        if k.size != m:
             raise ColumnError("the column's length does not match its count")
-        k = np.empty(m, np.int64)
-        if m:
-            k[0] = first
-            np.cumsum(deltas, out=k[1:])
-            k[1:] += first
         present = k / 10.0**d
     else:
         try:
@@ -224,7 +269,7 @@ def decode_floats(buf: bytes) -> Float64:
             raise ColumnError(f"corrupt column: {exc}") from None
         if len(raw) != m * 8:
             raise ColumnError("the column's length does not match its count")
-        xored = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+        xored = np.frombuffer(_unshuffle(raw, 8), dtype="<u8").astype(np.uint64)
         present = np.bitwise_xor.accumulate(xored).view(np.float64)
     out = np.full(n, np.nan)
     out[~missing] = present

@@ -133,22 +133,27 @@ class _Export(_Queries):
         until_ms: int,
         fields: list[str],
     ) -> Iterator[list[tuple[Any, ...]]]:
-        """Rows ``(ts_ms, device_id, seq, *fields)`` before the seal floor, a day at a time: the
-        sealed chunks with the tail's late readings of the same day, in export order."""
+        """Rows ``(ts_ms, device_id, seq, *fields)`` before the seal floor: the sealed chunks with
+        the tail's late readings, in export order. One device's in one read (a year of a bolt is
+        105,120 readings); a fleet's a day at a time, so that memory stays bounded (each day
+        decodes the chunks that hold it)."""
         conn = self._conn()
-        late = self._tail_readings(
-            layout, device_id, None, since_ms, until_ms, None, None, waveforms=False
-        )
-        days = {int(d) for d in np.unique(late.ts_ms - late.ts_ms % DAY_MS)}
-        days.update(day for _, day, _ in self._chunks(conn, layout, device_id, since_ms, until_ms))
-        for day in sorted(days):
-            lo = day if since_ms is None else max(day, since_ms)
+        if device_id is not None:
+            windows = [(since_ms, until_ms)]
+        else:
+            late = self._tail_readings(
+                layout, device_id, None, since_ms, until_ms, None, None, waveforms=False
+            )
+            days = {int(d) for d in np.unique(late.ts_ms - late.ts_ms % DAY_MS)}
+            for _, start, last, _ in self._chunks(conn, layout, device_id, since_ms, until_ms):
+                days.update(range(start - start % DAY_MS, last + 1, DAY_MS))
+            windows = [
+                (day if since_ms is None else max(day, since_ms), min(day + DAY_MS, until_ms))
+                for day in sorted(days)
+            ]
+        for lo, hi in windows:
             cols = self.readings(
-                layout.kind,
-                device_id=device_id,
-                since_ms=lo,
-                until_ms=min(day + DAY_MS, until_ms),
-                waveforms=False,
+                layout.kind, device_id=device_id, since_ms=lo, until_ms=hi, waveforms=False
             )
             if len(cols) == 0:
                 continue
@@ -202,8 +207,8 @@ class _Export(_Queries):
         floor = self._seal_floor(conn)
         if floor is None or ts_ms >= floor:
             return found
-        for dev, day, data in self._chunks(conn, layout, device_id, ts_ms, floor):
-            rows = self._decode(layout, bytes(data), dev, day, ())
+        for dev, start, _, data in self._chunks(conn, layout, device_id, ts_ms, floor):
+            rows = self._decode(layout, bytes(data), dev, start, ())
             at = np.flatnonzero(rows.ts_ms >= ts_ms)
             if at.size:
                 first = (int(rows.ts_ms[at[0]]), int(rows.seq[at[0]]))

@@ -183,8 +183,10 @@ class _Queries(_Sealed):
         self, layout: _Layout, device_id: str, name: str
     ) -> tuple[int, np.ndarray[Any, np.dtype[np.float64]], dict[str, float]] | None:
         """:meth:`latest_waveform` among the device's sealed chunks, newest day first."""
-        for dev, day, data in reversed(self._chunks(self._conn(), layout, device_id, None, None)):
-            rows = self._decode(layout, bytes(data), dev, day, (name,))
+        for dev, start, _, data in reversed(
+            self._chunks(self._conn(), layout, device_id, None, None)
+        ):
+            rows = self._decode(layout, bytes(data), dev, start, (name,))
             have = [i for i, w in enumerate(rows.arrays[name]) if w is not None]
             if have:
                 i = have[-1]

@@ -145,8 +145,20 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
 
 
 def _migrate_to_2(conn: sqlite3.Connection) -> None:
-    """Version 2 seals old readings into ``chunks_{kind}`` (created with the kinds' tables): a
-    release that knows only version 1 would not see them, so it must refuse the file."""
+    """Version 2 seals old readings into ``chunks_{kind}`` (created with the kinds' tables) and
+    keeps daily rollups, the only stored ones of sealed days: a release that knows only version
+    1 would not see them, so it must refuse the file."""
+    conn.execute(
+        """CREATE TABLE rollup_1d (
+        kind TEXT NOT NULL, device_id TEXT NOT NULL, field TEXT NOT NULL,
+        bucket_ms INTEGER NOT NULL, n INTEGER NOT NULL, min REAL, mean REAL, max REAL,
+        PRIMARY KEY (kind, device_id, field, bucket_ms)) WITHOUT ROWID"""
+    )
+    # The days rolled up so far, from their hours.
+    conn.execute(
+        "INSERT INTO rollup_1d SELECT kind, device_id, field, bucket_ms - bucket_ms % 86400000, "
+        "sum(n), min(min), sum(mean * n) / sum(n), max(max) FROM rollup_1h GROUP BY 1, 2, 3, 4"
+    )
 
 
 _MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
@@ -240,12 +252,14 @@ class _Schema:
                 )
                 conn.execute(
                     f'CREATE TABLE IF NOT EXISTS "{layout.chunks}" ('
-                    "device_id TEXT NOT NULL, day_ms INTEGER NOT NULL, n INTEGER NOT NULL, "
+                    "device_id TEXT NOT NULL, start_ms INTEGER NOT NULL, n INTEGER NOT NULL, "
                     "first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL, data BLOB NOT NULL, "
-                    "PRIMARY KEY (device_id, day_ms))"
+                    "PRIMARY KEY (device_id, start_ms))"
                 )
                 chunks = layout.chunks
-                conn.execute(f'CREATE INDEX IF NOT EXISTS "{chunks}_day" ON "{chunks}" (day_ms)')
+                conn.execute(
+                    f'CREATE INDEX IF NOT EXISTS "{chunks}_start" ON "{chunks}" (start_ms)'
+                )
                 have = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
                 for f in layout.floats:
                     if f not in have:

@@ -2,8 +2,9 @@
 
 The tail table ``readings_{kind}`` keeps one row per reading: cheap to insert and to read by SQL,
 but about 75 bytes a reading with its key and about 380 with its rollups (issue 17). Once a UTC
-day is more than ``tail_days`` old, :meth:`_Seal.seal` rolls up what was touched, then replaces
-each device's rows of that day by one row of ``chunks_{kind}`` (:mod:`ingest.store.chunks`), in
+day is more than ``tail_days`` old, :meth:`_Seal.seal` rolls up what was touched, then moves
+each device's rows of that day into its chunk of the month in ``chunks_{kind}``
+(:mod:`ingest.store.chunks`; a chunk holds whole days, up to :data:`_CHUNK_READINGS`), in
 transactions of a bounded size: ingest's commits wait at most one of them. A device's newest
 reading always stays in the tail (the dashboards' "latest" tables join on it). Readings that
 arrive later for a sealed day go to the tail and are merged into the day's chunk by the next seal.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import partial
 from typing import Final
 
@@ -20,11 +22,21 @@ import numpy as np
 
 from ingest.store.chunks import ChunkRows, encode_chunk
 from ingest.store.records import SealResult, StoreError
-from ingest.store.rollups import _Rollups
+from ingest.store.rollups import _Rollups, _slice
 from ingest.store.schema import DAY_MS, _Layout
 
 _PER_TRANSACTION: Final = 50_000
 """Readings moved per transaction: ingest's next commit waits for at most one of them."""
+_CHUNK_READINGS: Final = 50_000
+"""A device's days join its chunk of the same month while it holds fewer readings than this (a
+bolt's month at 5 minutes is 8,640; a year then reads from 12 chunks)."""
+_CHUNK_MAX: Final = 1_000_000
+"""A chunk never holds more (a day of a device sampled faster is cut in pieces)."""
+
+
+def _month(ms: int) -> tuple[int, int]:
+    d = datetime.fromtimestamp(ms / 1000, UTC)
+    return d.year, d.month
 
 
 def _merge(parts: list[ChunkRows]) -> ChunkRows:
@@ -128,32 +140,55 @@ class _Seal(_Rollups):
             rows = self._tail_chunk(conn, layout, device, day, until)
             if rows is None:
                 continue
-            parts = [rows]
-            old = conn.execute(
-                f'SELECT data FROM "{layout.chunks}" WHERE device_id = ? AND day_ms = ?',  # noqa: S608 - _IDENT
-                (device, day),
-            ).fetchone()
-            if old is not None:
-                parts.insert(0, self._decode(layout, bytes(old[0]), device, day, layout.arrays))
-            merged = _merge(parts)
-            conn.execute(
-                f'INSERT OR REPLACE INTO "{layout.chunks}" '  # noqa: S608 - _IDENT
-                "(device_id, day_ms, n, first_ms, last_ms, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    device,
-                    day,
-                    len(merged),
-                    int(merged.ts_ms[0]),
-                    int(merged.ts_ms[-1]),
-                    encode_chunk(merged),
-                ),
-            )
+            self._append(conn, layout, device, rows)
             conn.execute(
                 f'DELETE FROM "{layout.table}" WHERE device_id = ? AND ts_ms >= ? AND ts_ms < ?',  # noqa: S608 - _IDENT
                 (device, day, until),
             )
+            if layout.floats:
+                # The sealed hours' rollups are computed when read; the day's is kept, exact.
+                self._forget_hours(conn, layout, [(device, day, until)])
+                self._rollup_day(conn, layout, device, day, sealed=True)
             moved += len(rows)
         return moved
+
+    def _append(
+        self, conn: sqlite3.Connection, layout: _Layout, device: str, rows: ChunkRows
+    ) -> None:
+        """Add one day's rows of a device to its chunks: into the chunk before them when that one
+        is of the same UTC month and stays under :data:`_CHUNK_READINGS` (or already spans the
+        day: late readings), else as a new chunk. Chunks never overlap: each spans from its
+        start to its last reading, before the next one's start."""
+        first = int(rows.ts_ms[0])
+        prev = conn.execute(
+            f'SELECT start_ms, n, last_ms, data FROM "{layout.chunks}" '  # noqa: S608 - _IDENT
+            "WHERE device_id = ? AND start_ms <= ? ORDER BY start_ms DESC LIMIT 1",
+            (device, first),
+        ).fetchone()
+        start = first
+        if prev is not None:
+            p_start, p_n, p_last = int(prev[0]), int(prev[1]), int(prev[2])
+            inside = first <= p_last
+            same_month = _month(p_start) == _month(first)
+            if inside or (same_month and p_n + len(rows) <= _CHUNK_READINGS):
+                old = self._decode(layout, bytes(prev[3]), device, p_start, layout.arrays)
+                rows = _merge([old, rows])
+                start = p_start
+        for at in range(0, len(rows), _CHUNK_MAX):
+            part = _slice(rows, at, at + _CHUNK_MAX)
+            key = start if at == 0 else int(part.ts_ms[0])
+            conn.execute(
+                f'INSERT OR REPLACE INTO "{layout.chunks}" '  # noqa: S608 - _IDENT
+                "(device_id, start_ms, n, first_ms, last_ms, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    device,
+                    key,
+                    len(part),
+                    int(part.ts_ms[0]),
+                    int(part.ts_ms[-1]),
+                    encode_chunk(part),
+                ),
+            )
 
     @staticmethod
     def _tail_chunk(

@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ingest.store.chunks import ChunkRows, decode_chunk
 from ingest.store.columns import ColumnError
 from ingest.store.records import StoreError
-from ingest.store.schema import DAY_MS, _Layout, _Schema
+from ingest.store.schema import _Layout, _Schema
 from sensors.codec import ReadingColumns
 
 
@@ -48,7 +49,7 @@ class _Sealed(_Schema):
         return None if row is None else int(row[0])
 
     def _decode(
-        self, layout: _Layout, data: bytes, device_id: str, day_ms: int, arrays: tuple[str, ...]
+        self, layout: _Layout, data: bytes, device_id: str, start_ms: int, arrays: tuple[str, ...]
     ) -> ChunkRows:
         """A stored chunk's readings (with the waveforms of ``arrays`` only); a corrupt chunk is
         a :class:`StoreError` naming it."""
@@ -56,7 +57,8 @@ class _Sealed(_Schema):
             return decode_chunk(data, layout.floats, arrays)
         except ColumnError as exc:
             raise StoreError(
-                self.file, f"the sealed chunk of {device_id} on day {day_ms} is corrupt: {exc}"
+                self.file,
+                f"the sealed chunk of {device_id} starting at {start_ms} is corrupt: {exc}",
             ) from exc
 
     def _chunks(
@@ -66,23 +68,24 @@ class _Sealed(_Schema):
         device_id: str | None,
         since_ms: int | None,
         until_ms: int | None,
-    ) -> list[tuple[str, int, bytes]]:
-        """``(device, day, data)`` of the chunks that may hold readings in the range."""
+    ) -> list[tuple[str, int, int, bytes]]:
+        """``(device, start, last reading's time, data)`` of the chunks with readings in the
+        range, by start."""
         where: list[str] = []
         params: list[Any] = []
         if device_id is not None:
             where.append("device_id = ?")
             params.append(device_id)
         if since_ms is not None:
-            where.append("day_ms > ?")
-            params.append(since_ms - DAY_MS)
+            where.append("last_ms >= ?")
+            params.append(since_ms)
         if until_ms is not None:
-            where.append("day_ms < ?")
+            where.append("start_ms < ?")
             params.append(until_ms)
-        sql = f'SELECT device_id, day_ms, data FROM "{layout.chunks}"'  # noqa: S608 - _IDENT
+        sql = f'SELECT device_id, start_ms, last_ms, data FROM "{layout.chunks}"'  # noqa: S608 - _IDENT
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return conn.execute(sql + " ORDER BY day_ms, device_id", params).fetchall()
+        return conn.execute(sql + " ORDER BY start_ms, device_id", params).fetchall()
 
     def _sealed_readings(
         self,
@@ -99,8 +102,8 @@ class _Sealed(_Schema):
         conn = self._conn()
         parts: list[ReadingColumns] = []
         arrays = layout.arrays if waveforms else ()
-        for dev, day, data in self._chunks(conn, layout, device_id, since_ms, until_ms):
-            rows = self._decode(layout, bytes(data), dev, day, arrays)
+        for dev, start, _, data in self._chunks(conn, layout, device_id, since_ms, until_ms):
+            rows = self._decode(layout, bytes(data), dev, start, arrays)
             keep = np.ones(len(rows), bool)
             if since_ms is not None:
                 keep &= rows.ts_ms >= since_ms
@@ -112,46 +115,29 @@ class _Sealed(_Schema):
                 keep &= rows.late == late
             if not keep.any():
                 continue
-            idx = np.flatnonzero(keep)
-            parts.append(
-                ReadingColumns(
-                    kind=layout.kind,
-                    site=rows.site[idx],
-                    device_id=np.full(idx.size, dev, dtype=object),
-                    ts_ms=rows.ts_ms[idx],
-                    seq=rows.seq[idx],
-                    values={f: v[idx] for f, v in rows.values.items()},
-                    arrays={
-                        f: (
-                            [rows.arrays[f][i] for i in idx.tolist()]
-                            if f in rows.arrays
-                            else [None] * idx.size
-                        )
-                        for f in layout.arrays
-                    },
-                    message=np.zeros(idx.size, np.int64),
-                )
-            )
+            parts.append(as_columns(layout, dev, rows, np.flatnonzero(keep)))
         return ReadingColumns.concat(parts) if parts else None
 
     def _sealed_keys(
-        self, conn: sqlite3.Connection, layout: _Layout, device_id: str, day_ms: int
-    ) -> set[tuple[int, int]]:
-        """``(ts_ms, seq)`` of the readings sealed in one device's day."""
+        self, conn: sqlite3.Connection, layout: _Layout, device_id: str, ts_ms: int
+    ) -> tuple[int | None, set[tuple[int, int]]]:
+        """The chunk whose span holds ``ts_ms`` (its start; None: none) and the ``(ts_ms, seq)``
+        of its readings."""
         row = conn.execute(
-            f'SELECT data FROM "{layout.chunks}" WHERE device_id = ? AND day_ms = ?',  # noqa: S608 - _IDENT
-            (device_id, day_ms),
+            f'SELECT start_ms, data FROM "{layout.chunks}" WHERE device_id = ? '  # noqa: S608 - _IDENT
+            "AND start_ms <= ? AND last_ms >= ? ORDER BY start_ms DESC LIMIT 1",
+            (device_id, ts_ms, ts_ms),
         ).fetchone()
         if row is None:
-            return set()
-        rows = self._decode(layout, bytes(row[0]), device_id, day_ms, ())
-        return set(zip(rows.ts_ms.tolist(), rows.seq.tolist(), strict=True))
+            return None, set()
+        rows = self._decode(layout, bytes(row[1]), device_id, int(row[0]), ())
+        return int(row[0]), set(zip(rows.ts_ms.tolist(), rows.seq.tolist(), strict=True))
 
     def _drop_sealed(
         self, conn: sqlite3.Connection, layout: _Layout, cols: ReadingColumns
     ) -> ReadingColumns:
         """The readings of ``cols`` that are not already sealed (a redelivery of a reading older
-        than the seal floor is found in its day's chunk)."""
+        than the seal floor is found in the chunk whose span holds it)."""
         floor = self._seal_floor(conn)
         if floor is None:
             return cols
@@ -159,13 +145,36 @@ class _Sealed(_Schema):
         if old.size == 0:
             return cols
         keep = np.ones(len(cols), bool)
-        days = cols.ts_ms[old] - cols.ts_ms[old] % DAY_MS
-        devices = cols.device_id[old].tolist()
         known: dict[tuple[str, int], set[tuple[int, int]]] = {}
-        for i, dev, day in zip(old.tolist(), devices, days.tolist(), strict=True):
-            keys = known.get((dev, day))
-            if keys is None:
-                keys = known[dev, day] = self._sealed_keys(conn, layout, dev, day)
-            if (int(cols.ts_ms[i]), int(cols.seq[i])) in keys:
+        for i in old.tolist():
+            dev, ts, seq = str(cols.device_id[i]), int(cols.ts_ms[i]), int(cols.seq[i])
+            if any(d == dev and (ts, seq) in keys for (d, _), keys in known.items()):
                 keep[i] = False
+                continue
+            start, keys = self._sealed_keys(conn, layout, dev, ts)
+            if start is not None:
+                known[dev, start] = keys
+                if (ts, seq) in keys:
+                    keep[i] = False
         return cols if keep.all() else cols.select(keep)
+
+
+def as_columns(
+    layout: _Layout, device_id: str, rows: ChunkRows, idx: npt.NDArray[np.int64]
+) -> ReadingColumns:
+    """The rows ``idx`` of one device's chunk as reading columns (waveforms not decoded: None)."""
+    return ReadingColumns(
+        kind=layout.kind,
+        site=rows.site[idx],
+        device_id=np.full(idx.size, device_id, dtype=object),
+        ts_ms=rows.ts_ms[idx],
+        seq=rows.seq[idx],
+        values={f: v[idx] for f, v in rows.values.items()},
+        arrays={
+            f: (
+                [rows.arrays[f][i] for i in idx.tolist()] if f in rows.arrays else [None] * idx.size
+            )
+            for f in layout.arrays
+        },
+        message=np.zeros(idx.size, np.int64),
+    )

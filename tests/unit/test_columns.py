@@ -87,6 +87,24 @@ def test_a_bolts_day_packs_into_a_few_bytes_a_reading() -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "order"), [("noise around a level", 0), ("jittered clock", 1), ("drifting step", 2)]
+)
+def test_integers_are_stored_the_smallest_way(name: str, order: int) -> None:
+    rng = np.random.default_rng(4)
+    n = 2_000
+    i = np.arange(n, dtype=np.int64)
+    values = {
+        "noise around a level": 5_000_000 + rng.integers(-100, 100, n),
+        "jittered clock": 1_772_323_200_000 + i * 300_000 + rng.integers(-40, 40, n),
+        "drifting step": 1_772_323_200_000 + i * 1_000 + i * i // 4,
+    }[name]
+    buf = encode_ints(values)
+    assert buf[1] == order  # the layout chosen, after the format byte
+    assert decode_ints(buf).tolist() == values.tolist()
+    assert len(buf) < 1.2 * n  # about a byte a value, or less
+
+
+@pytest.mark.parametrize(
     "buf",
     [
         b"",

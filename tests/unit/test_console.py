@@ -351,7 +351,7 @@ def test_silence_from_the_page_names_a_wrong_field(env: tuple[Env, str]) -> None
 
 
 def test_series_quality_and_device_pages(env: tuple[Env, str]) -> None:
-    _, url = env
+    e, url = env
     b = Browserless(url)
     b.login(TOKEN)
     status, _, body = b.request("GET", f"/console/data/series/{BOLT}?range=1d")
@@ -366,6 +366,14 @@ def test_series_quality_and_device_pages(env: tuple[Env, str]) -> None:
         ("loosening", "major", None)
     ]
     assert data["events"] == []
+    # Longer ranges draw means: hourly up to 30 days, daily beyond.
+    e.store.rollup(now_ms=T0 + 3_600_000)
+    for range_name, source in (("30d", "1h"), ("1y", "1d")):
+        status, _, body = b.request("GET", f"/console/data/series/{BOLT}?range={range_name}")
+        assert status == 200
+        data = msgspec.json.decode(body)
+        assert data["source"] == source
+        assert data["t"] == [(T0 - T0 % (86_400_000 if source == "1d" else 3_600_000)) / 1000]
     status, _, body = b.request("GET", f"/console/data/series/{BOLT}?range=2y")
     assert status == 422
     assert "range" in body

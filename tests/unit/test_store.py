@@ -376,8 +376,8 @@ def test_rollup_min_mean_max_exact_and_incremental(store: Store, dec: TelemetryD
     )
     store.write(batch, received_ms=T0 + 61_000)
     # Hours of a few readings: only the hourly rows are stored (b1: preload and temp; b2:
-    # preload); their minutes are computed from the raw readings when asked for.
-    assert store.rollup(now_ms=T0 + 120_000) == 2 + 1
+    # preload), and their days'; their minutes are computed from the raw readings when asked.
+    assert store.rollup(now_ms=T0 + 120_000) == (2 + 1) * 2
     assert raw(store, "SELECT count(*) FROM rollup_1m") == [(0,)]
     minutes = store.rollups(DeviceKind.CBOLT, device_id="b1")
     assert [(r.field, r.bucket_ms, r.n, r.min, r.mean, r.max) for r in minutes] == [
@@ -396,7 +396,7 @@ def test_rollup_min_mean_max_exact_and_incremental(store: Store, dec: TelemetryD
     assert store.rollup(now_ms=T0 + 180_000) == 0
     # A late reading of b1: only b1's hour is recomputed (b2's is not touched).
     store.write(decode(dec, bolt("b1", T0 + 61_000, 5, 7.0)), received_ms=T0 + 200_000)
-    assert store.rollup(now_ms=T0 + 240_000) == 2
+    assert store.rollup(now_ms=T0 + 240_000) == 2 * 2
     minute = store.rollups(
         DeviceKind.CBOLT, device_id="b1", field="preload_kn", since_ms=T0 + MINUTE_MS
     )
@@ -405,6 +405,11 @@ def test_rollup_min_mean_max_exact_and_incremental(store: Store, dec: TelemetryD
         DeviceKind.CBOLT, resolution="1h", device_id="b1", field="preload_kn"
     )
     assert (b1_hour.n, b1_hour.min, b1_hour.mean, b1_hour.max) == (5, 5.0, 14.4, 30.0)
+    days = store.rollups(DeviceKind.CBOLT, resolution="1d", field="preload_kn")
+    assert [(r.device_id, r.bucket_ms, r.n, r.min, r.mean, r.max) for r in days] == [
+        ("b1", T0 - T0 % DAY_MS, 5, 5.0, 14.4, 30.0),
+        ("b2", T0 - T0 % DAY_MS - DAY_MS, 1, 1.0, 1.0, 1.0),
+    ]
     assert store.rollups(DeviceKind.CBOLT, until_ms=hour - HOUR_MS) == []
 
 

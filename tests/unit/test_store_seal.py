@@ -5,6 +5,7 @@ readings into a sealed day are merged; retention drops sealed days; corrupt chun
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import random
 import sqlite3
@@ -103,7 +104,7 @@ def _fill(store: Store, batches: list[list[tuple[str, bytes]]]) -> tuple[int, in
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
     """The same history in two stores; the first one sealed."""
-    with Store(tmp_path / "sealed") as sealed, Store(tmp_path / "plain") as plain:
+    with Store(tmp_path / "sealed", tail_days=2) as sealed, Store(tmp_path / "plain") as plain:
         history = _history(7)
         assert _fill(sealed, history) == _fill(plain, history)
         plain.rollup(now_ms=NOW_MS)
@@ -154,17 +155,27 @@ def _nulls(values: Any) -> list[float | None]:
     return [None if math.isnan(v) else v for v in values.tolist()]
 
 
+def _approx(rollups: list[Any]) -> list[Any]:
+    """Daily rollups with their means to 12 digits: a day's mean is summed from its hours' or
+    from its readings, as the day is sealed or not."""
+    return [
+        (r.device_id, r.field, r.bucket_ms, r.n, r.min, round(r.mean, 9), r.max) for r in rollups
+    ]
+
+
 def _reads(store: Store) -> list[Any]:
     """Everything a user can read back, as comparable values."""
     out: list[Any] = [store.stats().readings_by_kind]
     for kind in (DeviceKind.CBOLT, DeviceKind.CNC_MILL):
         out.append(store.rollups(kind, resolution="1m"))
         out.append(store.rollups(kind, resolution="1h"))
+        out.append(_approx(store.rollups(kind, resolution="1d")))
         out.append(_export(store, kind))
         out.append(_export(store, kind, device_id="b1", since_ms=T0 + DAY_MS - 1))
         out.append(_export(store, kind, until_ms=T0 + 4 * DAY_MS))
-    starts, means = store.rollup_means(DeviceKind.CBOLT, "b2", resolution="1h")
-    out.append((starts.tolist(), {k: _nulls(v) for k, v in means.items()}))
+    for res in ("1h", "1d"):
+        starts, means = store.rollup_means(DeviceKind.CBOLT, "b2", resolution=res)
+        out.append((starts.tolist(), {k: _nulls(np.round(v, 9)) for k, v in means.items()}))
     latest = store.latest_waveform(DeviceKind.CNC_MILL, "m1", "vib_ms2")
     assert latest is not None
     out.append((latest[0], latest[1].tolist(), _nulls(np.array(list(latest[2].values())))))
@@ -176,7 +187,7 @@ def test_a_sealed_store_reads_exactly_as_the_unsealed_one(pair: tuple[Store, Sto
     tail = sqlite3.connect(sealed.file).execute("SELECT count(*) FROM readings_cbolt").fetchone()
     chunks = sqlite3.connect(sealed.file).execute("SELECT count(*), sum(n) FROM chunks_cbolt")
     n_chunks, n_sealed = chunks.fetchone()
-    assert n_chunks == 3 * (DAYS - 2)
+    assert n_chunks == 3  # a bolt's days of one month join one chunk
     assert n_sealed > tail[0]
     for kind in (DeviceKind.CBOLT, DeviceKind.CNC_MILL):
         for filters in _FILTERS:
@@ -244,7 +255,7 @@ def test_seal_works_in_bounded_steps(tmp_path: Path) -> None:
 
 
 def test_retention_drops_whole_sealed_days(pair: tuple[Store, Store]) -> None:
-    sealed, _ = pair
+    sealed, plain = pair
     before = sealed.stats().readings_by_kind["cbolt"]
     day1 = len(sealed.readings(DeviceKind.CBOLT, until_ms=T0 + DAY_MS))
     mill1 = len(sealed.readings(DeviceKind.CNC_MILL, until_ms=T0 + DAY_MS))
@@ -254,19 +265,29 @@ def test_retention_drops_whole_sealed_days(pair: tuple[Store, Store]) -> None:
     assert sealed.stats().readings_by_kind["cbolt"] == before - day1
     assert len(sealed.readings(DeviceKind.CBOLT, until_ms=T0 + DAY_MS)) == 0
     assert len(sealed.readings(DeviceKind.CBOLT, until_ms=T0 + 2 * DAY_MS)) > 0
+    # The dropped day's rollups stay, as an unsealed store's would.
+    for res in ("1m", "1h", "1d"):
+        got = sealed.rollups(DeviceKind.CBOLT, resolution=res, until_ms=T0 + DAY_MS)
+        want = plain.rollups(DeviceKind.CBOLT, resolution=res, until_ms=T0 + DAY_MS)
+        if res == "1m":  # computed from the raw readings when asked: gone with them
+            assert got == []
+            assert want
+        else:
+            assert _approx(got) == _approx(want)
 
 
 def test_a_corrupt_chunk_is_a_store_error_naming_it(pair: tuple[Store, Store]) -> None:
     sealed, _ = pair
     with sqlite3.connect(sealed.file) as conn:
-        conn.execute(
-            "UPDATE chunks_cbolt SET data = x'00ff' WHERE device_id = 'b2' AND day_ms = ?",
-            (T0 + DAY_MS,),
-        )
-    with pytest.raises(StoreError, match=rf"chunk of b2 on day {T0 + DAY_MS} is corrupt"):
+        (start,) = conn.execute(
+            "SELECT start_ms FROM chunks_cbolt WHERE device_id = 'b2'"
+        ).fetchone()
+        conn.execute("UPDATE chunks_cbolt SET data = x'00ff' WHERE device_id = 'b2'")
+    with pytest.raises(StoreError, match=rf"chunk of b2 starting at {start} is corrupt"):
         sealed.readings(DeviceKind.CBOLT, device_id="b2")
-    # The other devices' readings are still there.
+    # The other devices' readings are still there, and so are b2's newer ones.
     assert len(sealed.readings(DeviceKind.CBOLT, device_id="b1")) > 0
+    assert len(sealed.readings(DeviceKind.CBOLT, device_id="b2", since_ms=T0 + 3 * DAY_MS)) > 0
 
 
 def test_an_older_release_refuses_a_sealed_store(tmp_path: Path) -> None:
@@ -402,7 +423,7 @@ def test_grafana_draws_rollups_where_days_are_sealed(tmp_path: Path) -> None:
     from dashboards.grafana.sqlite import SQLiteSeries
 
     dec = TelemetryDecoder(clock=lambda: NOW_MS / 1000)
-    with Store(tmp_path / "s") as store:
+    with Store(tmp_path / "s", tail_days=2) as store:
         messages = [
             _message("cbolt", "b1", "site-a", "telemetry", ts=t, seq=i, preload_kn=60 + i % 7)
             for i, t in enumerate(range(T0, NOW_MS, 300_000))
@@ -419,10 +440,68 @@ def test_grafana_draws_rollups_where_days_are_sealed(tmp_path: Path) -> None:
         text = sql.replace("$__from", str(start)).replace("$__to", str(start + span))
         return conn.execute(text.replace(f"${DEVICE_VAR}", "b1")).fetchall()
 
-    sealed_day = draw(T0 + DAY_MS, DAY_MS - 1)
-    assert [t for t, _ in sealed_day] == [(T0 + DAY_MS + h * HOUR_MS) / 1000 for h in range(24)]
-    assert all(60 <= v <= 66 for _, v in sealed_day)
+    noon = (T0 + DAY_MS + DAY_MS // 2) / 1000
+    assert [t for t, _ in draw(T0 + DAY_MS, DAY_MS - 1)] == [noon]  # a sealed day: its mean
+    (mean,) = [m for t, m in draw(T0, 3 * DAY_MS) if t == noon]
+    day = store_means(tmp_path / "s", T0 + DAY_MS)
+    assert mean == pytest.approx(day)
     tail_day = draw(T0 + 4 * DAY_MS, DAY_MS - 1)
     assert len(tail_day) == 288
-    three_days = draw(T0 + 2 * DAY_MS, 3 * DAY_MS)  # one sealed day: hours; two tail days: raw
-    assert len(three_days) == 24 + 2 * 288 + 1
+    # Three days: one sealed (its noon), two of the tail (their 1-minute values: raw here).
+    three_days = draw(T0 + 2 * DAY_MS, 3 * DAY_MS)
+    assert len(three_days) == 1 + 2 * 288 + 1
+    year = draw(NOW_MS - 365 * DAY_MS, 365 * DAY_MS)  # sealed days, then the tail's hours
+    assert len(year) == 3 + 2 * 24 + 3
+
+
+def store_means(folder: Path, day: int) -> float:
+    with Store(folder) as store:
+        (r,) = store.rollups(
+            DeviceKind.CBOLT, resolution="1d", field="preload_kn", since_ms=day, until_ms=day + 1
+        )
+        cols = store.readings(DeviceKind.CBOLT, since_ms=day, until_ms=day + DAY_MS)
+    assert r.n == 288
+    assert r.mean == pytest.approx(float(np.mean(cols.values["preload_kn"])))
+    return r.mean
+
+
+@pytest.mark.parametrize("cap", [50_000, 600])
+def test_chunks_hold_days_of_one_month_up_to_a_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap: int
+) -> None:
+    """Days join their month's chunk (a year reads from a dozen chunks) until the chunk holds
+    ``cap`` readings; a new month starts a new chunk. Reads do not change."""
+    import ingest.store.seal as seal_module
+
+    monkeypatch.setattr(seal_module, "_CHUNK_READINGS", cap)
+    start, now = T0 - 3 * DAY_MS, T0 + 5 * DAY_MS  # Feb 26 to Mar 6
+    dec = TelemetryDecoder(clock=lambda: now / 1000)
+    messages = [
+        _message("cbolt", "b1", "site-a", "telemetry", ts=t, seq=i, preload_kn=50 + i % 11)
+        for i, t in enumerate(range(start, now - DAY_MS, 300_000))
+    ]
+    with Store(tmp_path / "sealed", tail_days=2) as sealed, Store(tmp_path / "plain") as plain:
+        for store in (sealed, plain):
+            for at in range(0, len(messages), 1000):
+                store.write(dec.decode_batch(messages[at : at + 1000]), received_ms=now)
+        for day in range(start + 3 * DAY_MS, now + 1, DAY_MS):  # upkeep as the days go by
+            sealed.seal(now_ms=day)
+        plain.rollup(now_ms=now)
+        spans = (
+            sqlite3.connect(sealed.file)
+            .execute("SELECT start_ms, first_ms, last_ms, n FROM chunks_cbolt ORDER BY start_ms")
+            .fetchall()
+        )
+        # Feb 26-28, then March 1-3 (the floor is Mar 4): by month, 288 a day.
+        want = [3 * 288, 3 * 288] if cap == 50_000 else [576, 288, 576, 288]
+        assert [n for *_, n in spans] == want
+        assert all(b[0] > a[2] for a, b in itertools.pairwise(spans))  # no overlap
+        _same_columns(sealed.readings(DeviceKind.CBOLT), plain.readings(DeviceKind.CBOLT))
+        for res in ("1h", "1d"):
+            assert _approx(sealed.rollups(DeviceKind.CBOLT, resolution=res)) == _approx(
+                plain.rollups(DeviceKind.CBOLT, resolution=res)
+            )
+        assert _export(sealed, DeviceKind.CBOLT) == _export(plain, DeviceKind.CBOLT)
+        assert _export(sealed, DeviceKind.CBOLT, device_id="b1", since_ms=T0 - 7) == _export(
+            plain, DeviceKind.CBOLT, device_id="b1", since_ms=T0 - 7
+        )
