@@ -6,7 +6,9 @@
     (rollups, sealing the days older than the tail) every hour of data, then checkpointed:
     bytes per reading of the database file (rollups, indexes and free pages included), and the
     share of each table.
-(2) 10 3D printers x 1 day at 1 Hz with their 8 channels: the same.
+(2) 10 3D printers x 3 days at 1 Hz with their 8 channels (with sensor noise): the same, and
+    the bytes of a sealed reading (the first two days are sealed at the end: a store that keeps
+    a month has 29 days of 30 sealed).
 (3) One bolt's year at 5 minutes (105,120 readings): ``Store.readings`` over a year, a month and
     a day, ``Store.rollups`` of the year at 1 h and of a week at 1 min, and what the console
     draws at each of its zooms (raw up to a day, then 1-minute, hourly and daily means: the
@@ -73,19 +75,25 @@ def _bolt_columns(
     )
 
 
-def _printer_columns(devices: list[str], ts: np.ndarray, seq: np.ndarray) -> ReadingColumns:
+def _printer_columns(
+    devices: list[str], ts: np.ndarray, seq: np.ndarray, rng: np.random.Generator
+) -> ReadingColumns:
     n = len(devices)
     t = (ts - T0) / 1000.0
     wave = np.sin(2 * np.pi * t / 600.0)
+
+    def noise(sd: float) -> np.ndarray:
+        return rng.normal(0, sd, n)
+
     values = {
-        "hotend_c": np.round(215 + 0.6 * wave, 1),
+        "hotend_c": np.round(215 + 0.6 * wave + noise(0.2), 1),
         "hotend_target_c": np.full(n, 215.0),
-        "hotend_duty_pct": np.round(42 + 3 * wave, 1),
-        "bed_c": np.round(60 + 0.2 * wave, 1),
+        "hotend_duty_pct": np.round(42 + 3 * wave + noise(1.0), 1),
+        "bed_c": np.round(60 + 0.2 * wave + noise(0.1), 1),
         "bed_target_c": np.full(n, 60.0),
-        "bed_duty_pct": np.round(18 + 2 * wave, 1),
+        "bed_duty_pct": np.round(18 + 2 * wave + noise(0.5), 1),
         "fan_pct": np.full(n, 100.0),
-        "chamber_c": np.round(31 + 0.4 * wave, 1),
+        "chamber_c": np.round(31 + 0.4 * wave + noise(0.1), 1),
     }
     return ReadingColumns(
         kind=DeviceKind.PRINTER3D,
@@ -100,22 +108,35 @@ def _printer_columns(devices: list[str], ts: np.ndarray, seq: np.ndarray) -> Rea
 
 
 def machines_size(folder: Path, machines: int, hours: int) -> dict[str, Any]:
-    """Case (2): printers at 1 Hz; bytes per reading."""
+    """Case (2): printers at 1 Hz; bytes per reading, and per sealed reading."""
+    rng = np.random.default_rng(3)
     devices = [f"printer-{i:02d}" for i in range(machines)]
     with Store(folder, durable=False, retention_days=3660) as store:
         for k in range(0, hours * 3600, 60):  # a minute of every printer a write
             ts = T0 + (k + np.repeat(np.arange(60), machines)) * 1000
             seq = k + np.repeat(np.arange(60), machines)
-            cols = _printer_columns(devices * 60, ts, seq)
+            cols = _printer_columns(devices * 60, ts, seq, rng)
             store.write(
-                DecodedBatch(telemetry={DeviceKind.PRINTER3D: cols}), received_ms=int(ts.max())
+                DecodedBatch(telemetry={DeviceKind.PRINTER3D: cols}),
+                received_ms=int(ts.max()) + 500,
             )
             if k % 3600 == 3540:
                 _maintain(store, int(ts.max()))
-        _maintain(store, T0 + (hours + 2) * 3_600_000)
+        _maintain(store, T0 + (hours + 2) * 3_600_000, final=True)
         readings = store.stats().readings
     db, wal = _db_bytes(folder)
-    return {"readings": readings, "db": db, "wal": wal, "tables": _tables(folder)}
+    with sqlite3.connect(folder / "boltwatch.sqlite3") as conn:
+        sealed = conn.execute("SELECT coalesce(sum(n), 0) FROM chunks_printer3d").fetchone()[0]
+    tables = _tables(folder)
+    chunk_bytes = sum(v for k, v in tables.items() if "chunks_printer3d" in k)
+    return {
+        "readings": readings,
+        "db": db,
+        "wal": wal,
+        "tables": tables,
+        "sealed": int(sealed),
+        "chunk_bytes": chunk_bytes,
+    }
 
 
 def _tables(folder: Path) -> dict[str, int]:
@@ -152,7 +173,7 @@ def fleet_size(folder: Path, bolts: int, days: int) -> dict[str, Any]:
             store.write(DecodedBatch(telemetry={DeviceKind.CBOLT: cols}), received_ms=received)
             if k % 12 == 11:
                 _maintain(store, received)
-        _maintain(store, T0 + days * DAY_MS + 2 * 3_600_000)
+        _maintain(store, T0 + days * DAY_MS + 2 * 3_600_000, final=True)
         readings = store.stats().readings
     write_s = time.perf_counter() - started
     db, wal = _db_bytes(folder)
@@ -165,11 +186,12 @@ def fleet_size(folder: Path, bolts: int, days: int) -> dict[str, Any]:
     }
 
 
-def _maintain(store: Store, now_ms: int) -> None:
+def _maintain(store: Store, now_ms: int, *, final: bool = False) -> None:
+    """The service's upkeep; ``final``: until everything sealable is sealed (the service does it
+    a bounded step a minute)."""
     store.rollup(now_ms=now_ms)
-    seal = getattr(store, "seal", None)
-    if seal is not None:
-        seal(now_ms=now_ms)
+    while not store.seal(now_ms=now_ms).done and final:
+        pass
 
 
 def year_reads(folder: Path) -> dict[str, float]:
@@ -185,7 +207,7 @@ def year_reads(folder: Path) -> dict[str, float]:
             )
             store.write(DecodedBatch(telemetry={DeviceKind.CBOLT: cols}), received_ms=int(ts[-1]))
             _maintain(store, int(ts[part][-1]) + 3_600_000)
-        _maintain(store, int(ts[-1]) + 2 * DAY_MS)
+        _maintain(store, int(ts[-1]) + 2 * DAY_MS, final=True)
         end = int(ts[-1]) + 1
         out: dict[str, float] = {}
         for name, span in (("year", 365 * DAY_MS), ("month", 30 * DAY_MS), ("day", DAY_MS)):
@@ -250,11 +272,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     bolts, days, printers = (100, 10, 2) if args.quick else (1000, 30, 10)
+    machine_days = 3  # days 1 and 2 sealed at the end, the third still rows
     console = Console()
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
     try:
         fleet = fleet_size(tmp / "fleet", bolts, days)
-        machines = machines_size(tmp / "machines", printers, 24)
+        machines = machines_size(tmp / "machines", printers, 24 * machine_days)
         reads = year_reads(tmp / "year")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -279,12 +302,22 @@ def main() -> int:
     mper = machines["db"] / m
     mref = 8 * (2 + 8)
     table.add_row(
-        f"(2) {printers} printers x 1 day at 1 Hz, 8 channels ({m:,.0f} readings), per reading",
+        f"(2) {printers} printers x {machine_days} days at 1 Hz, 8 channels "
+        f"({m:,.0f} readings), per reading",
         f"{mper:.1f} B",
         f"{mref:.1f} B",
         f"{mper / mref:.2f}",
         "<= 16 B",
     )
+    if machines["sealed"]:
+        cper = machines["chunk_bytes"] / machines["sealed"]
+        table.add_row(
+            f"(2) per sealed reading ({machines['sealed']:,} sealed: the steady state)",
+            f"{cper:.1f} B",
+            f"{mref:.1f} B",
+            f"{cper / mref:.2f}",
+            "",
+        )
     for name, ms in reads.items():
         target = "<= 50 ms" if name.startswith("console") else ""
         table.add_row(f"(3) one bolt's year: {name}", f"{ms:.1f} ms", "", "", target)

@@ -47,6 +47,7 @@ _log = logging.getLogger("boltwatch.cluster")
 _GROUP: Final = "store"
 _FETCH_MAX: Final = 2_000
 _FETCH_WAIT_S: Final = 0.5
+_UPKEEP_S: Final = 60.0  # the store's rollups, sealing and retention, as IngestService runs them
 # After a failed write, wait this long before fetching again (the records come back).
 _RETRY_S: Final = 1.0
 
@@ -80,19 +81,34 @@ class StoreWorker:
     """
 
     def __init__(
-        self, log: JetStreamLog, *, store: Store | None = None, influx: InfluxWriter | None = None
+        self,
+        log: JetStreamLog,
+        *,
+        store: Store | None = None,
+        influx: InfluxWriter | None = None,
+        upkeep_s: float = _UPKEEP_S,
     ) -> None:
         if (store is None) == (influx is None):
             raise ValueError("a store worker writes into exactly one of store and influx")
         self.log = log
         self.store = store
         self.influx = influx
+        self.upkeep_s = upkeep_s
         self.counts = StoreCounts()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch, write, acknowledge; until ``stop`` is set (the batch in hand is finished)."""
+        """Fetch, write, acknowledge; until ``stop`` is set (the batch in hand is finished).
+        Into SQLite, the store's upkeep (rollups, sealing, retention) runs every ``upkeep_s``
+        between two batches, as ``boltwatch run`` does it."""
         loop = asyncio.get_running_loop()
+        next_upkeep = time.monotonic() + self.upkeep_s
         while not stop.is_set():
+            if self.store is not None and time.monotonic() >= next_upkeep:
+                try:
+                    await loop.run_in_executor(None, self._upkeep)
+                except StoreError as exc:
+                    _log.warning("rollups, sealing and retention skipped this time: %s", exc)
+                next_upkeep = time.monotonic() + self.upkeep_s
             if self.influx is not None and self.influx.backlog():
                 # Spooled while InfluxDB was down: sent in order, before anything newer.
                 await loop.run_in_executor(None, self.influx.drain_once)
@@ -131,6 +147,17 @@ class StoreWorker:
         elif self.influx is not None and batch.telemetry:
             written = await loop.run_in_executor(None, self._to_influx, batch)
             self.counts.stored += written
+
+    def _upkeep(self) -> None:
+        assert self.store is not None  # noqa: S101 - only called with a store
+        now_ms = int(time.time() * 1000)
+        self.store.rollup(now_ms=now_ms)
+        sealed = self.store.seal(now_ms=now_ms)
+        if sealed.readings:
+            _log.info("sealed %d readings into %d chunks", sealed.readings, sealed.chunks)
+        deleted = self.store.enforce_retention(now_ms=now_ms)
+        if deleted:
+            _log.info("retention: %d raw readings dropped", deleted)
 
     def _to_store(self, batch: DecodedBatch, now_ms: int) -> tuple[int, int]:
         assert self.store is not None  # noqa: S101 - only called with a store

@@ -93,6 +93,8 @@ class _Seal(_Rollups):
             return floor
 
         floor = self._transaction(raise_floor, "seal")
+        if self._sealed_to(floor):
+            return SealResult(readings=0, chunks=0, done=True, floor_ms=floor)
         todo = self._days_to_seal(floor)
         moved = chunks = 0
         batch: list[tuple[_Layout, str, int, int]] = []
@@ -110,7 +112,26 @@ class _Seal(_Rollups):
             moved += self._transaction(partial(self._seal_days, items=batch), "seal")
             chunks += len(batch)
         done = next(iter(self._days_to_seal(floor)), None) is None
+        if done:
+
+            def note(conn: sqlite3.Connection) -> None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('sealed_to_ms', ?)", (floor,)
+                )
+                conn.execute("DELETE FROM meta WHERE key = 'seal_late'")
+
+            self._transaction(note, "seal")
         return SealResult(readings=moved, chunks=chunks, done=done, floor_ms=floor)
+
+    def _sealed_to(self, floor: int) -> bool:
+        """Everything before ``floor`` was sealed, and no reading came in for a sealed day since
+        (the write path notes those): nothing to look for, device by device."""
+        meta = dict(
+            self._conn()
+            .execute("SELECT key, value FROM meta WHERE key IN ('sealed_to_ms', 'seal_late')")
+            .fetchall()
+        )
+        return meta.get("sealed_to_ms") == floor and "seal_late" not in meta
 
     def _days_to_seal(self, floor: int) -> Iterator[tuple[tuple[_Layout, str, int, int], int]]:
         """``((layout, device, day, until), rows)`` of each device's day with tail rows to seal:

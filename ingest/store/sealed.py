@@ -156,6 +156,9 @@ class _Sealed(_Schema):
                 known[dev, start] = keys
                 if (ts, seq) in keys:
                     keep[i] = False
+        if keep[old].any():
+            # Readings of sealed days go to the tail: the next seal has work (see Store.seal).
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seal_late', 1)")
         return cols if keep.all() else cols.select(keep)
 
 

@@ -197,3 +197,59 @@ def test_a_store_worker_into_sqlite_survives_its_death_and_refuses_a_twin(
 
     (letter,) = asyncio.run(dead())
     assert letter.startswith("stream:partition 3"), letter
+
+
+def _sealed(store_dir: Path) -> int:
+    """Readings in the store's sealed chunks (read-only; 0 before there are any)."""
+    import sqlite3
+
+    file = store_dir / "boltwatch.sqlite3"
+    if not file.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{file}?mode=ro", uri=True, timeout=10)
+    try:
+        (n,) = conn.execute("SELECT coalesce(sum(n), 0) FROM chunks_cbolt").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+    return int(n)
+
+
+def test_a_store_worker_rolls_up_and_seals_its_store(
+    tmp_path: Path, nats_cluster: NatsCluster
+) -> None:
+    """The store worker runs the store's upkeep as ``boltwatch run`` does (here every 0.2 s):
+    March's readings are older than the tail, so they end up sealed, rolled up by day."""
+    from boltwatch.cluster_store import StoreWorker
+    from ingest.store import Store
+    from sensors.schema import DeviceKind
+
+    cluster = ClusterConfig(urls=nats_cluster.urls, partitions=PARTITIONS)
+    data = tmp_path / "data"
+    rounds = 40
+
+    async def run() -> None:
+        log = await JetStreamLog.open(cluster, "upkeep")
+        stop = asyncio.Event()
+        with Store(data) as store:
+            worker = StoreWorker(log, store=store, upkeep_s=0.2)
+            task = asyncio.create_task(worker.run(stop))
+            try:
+                await _publish(cluster, _messages(0, rounds))
+                sealed = rounds * len(BOLTS) - len(BOLTS)  # each bolt's newest stays a row
+                deadline = asyncio.get_running_loop().time() + 120
+                while _sealed(data) < sealed:
+                    assert asyncio.get_running_loop().time() < deadline, _sealed(data)
+                    await asyncio.sleep(0.1)
+            finally:
+                stop.set()
+                async with asyncio.timeout(30):
+                    await task
+                await log.close()
+            days = store.rollups(DeviceKind.CBOLT, resolution="1d", field="preload_kn")
+            assert {r.device_id for r in days} == set(BOLTS)
+            assert sum(r.n for r in days) == rounds * len(BOLTS)
+            assert len(store.readings(DeviceKind.CBOLT)) == rounds * len(BOLTS)
+
+    asyncio.run(run())
