@@ -15,6 +15,7 @@ import numpy as np
 
 from ingest.store.queries import _Queries
 from ingest.store.schema import DAY_MS, _Layout
+from sensors.codec import ReadingColumns
 from sensors.schema import DeviceKind
 
 _EXPORT_CHUNK: Final = 10_000
@@ -138,12 +139,13 @@ class _Export(_Queries):
         105,120 readings); a fleet's a day at a time, so that memory stays bounded (each day
         decodes the chunks that hold it)."""
         conn = self._conn()
+        # The tail's rows before the floor (late readings, each device's newest): read once.
+        late = self._tail_readings(
+            layout, device_id, None, since_ms, until_ms, None, None, waveforms=False
+        )
         if device_id is not None:
-            windows = [(since_ms, until_ms)]
+            windows: list[tuple[int | None, int]] = [(since_ms, until_ms)]
         else:
-            late = self._tail_readings(
-                layout, device_id, None, since_ms, until_ms, None, None, waveforms=False
-            )
             days = {int(d) for d in np.unique(late.ts_ms - late.ts_ms % DAY_MS)}
             for _, start, last, _ in self._chunks(conn, layout, device_id, since_ms, until_ms):
                 days.update(range(start - start % DAY_MS, last + 1, DAY_MS))
@@ -152,9 +154,23 @@ class _Export(_Queries):
                 for day in sorted(days)
             ]
         for lo, hi in windows:
-            cols = self.readings(
-                layout.kind, device_id=device_id, since_ms=lo, until_ms=hi, waveforms=False
+            sealed = self._sealed_readings(
+                layout,
+                device_id=device_id,
+                site=None,
+                since_ms=lo,
+                until_ms=hi,
+                late=None,
+                waveforms=False,
             )
+            mine = late.ts_ms < hi
+            if lo is not None:
+                mine &= late.ts_ms >= lo
+            parts = [p for p in (sealed, late.select(mine)) if p is not None and len(p)]
+            if not parts:
+                continue
+            cols = ReadingColumns.concat(parts)
+            cols = cols.select(np.lexsort((cols.seq, cols.device_id.astype(str), cols.ts_ms)))
             if len(cols) == 0:
                 continue
             values = [

@@ -12,7 +12,7 @@ import numpy as np
 
 from ingest.store.records import DeadLetter, DeviceRecord, StoreStats
 from ingest.store.schema import _Layout
-from ingest.store.sealed import _Sealed
+from ingest.store.sealed import _Sealed, conditions
 from sensors.codec import ReadingColumns
 from sensors.schema import DeviceKind
 
@@ -187,32 +187,23 @@ class _Queries(_Sealed):
             self._chunks(self._conn(), layout, device_id, None, None)
         ):
             rows = self._decode(layout, bytes(data), dev, start, (name,))
-            have = [i for i, w in enumerate(rows.arrays[name]) if w is not None]
+            have = [(i, w) for i, w in enumerate(rows.arrays[name]) if w is not None]
             if have:
-                i = have[-1]
+                i, wave = have[-1]
                 values = {f: float(v[i]) for f, v in rows.values.items()}
-                return int(rows.ts_ms[i]), rows.arrays[name][i] or np.zeros(0), values
+                return int(rows.ts_ms[i]), wave, values
         return None
 
     @staticmethod
     def _filters(
         device_id: str | None, site: str | None, since_ms: int | None, until_ms: int | None
     ) -> tuple[list[str], list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if device_id is not None:
-            where.append("device_id = ?")
-            params.append(device_id)
-        if site is not None:
-            where.append("site = ?")
-            params.append(site)
-        if since_ms is not None:
-            where.append("ts_ms >= ?")
-            params.append(since_ms)
-        if until_ms is not None:
-            where.append("ts_ms < ?")
-            params.append(until_ms)
-        return where, params
+        return conditions(
+            ("device_id = ?", device_id),
+            ("site = ?", site),
+            ("ts_ms >= ?", since_ms),
+            ("ts_ms < ?", until_ms),
+        )
 
     def events(
         self,

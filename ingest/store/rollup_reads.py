@@ -21,6 +21,7 @@ import numpy as np
 from ingest.store.queries import _Queries
 from ingest.store.records import Rollup
 from ingest.store.schema import DAY_MS, HOUR_MS, MINUTE_MS, _Layout
+from ingest.store.sealed import conditions
 from sensors.codec import ReadingColumns
 from sensors.schema import DeviceKind
 
@@ -92,17 +93,13 @@ class _RollupReads(_Queries):
         since_ms: int | None,
         until_ms: int | None,
     ) -> list[Rollup]:
-        where = ["kind = ?"]
-        params: list[Any] = [layout.kind.value]
-        for column, value, op in (
-            ("device_id", device_id, "="),
-            ("field", field, "="),
-            ("bucket_ms", since_ms, ">="),
-            ("bucket_ms", until_ms, "<"),
-        ):
-            if value is not None:
-                where.append(f"{column} {op} ?")
-                params.append(value)
+        where, params = conditions(
+            ("kind = ?", layout.kind.value),
+            ("device_id = ?", device_id),
+            ("field = ?", field),
+            ("bucket_ms >= ?", since_ms),
+            ("bucket_ms < ?", until_ms),
+        )
         rows = self._conn().execute(
             f"SELECT device_id, field, bucket_ms, n, min, mean, max FROM rollup_{resolution} "  # noqa: S608 - checked by the caller
             f"WHERE {' AND '.join(where)} ORDER BY device_id, field, bucket_ms",
@@ -124,9 +121,11 @@ class _RollupReads(_Queries):
         floor = self._seal_floor(self._conn())
         if floor is None or not fields or (since_ms is not None and since_ms >= floor):
             return []
-        until = floor if until_ms is None else min(until_ms, floor)
+        # Whole buckets, as the stored ones: those starting in [since, until).
+        since = None if since_ms is None else -(-since_ms // width_ms) * width_ms
+        until = floor if until_ms is None else min(-(-until_ms // width_ms) * width_ms, floor)
         cols = self.readings(
-            layout.kind, device_id=device_id, since_ms=since_ms, until_ms=until, waveforms=False
+            layout.kind, device_id=device_id, since_ms=since, until_ms=until, waveforms=False
         )
         covered = {(r.device_id, r.bucket_ms - r.bucket_ms % HOUR_MS) for r in stored}
         return buckets(cols, fields, covered, width_ms)

@@ -24,9 +24,10 @@ from ingest.store.schema import DAY_MS, HOUR_MS, MINUTE_MS, _Layout
 from ingest.store.sealed import as_columns
 from ingest.store.writer import _Writer
 
-_RETENTION_CHUNKS: Final = 2_000
-"""Sealed days dropped per call of enforce_retention (each has its hours archived first): about
-a second of the store's thread; the rest goes at the next upkeep."""
+_RETENTION_CHUNKS: Final = 200
+"""Chunks trimmed per kind and call of enforce_retention (each has its hours archived and the
+rest of its month encoded again: a few milliseconds): under a second of the store's thread; the
+rest goes at the next upkeep (a day of 10,000 bolts in under an hour)."""
 _INSERT_ROLLUP: Final = (
     "INSERT OR REPLACE INTO {table} (kind, device_id, field, bucket_ms, n, min, mean, max) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -91,7 +92,9 @@ class _Rollups(_Writer, _RollupReads):
                     live = [(d, h) for d, h in dirty if floor is None or h >= floor]
                     # Hours of sealed days (a late reading came in): computed when read.
                     self._forget_hours(
-                        conn, layout, [(d, h, h + HOUR_MS) for d, h in dirty if (d, h) not in live]
+                        conn,
+                        layout,
+                        [(d, h, h + HOUR_MS) for d, h in dirty if floor is not None and h < floor],
                     )
                     for width, table in ((MINUTE_MS, "rollup_1m"), (HOUR_MS, "rollup_1h")):
                         written += self._rollup_kind(conn, layout, live, width, table)
@@ -111,8 +114,11 @@ class _Rollups(_Writer, _RollupReads):
     def _forget_hours(
         conn: sqlite3.Connection, layout: _Layout, spans: list[tuple[str, int, int]]
     ) -> None:
-        """Drop the stored 1-minute and 1-hour rollups of each (device, start, end): what is
-        sealed there is rolled up when read."""
+        """Drop the stored 1-minute and 1-hour rollups of the whole hours of each (device,
+        start, end): what is sealed there is rolled up when read. An hour that ``end`` cuts
+        keeps its rows (stored rows stand for their whole hour; they were computed from all of
+        it)."""
+        spans = [(d, a, b - b % HOUR_MS) for d, a, b in spans]
         for table, width in (("rollup_1m", MINUTE_MS), ("rollup_1h", HOUR_MS)):
             conn.executemany(
                 f"DELETE FROM {table} WHERE kind = ? AND device_id = ? "  # noqa: S608 - our table
@@ -145,6 +151,10 @@ class _Rollups(_Writer, _RollupReads):
         )
         conn.executemany(_INSERT_ROLLUP.format(table="rollup_1d"), rows)
         return len(rows)
+
+    @staticmethod
+    def _insert_rollups(conn: sqlite3.Connection, table: str, rollups: list[Rollup]) -> None:
+        conn.executemany(_INSERT_ROLLUP.format(table=table), _rows(rollups))
 
     def _rollup_kind(
         self,

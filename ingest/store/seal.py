@@ -13,6 +13,7 @@ arrive later for a sealed day go to the tail and are merged into the day's chunk
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import partial
@@ -21,17 +22,78 @@ from typing import Final
 import numpy as np
 
 from ingest.store.chunks import ChunkRows, encode_chunk
+from ingest.store.columns import MAX_VALUES
 from ingest.store.records import SealResult, StoreError
+from ingest.store.rollup_reads import buckets
 from ingest.store.rollups import _Rollups, _slice
 from ingest.store.schema import DAY_MS, _Layout
+from ingest.store.sealed import as_columns
 
-_PER_TRANSACTION: Final = 50_000
-"""Readings moved per transaction: ingest's next commit waits for at most one of them."""
+_PER_TRANSACTION: Final = 10_000
+"""Readings moved per transaction (a few tenths of a second): ingest's next commit waits for at
+most one of them."""
 _CHUNK_READINGS: Final = 50_000
 """A device's days join its chunk of the same month while it holds fewer readings than this (a
 bolt's month at 5 minutes is 8,640; a year then reads from 12 chunks)."""
 _CHUNK_MAX: Final = 1_000_000
-"""A chunk never holds more (a day of a device sampled faster is cut in pieces)."""
+"""A chunk never holds more readings (a day of a device sampled faster is cut in pieces)."""
+_WAVE_SAMPLES: Final = MAX_VALUES // 2
+"""Nor more samples of one waveform field (a mill's vibration records every minute are cut in
+pieces of a few hours)."""
+
+
+def _runs(
+    items: list[tuple[_Layout, str, int, int, int]],
+) -> Iterator[list[tuple[_Layout, str, int, int, int]]]:
+    """Consecutive days of one device and month, up to :data:`_PER_TRANSACTION` readings
+    together (each day alone when the kind has waveforms: a day of a mill's is megabytes)."""
+    run: list[tuple[_Layout, str, int, int, int]] = []
+    total = 0
+    for item in items:
+        layout, device, day, _, count = item
+        joins = (
+            run
+            and not layout.arrays
+            and (run[-1][0].kind, run[-1][1]) == (layout.kind, device)
+            and _month(run[-1][2]) == _month(day)
+            and total + count <= _PER_TRANSACTION
+        )
+        if run and not joins:
+            yield run
+            run, total = [], 0
+        run.append(item)
+        total += count
+    if run:
+        yield run
+
+
+def _samples(rows: ChunkRows) -> int:
+    """The most samples one waveform field of the rows holds."""
+    return max(
+        (sum(w.size for w in waves if w is not None) for waves in rows.arrays.values()), default=0
+    )
+
+
+def _pieces(rows: ChunkRows) -> list[tuple[int, int]]:
+    """``[lo, hi)`` row ranges of at most :data:`_CHUNK_MAX` readings and :data:`_WAVE_SAMPLES`
+    samples a waveform field, cut only between different timestamps (a chunk's span never
+    shares a millisecond with the next one's)."""
+    n = len(rows)
+    weight = np.zeros(n, np.int64)
+    for waves in rows.arrays.values():
+        sizes = np.array([0 if w is None else w.size for w in waves], np.int64)
+        weight = np.maximum(weight, sizes)
+    out: list[tuple[int, int]] = []
+    lo = 0
+    while lo < n:
+        total = np.cumsum(weight[lo:])
+        fits = int(np.searchsorted(total, _WAVE_SAMPLES, side="right"))
+        hi = min(n, lo + max(1, min(fits, _CHUNK_MAX)))
+        while lo < hi < n and rows.ts_ms[hi] == rows.ts_ms[hi - 1]:
+            hi += 1  # never cut inside one millisecond
+        out.append((lo, hi))
+        lo = hi
+    return out
 
 
 def _month(ms: int) -> tuple[int, int]:
@@ -63,16 +125,20 @@ class _Seal(_Rollups):
 
     tail_days: int
 
-    def seal(self, *, now_ms: int, max_readings: int = 500_000) -> SealResult:
+    def seal(
+        self, *, now_ms: int, max_readings: int = 500_000, max_seconds: float = 1.0
+    ) -> SealResult:
         """Move the readings of every UTC day older than ``tail_days`` into sealed chunks.
 
         Touched rollups are computed first (from the rows about to move). Works through at most
-        ``max_readings`` readings, so that one call never holds the store for long; the result
-        says whether anything is left.
+        ``max_readings`` readings and about ``max_seconds``, so that one call never holds the
+        store for long (each device's day rewrites its month's chunk: a few milliseconds); the
+        result says whether anything is left.
 
         Args:
             now_ms: The current time (epoch ms UTC).
             max_readings: Stop after moving about this many readings.
+            max_seconds: Stop after the transaction that passes this much time.
 
         Raises:
             StoreError: SQLite failed; the transaction in progress was rolled back (the rows it
@@ -97,12 +163,13 @@ class _Seal(_Rollups):
             return SealResult(readings=0, chunks=0, done=True, floor_ms=floor)
         todo = self._days_to_seal(floor)
         moved = chunks = 0
-        batch: list[tuple[_Layout, str, int, int]] = []
+        batch: list[tuple[_Layout, str, int, int, int]] = []
         pending = 0
+        deadline = time.monotonic() + max_seconds
         for item, count in todo:
-            if moved + pending >= max_readings:
+            if moved + pending >= max_readings or time.monotonic() > deadline:
                 break
-            batch.append(item)
+            batch.append((*item, count))
             pending += count
             if pending >= _PER_TRANSACTION:
                 moved += self._transaction(partial(self._seal_days, items=batch), "seal")
@@ -146,70 +213,123 @@ class _Seal(_Rollups):
                 limit = floor if last_seen is None else min(floor, int(last_seen))
                 days = conn.execute(
                     f"SELECT ts_ms - ts_ms % {DAY_MS} AS day, count(*) "  # noqa: S608 - _IDENT
-                    f'FROM "{layout.table}" WHERE device_id = ? AND ts_ms < ? GROUP BY day',
+                    f'FROM "{layout.table}" WHERE device_id = ? AND ts_ms < ? '
+                    "GROUP BY day ORDER BY day",
                     (device, limit),
                 ).fetchall()
                 for day, count in days:
                     yield (layout, device, int(day), min(int(day) + DAY_MS, limit)), int(count)
 
     def _seal_days(
-        self, conn: sqlite3.Connection, items: list[tuple[_Layout, str, int, int]]
+        self, conn: sqlite3.Connection, items: list[tuple[_Layout, str, int, int, int]]
     ) -> int:
-        """Seal each (device, day) given, up to its ``until``; returns the readings moved."""
+        """Seal each (device, day, until, rows) given, up to its ``until``; a device's days of
+        one month go into its chunk at once, :data:`_PER_TRANSACTION` readings at most (days
+        with waveforms one at a time). Returns the readings moved."""
         moved = 0
-        for layout, device, day, until in items:
-            rows = self._tail_chunk(conn, layout, device, day, until)
+        for days in _runs(items):
+            layout, device = days[0][0], days[0][1]
+            lo, hi = days[0][2], days[-1][3]
+            rows = self._tail_chunk(conn, layout, device, lo, hi)
             if rows is None:
                 continue
-            self._append(conn, layout, device, rows)
+            chunk = self._append(conn, layout, device, rows)
             conn.execute(
                 f'DELETE FROM "{layout.table}" WHERE device_id = ? AND ts_ms >= ? AND ts_ms < ?',  # noqa: S608 - _IDENT
-                (device, day, until),
+                (device, lo, hi),
             )
             if layout.floats:
-                # The sealed hours' rollups are computed when read; the day's is kept, exact.
-                self._forget_hours(conn, layout, [(device, day, until)])
-                self._rollup_day(conn, layout, device, day, sealed=True)
+                # The sealed hours' rollups are computed when read; the days' are kept, exact.
+                self._forget_hours(conn, layout, [(device, lo, hi)])
+                whole = [day for _, _, day, until, _ in days if until == day + DAY_MS]
+                self._write_days(conn, layout, device, whole, chunk)
+                for _, _, day, until, _ in days:
+                    if until != day + DAY_MS:  # the device's newest reading is still a row
+                        self._rollup_day(conn, layout, device, day, sealed=True)
             moved += len(rows)
         return moved
 
+    def _write_days(
+        self,
+        conn: sqlite3.Connection,
+        layout: _Layout,
+        device: str,
+        days: list[int],
+        chunk: ChunkRows,
+    ) -> None:
+        """The daily rollups of whole days of a device, from its chunk's readings."""
+        if not days:
+            return
+        day_of = chunk.ts_ms - chunk.ts_ms % DAY_MS
+        idx = np.flatnonzero(np.isin(day_of, np.array(days, np.int64)))
+        cols = as_columns(layout, device, chunk, idx)
+        conn.executemany(
+            "DELETE FROM rollup_1d WHERE kind = ? AND device_id = ? AND bucket_ms = ?",
+            [(layout.kind.value, device, d) for d in days],
+        )
+        self._insert_rollups(conn, "rollup_1d", buckets(cols, layout.floats, set(), DAY_MS))
+
     def _append(
         self, conn: sqlite3.Connection, layout: _Layout, device: str, rows: ChunkRows
-    ) -> None:
-        """Add one day's rows of a device to its chunks: into the chunk before them when that one
-        is of the same UTC month and stays under :data:`_CHUNK_READINGS` (or already spans the
-        day: late readings), else as a new chunk. Chunks never overlap: each spans from its
-        start to its last reading, before the next one's start."""
-        first = int(rows.ts_ms[0])
+    ) -> ChunkRows:
+        """Add rows of a device to its chunks; returns the rows of the chunk(s) written.
+
+        The rows join every chunk whose span they meet (late readings, a backfill) and the chunk
+        before them when it is of the same UTC month and stays under :data:`_CHUNK_READINGS`
+        readings and :data:`_WAVE_SAMPLES` samples a waveform; else they start a chunk. So
+        chunks never overlap: each spans from its start (its first reading) to its last reading,
+        before the next one's start."""
+        first, last = int(rows.ts_ms[0]), int(rows.ts_ms[-1])
+        chunks = self._conn_chunks(conn, layout, device, first, last)
+        parts = [self._decode(layout, data, device, start, layout.arrays) for start, data in chunks]
         prev = conn.execute(
-            f'SELECT start_ms, n, last_ms, data FROM "{layout.chunks}" '  # noqa: S608 - _IDENT
-            "WHERE device_id = ? AND start_ms <= ? ORDER BY start_ms DESC LIMIT 1",
-            (device, first),
+            f'SELECT start_ms, n, data FROM "{layout.chunks}" '  # noqa: S608 - _IDENT
+            "WHERE device_id = ? AND start_ms < ? ORDER BY start_ms DESC LIMIT 1",
+            (device, first if not chunks else min(start for start, _ in chunks)),
         ).fetchone()
-        start = first
-        if prev is not None:
-            p_start, p_n, p_last = int(prev[0]), int(prev[1]), int(prev[2])
-            inside = first <= p_last
-            same_month = _month(p_start) == _month(first)
-            if inside or (same_month and p_n + len(rows) <= _CHUNK_READINGS):
-                old = self._decode(layout, bytes(prev[3]), device, p_start, layout.arrays)
-                rows = _merge([old, rows])
-                start = p_start
-        for at in range(0, len(rows), _CHUNK_MAX):
-            part = _slice(rows, at, at + _CHUNK_MAX)
-            key = start if at == 0 else int(part.ts_ms[0])
+        if (
+            prev is not None
+            and _month(int(prev[0])) == _month(first)
+            and int(prev[1]) + len(rows) + sum(len(p) for p in parts) <= _CHUNK_READINGS
+        ):
+            before = self._decode(layout, bytes(prev[2]), device, int(prev[0]), layout.arrays)
+            if _samples(before) + _samples(rows) <= _WAVE_SAMPLES:
+                parts.append(before)
+                chunks.append((int(prev[0]), b""))
+        merged = _merge([*parts, rows])
+        conn.executemany(
+            f'DELETE FROM "{layout.chunks}" WHERE device_id = ? AND start_ms = ?',  # noqa: S608 - _IDENT
+            [(device, start) for start, _ in chunks],
+        )
+        for lo, hi in _pieces(merged):
+            part = _slice(merged, lo, hi)
             conn.execute(
-                f'INSERT OR REPLACE INTO "{layout.chunks}" '  # noqa: S608 - _IDENT
+                f'INSERT INTO "{layout.chunks}" '  # noqa: S608 - _IDENT
                 "(device_id, start_ms, n, first_ms, last_ms, data) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     device,
-                    key,
+                    int(part.ts_ms[0]),
                     len(part),
                     int(part.ts_ms[0]),
                     int(part.ts_ms[-1]),
                     encode_chunk(part),
                 ),
             )
+        return merged
+
+    @staticmethod
+    def _conn_chunks(
+        conn: sqlite3.Connection, layout: _Layout, device: str, first: int, last: int
+    ) -> list[tuple[int, bytes]]:
+        """``(start, data)`` of the device's chunks whose span meets ``[first, last]``."""
+        return [
+            (int(start), bytes(data))
+            for start, data in conn.execute(
+                f'SELECT start_ms, data FROM "{layout.chunks}" '  # noqa: S608 - _IDENT
+                "WHERE device_id = ? AND start_ms <= ? AND last_ms >= ?",
+                (device, last, first),
+            )
+        ]
 
     @staticmethod
     def _tail_chunk(

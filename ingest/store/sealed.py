@@ -24,6 +24,12 @@ from ingest.store.schema import _Layout, _Schema
 from sensors.codec import ReadingColumns
 
 
+def conditions(*pairs: tuple[str, Any]) -> tuple[list[str], list[Any]]:
+    """The SQL conditions (``"column op ?"``) whose value is not None, and their parameters."""
+    kept = [(sql, value) for sql, value in pairs if value is not None]
+    return [sql for sql, _ in kept], [value for _, value in kept]
+
+
 class _Sealed(_Schema):
     """The chunk reads of :class:`~ingest.store.Store`."""
 
@@ -71,17 +77,9 @@ class _Sealed(_Schema):
     ) -> list[tuple[str, int, int, bytes]]:
         """``(device, start, last reading's time, data)`` of the chunks with readings in the
         range, by start."""
-        where: list[str] = []
-        params: list[Any] = []
-        if device_id is not None:
-            where.append("device_id = ?")
-            params.append(device_id)
-        if since_ms is not None:
-            where.append("last_ms >= ?")
-            params.append(since_ms)
-        if until_ms is not None:
-            where.append("start_ms < ?")
-            params.append(until_ms)
+        where, params = conditions(
+            ("device_id = ?", device_id), ("last_ms >= ?", since_ms), ("start_ms < ?", until_ms)
+        )
         sql = f'SELECT device_id, start_ms, last_ms, data FROM "{layout.chunks}"'  # noqa: S608 - _IDENT
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -120,24 +118,29 @@ class _Sealed(_Schema):
 
     def _sealed_keys(
         self, conn: sqlite3.Connection, layout: _Layout, device_id: str, ts_ms: int
-    ) -> tuple[int | None, set[tuple[int, int]]]:
-        """The chunk whose span holds ``ts_ms`` (its start; None: none) and the ``(ts_ms, seq)``
-        of its readings."""
+    ) -> tuple[int, int, set[tuple[int, int]]] | None:
+        """The chunk whose span holds ``ts_ms``: its first and last times and the ``(ts_ms,
+        seq)`` of its readings; None: no chunk holds that time."""
         row = conn.execute(
-            f'SELECT start_ms, data FROM "{layout.chunks}" WHERE device_id = ? '  # noqa: S608 - _IDENT
+            f'SELECT start_ms, last_ms, data FROM "{layout.chunks}" WHERE device_id = ? '  # noqa: S608 - _IDENT
             "AND start_ms <= ? AND last_ms >= ? ORDER BY start_ms DESC LIMIT 1",
             (device_id, ts_ms, ts_ms),
         ).fetchone()
         if row is None:
-            return None, set()
-        rows = self._decode(layout, bytes(row[1]), device_id, int(row[0]), ())
-        return int(row[0]), set(zip(rows.ts_ms.tolist(), rows.seq.tolist(), strict=True))
+            return None
+        rows = self._decode(layout, bytes(row[2]), device_id, int(row[0]), ())
+        return (
+            int(row[0]),
+            int(row[1]),
+            set(zip(rows.ts_ms.tolist(), rows.seq.tolist(), strict=True)),
+        )
 
     def _drop_sealed(
         self, conn: sqlite3.Connection, layout: _Layout, cols: ReadingColumns
     ) -> ReadingColumns:
         """The readings of ``cols`` that are not already sealed (a redelivery of a reading older
-        than the seal floor is found in the chunk whose span holds it)."""
+        than the seal floor is found in the chunk whose span holds it; each chunk is read once
+        a batch)."""
         floor = self._seal_floor(conn)
         if floor is None:
             return cols
@@ -145,17 +148,21 @@ class _Sealed(_Schema):
         if old.size == 0:
             return cols
         keep = np.ones(len(cols), bool)
-        known: dict[tuple[str, int], set[tuple[int, int]]] = {}
-        for i in old.tolist():
-            dev, ts, seq = str(cols.device_id[i]), int(cols.ts_ms[i]), int(cols.seq[i])
-            if any(d == dev and (ts, seq) in keys for (d, _), keys in known.items()):
+        seen: dict[str, list[tuple[int, int, set[tuple[int, int]]]]] = {}
+        devices = cols.device_id[old].tolist()
+        stamps = cols.ts_ms[old].tolist()
+        seqs = cols.seq[old].tolist()
+        for i, dev, ts, seq in zip(old.tolist(), devices, stamps, seqs, strict=True):
+            spans = seen.setdefault(dev, [])
+            keys = next((k for lo, hi, k in spans if lo <= ts <= hi), None)
+            if keys is None:
+                found = self._sealed_keys(conn, layout, dev, ts)
+                if found is None:
+                    continue  # no chunk spans that time: not sealed
+                spans.append(found)
+                keys = found[2]
+            if (ts, seq) in keys:
                 keep[i] = False
-                continue
-            start, keys = self._sealed_keys(conn, layout, dev, ts)
-            if start is not None:
-                known[dev, start] = keys
-                if (ts, seq) in keys:
-                    keep[i] = False
         if keep[old].any():
             # Readings of sealed days go to the tail: the next seal has work (see Store.seal).
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seal_late', 1)")

@@ -505,3 +505,159 @@ def test_chunks_hold_days_of_one_month_up_to_a_size(
         assert _export(sealed, DeviceKind.CBOLT, device_id="b1", since_ms=T0 - 7) == _export(
             plain, DeviceKind.CBOLT, device_id="b1", since_ms=T0 - 7
         )
+
+
+# -- edges found in review ------------------------------------------------------------------------
+
+
+def _pair_of(tmp_path: Path, name: str) -> tuple[Store, Store]:
+    return Store(tmp_path / f"{name}-sealed"), Store(tmp_path / f"{name}-plain")
+
+
+def _write_both(stores: tuple[Store, ...], messages: list[tuple[str, bytes]], now: int) -> None:
+    dec = TelemetryDecoder(clock=lambda: now / 1000)
+    for store in stores:
+        batch = dec.decode_batch(messages)
+        assert batch.errors == []
+        store.write(batch, received_ms=now)
+
+
+def test_a_backfill_that_meets_a_chunk_joins_it_and_stays_counted_once(tmp_path: Path) -> None:
+    """A chunk starts at 00:10 on March 1st; a backfill brings 00:00 and 12:00 of that day: one
+    chunk spans them all (no overlap), and 12:00 delivered again is a duplicate."""
+    now = T0 + 5 * DAY_MS
+    sealed, plain = _pair_of(tmp_path, "backfill")
+    with sealed, plain:
+        first = [
+            _message(
+                "cbolt",
+                "b1",
+                "site-a",
+                "telemetry",
+                ts=T0 + 600_000 + i * HOUR_MS,
+                seq=i,
+                preload_kn=60.0 + i,
+            )
+            for i in range(30)
+        ]
+        _write_both((sealed, plain), first, now)
+        assert sealed.seal(now_ms=now).done
+        late = [
+            _message("cbolt", "b1", "site-a", "telemetry", ts=T0, seq=100, preload_kn=1.0),
+            _message(
+                "cbolt", "b1", "site-a", "telemetry", ts=T0 + 12 * HOUR_MS, seq=101, preload_kn=2.0
+            ),
+        ]
+        _write_both((sealed, plain), late, now)
+        assert sealed.seal(now_ms=now).readings == 2
+        spans = (
+            sqlite3.connect(sealed.file)
+            .execute("SELECT start_ms, last_ms FROM chunks_cbolt ORDER BY start_ms")
+            .fetchall()
+        )
+        assert all(b[0] > a[1] for a, b in itertools.pairwise(spans))
+        assert spans[0][0] == T0
+        dec = TelemetryDecoder(clock=lambda: now / 1000)
+        again = sealed.write(dec.decode_batch(late[1:]), received_ms=now)
+        assert (again.stored, again.duplicates) == (0, 1)
+        _same_columns(sealed.readings(DeviceKind.CBOLT), plain.readings(DeviceKind.CBOLT))
+        assert sealed.stats().readings == plain.stats().readings == 32
+
+
+def test_the_newest_waveform_can_be_a_sealed_one(tmp_path: Path) -> None:
+    now = T0 + 5 * DAY_MS
+    wave = [0.5, -1.25, 3.0, 7.5]
+    messages = [
+        _message(
+            "cnc_mill",
+            "m1",
+            "site-a",
+            "telemetry",
+            ts=T0 + HOUR_MS,
+            seq=1,
+            spindle_rpm=9000.0,
+            vib_ms2=wave,
+            fs_hz=25_600.0,
+        ),
+        # The newest reading carries no waveform: it stays a row, the waveform is sealed.
+        _message(
+            "cnc_mill", "m1", "site-a", "telemetry", ts=T0 + 2 * HOUR_MS, seq=2, spindle_rpm=9100.0
+        ),
+    ]
+    with Store(tmp_path / "s") as store:
+        _write_both((store,), messages, now)
+        store.seal(now_ms=now)
+        got = store.latest_waveform(DeviceKind.CNC_MILL, "m1", "vib_ms2")
+        assert got is not None
+        ts, samples, values = got
+        assert ts == T0 + HOUR_MS
+        assert samples.tolist() == wave
+        assert values["spindle_rpm"] == 9000.0
+
+
+def test_a_fast_device_that_stops_keeps_every_minute_of_its_last_hour(tmp_path: Path) -> None:
+    """A 1 Hz printer stops at 16:59:59: its newest reading stays a row, and the minutes of
+    16:00-16:59 are still there after the seal (stored or computed, as before)."""
+    now = T0 + 5 * DAY_MS
+    stop = T0 + 17 * HOUR_MS - 1_000
+    messages = [
+        _message("printer3d", "p1", "site-a", "telemetry", ts=t, seq=i, hotend_c=200.0 + i % 9)
+        for i, t in enumerate(range(stop - 2 * HOUR_MS + 1_000, stop + 1, 1_000))
+    ]
+    sealed, plain = _pair_of(tmp_path, "fast")
+    with sealed, plain:
+        for at in range(0, len(messages), 2_000):
+            _write_both((sealed, plain), messages[at : at + 2_000], now)
+        plain.rollup(now_ms=now)
+        sealed.seal(now_ms=now)
+        for res in ("1m", "1h", "1d"):
+            got = sealed.rollups(DeviceKind.PRINTER3D, resolution=res)
+            want = plain.rollups(DeviceKind.PRINTER3D, resolution=res)
+            assert _approx(got) == _approx(want), res
+        assert len(sealed.rollups(DeviceKind.PRINTER3D, resolution="1m")) == 120
+
+
+def test_hours_of_sealed_days_start_at_or_after_since(pair: tuple[Store, Store]) -> None:
+    sealed, plain = pair
+    for since, until in ((T0 + 90 * 60_000, T0 + DAY_MS + 7), (T0 + 1, None)):
+        got = sealed.rollups(DeviceKind.CBOLT, resolution="1h", since_ms=since, until_ms=until)
+        want = plain.rollups(DeviceKind.CBOLT, resolution="1h", since_ms=since, until_ms=until)
+        assert got == want
+        a = sealed.rollup_means(DeviceKind.CBOLT, "b1", since_ms=since, until_ms=until)
+        b = plain.rollup_means(DeviceKind.CBOLT, "b1", since_ms=since, until_ms=until)
+        assert a[0].tolist() == b[0].tolist()
+
+
+def test_waveforms_are_cut_into_chunks_a_decoder_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingest.store.seal as seal_module
+
+    monkeypatch.setattr(seal_module, "_WAVE_SAMPLES", 40)  # 5 records of 8 samples a chunk
+    now = T0 + 5 * DAY_MS
+    messages = [
+        _message(
+            "cnc_mill",
+            "m1",
+            "site-a",
+            "telemetry",
+            ts=T0 + i * 600_000,
+            seq=i,
+            spindle_rpm=9000.0 + i,
+            vib_ms2=[float(i + k) for k in range(8)],
+            fs_hz=25_600.0,
+        )
+        for i in range(24)
+    ]
+    sealed, plain = _pair_of(tmp_path, "waves")
+    with sealed, plain:
+        _write_both((sealed, plain), messages, now)
+        sealed.seal(now_ms=now)
+        sizes = [
+            n
+            for (n,) in sqlite3.connect(sealed.file).execute(
+                "SELECT n FROM chunks_cnc_mill ORDER BY start_ms"
+            )
+        ]
+        assert sizes == [5, 5, 5, 5, 3]  # the newest stays a row
+        _same_columns(sealed.readings(DeviceKind.CNC_MILL), plain.readings(DeviceKind.CNC_MILL))
