@@ -57,6 +57,22 @@ def _slice(rows: ChunkRows, lo: int, hi: int) -> ChunkRows:
     )
 
 
+def put_chunk(conn: sqlite3.Connection, layout: _Layout, device: str, rows: ChunkRows) -> None:
+    """Store rows of a device as one chunk, keyed by its first reading's time."""
+    conn.execute(
+        f'INSERT INTO "{layout.chunks}" '  # noqa: S608 - _IDENT
+        "(device_id, start_ms, n, first_ms, last_ms, data) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            device,
+            int(rows.ts_ms[0]),
+            len(rows),
+            int(rows.ts_ms[0]),
+            int(rows.ts_ms[-1]),
+            encode_chunk(rows),
+        ),
+    )
+
+
 class _Rollups(_Writer, _RollupReads):
     """Rollups and retention of :class:`~ingest.store.Store` (they write through
     :meth:`_Writer._transaction`)."""
@@ -259,19 +275,7 @@ class _Rollups(_Writer, _RollupReads):
                 (device, start),
             )
             if not gone.all():
-                kept = _slice(rows, int(gone.sum()), len(rows))
-                conn.execute(
-                    f'INSERT INTO "{layout.chunks}" '  # noqa: S608 - _IDENT
-                    "(device_id, start_ms, n, first_ms, last_ms, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        device,
-                        int(kept.ts_ms[0]),
-                        len(kept),
-                        int(kept.ts_ms[0]),
-                        int(kept.ts_ms[-1]),
-                        encode_chunk(kept),
-                    ),
-                )
+                put_chunk(conn, layout, device, _slice(rows, int(gone.sum()), len(rows)))
             dropped += int(gone.sum())
         if dropped:
             conn.execute(

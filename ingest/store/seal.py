@@ -21,11 +21,11 @@ from typing import Final
 
 import numpy as np
 
-from ingest.store.chunks import ChunkRows, encode_chunk
+from ingest.store.chunks import ChunkRows
 from ingest.store.columns import MAX_VALUES
 from ingest.store.records import SealResult, StoreError
 from ingest.store.rollup_reads import buckets
-from ingest.store.rollups import _Rollups, _slice
+from ingest.store.rollups import _Rollups, _slice, put_chunk
 from ingest.store.schema import DAY_MS, _Layout
 from ingest.store.sealed import as_columns
 
@@ -302,19 +302,7 @@ class _Seal(_Rollups):
             [(device, start) for start, _ in chunks],
         )
         for lo, hi in _pieces(merged):
-            part = _slice(merged, lo, hi)
-            conn.execute(
-                f'INSERT INTO "{layout.chunks}" '  # noqa: S608 - _IDENT
-                "(device_id, start_ms, n, first_ms, last_ms, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    device,
-                    int(part.ts_ms[0]),
-                    len(part),
-                    int(part.ts_ms[0]),
-                    int(part.ts_ms[-1]),
-                    encode_chunk(part),
-                ),
-            )
+            put_chunk(conn, layout, device, _slice(merged, lo, hi))
         return merged
 
     @staticmethod
